@@ -1,0 +1,181 @@
+//! The store's local directories: creating the layout, durable writes
+//! (fsync the file, rename, fsync the directory), pruning empty manifest
+//! directories, feeding a local file to an upload, and cleaning leftover
+//! temporaries at start.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt as _;
+use vmr_ports::blobstore::StoreError;
+
+use super::error::{backend_error, io_error};
+use super::layout::{BLOBS_DIR, MANIFESTS_DIR, PARTIAL_PREFIX};
+use super::spool::{ActiveTemps, TempFile, spawn_io};
+
+/// Temporaries under a filesystem store's root.
+pub(crate) const TEMP_DIR: &str = "tmp";
+/// Under an S3 or memory store's local root: `cache/tmp`, `cache/sha256/<hex>`.
+const CACHE_DIR: &str = "cache";
+const CACHE_BLOBS_DIR: &str = "sha256";
+/// A partial download older than this is given up at start.
+const PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Read size when uploading a local file.
+const UPLOAD_READ: usize = 8 << 20;
+
+/// Creates a filesystem store's directories and returns its absolute root.
+pub(crate) fn prepare_root(root: &Path) -> Result<PathBuf, StoreError> {
+    let doing = format!("preparing store directory {}", root.display());
+    for dir in [BLOBS_DIR, MANIFESTS_DIR, TEMP_DIR] {
+        fs::create_dir_all(root.join(dir)).map_err(|e| io_error(&doing, e))?;
+    }
+    fs::canonicalize(root).map_err(|e| io_error(&doing, e))
+}
+
+/// Creates `<local_root>/cache/{tmp,sha256}` and returns both.
+pub(crate) fn prepare_cache(local_root: &Path) -> Result<(PathBuf, PathBuf), StoreError> {
+    let cache = local_root.join(CACHE_DIR);
+    let doing = format!("preparing cache directory {}", cache.display());
+    let temp_dir = cache.join(TEMP_DIR);
+    let blobs_dir = cache.join(CACHE_BLOBS_DIR);
+    for dir in [&temp_dir, &blobs_dir] {
+        fs::create_dir_all(dir).map_err(|e| io_error(&doing, e))?;
+    }
+    Ok((temp_dir, blobs_dir))
+}
+
+/// Makes a rename or a new entry in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+pub(crate) async fn exists(path: &Path) -> Result<bool, StoreError> {
+    tokio::fs::try_exists(path)
+        .await
+        .map_err(|e| io_error(&format!("checking {}", path.display()), e))
+}
+
+pub(crate) async fn remove_if_present(path: &Path) -> Result<(), StoreError> {
+    match tokio::fs::remove_file(path).await {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_error(&format!("removing {}", path.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `bytes` to `root/key` so that a crash leaves either the old file or
+/// the whole new one: temporary, fsync, rename, fsync of the directories.
+pub(crate) async fn write_durably(
+    root: &Path,
+    key: &str,
+    temp_dir: &Path,
+    temps: &Arc<ActiveTemps>,
+    bytes: Bytes,
+) -> Result<(), StoreError> {
+    let root = root.to_owned();
+    let target = root.join(key);
+    let temp_dir = temp_dir.to_owned();
+    let temps = Arc::clone(temps);
+    spawn_io("writing manifest", move || {
+        let parent = target.parent().unwrap_or(&root);
+        fs::create_dir_all(parent)?;
+        let mut temp = TempFile::fresh(&temp_dir, &temps)?;
+        temp.file().write_all(&bytes)?;
+        temp.file().sync_all()?;
+        temp.persist(&target)?;
+        // New directories on the way need their own entries made durable.
+        let mut dir = Some(parent);
+        while let Some(current) = dir {
+            sync_dir(current)?;
+            if current == root {
+                break;
+            }
+            dir = current.parent();
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// After deleting `root/key`, removes the directories it leaves empty, up to
+/// (not including) the top-level directory of `key`.
+pub(crate) async fn prune_empty_dirs(root: &Path, key: &str) -> Result<(), StoreError> {
+    let top = match key.split_once('/') {
+        Some((top, _)) => root.join(top),
+        None => return Ok(()),
+    };
+    let target = root.join(key);
+    spawn_io("pruning empty manifest directories", move || {
+        let mut dir = target.parent();
+        while let Some(current) = dir {
+            if current == top || !current.starts_with(&top) {
+                break;
+            }
+            match fs::remove_dir(current) {
+                Ok(()) => dir = current.parent(),
+                // Not empty (another tag), or already gone: stop there.
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Streams a local file into an opendal writer (not closed).
+pub(crate) async fn copy_file_to(path: &Path, writer: &mut opendal::Writer, doing: &str) -> Result<(), StoreError> {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| io_error(doing, e))?;
+    loop {
+        let mut buffer = BytesMut::with_capacity(UPLOAD_READ);
+        while buffer.len() < UPLOAD_READ {
+            if file.read_buf(&mut buffer).await.map_err(|e| io_error(doing, e))? == 0 {
+                break;
+            }
+        }
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        writer.write(buffer.freeze()).await.map_err(|e| backend_error(doing, &e))?;
+    }
+}
+
+/// Removes everything in `dir` that no live writer uses, except partial
+/// downloads younger than a day (a restarted pull resumes from them).
+pub(crate) async fn clean_temporaries(dir: &Path, temps: &Arc<ActiveTemps>) -> Result<usize, StoreError> {
+    let dir = dir.to_owned();
+    let temps = Arc::clone(temps);
+    spawn_io("cleaning temporaries", move || {
+        let mut removed = 0;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if temps.contains(&name) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if name.starts_with(PARTIAL_PREFIX) {
+                let age = meta.modified()?.elapsed().unwrap_or_default();
+                if age < PARTIAL_MAX_AGE {
+                    continue;
+                }
+            }
+            let result = if meta.is_dir() {
+                fs::remove_dir_all(entry.path())
+            } else {
+                fs::remove_file(entry.path())
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    })
+    .await
+}

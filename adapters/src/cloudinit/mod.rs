@@ -1,0 +1,106 @@
+//! The NoCloud seed medium: an ISO9660 image labelled `cidata` holding
+//! `user-data`, `meta-data` and, when there is one, `network-config`, the
+//! layout cloud-init's NoCloud datasource looks for on a CD-ROM. The image is
+//! built in memory with hadris-iso (Joliet and Rock Ridge, so the lowercase,
+//! dashed names survive) and written to the VM's runtime directory.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use hadris_iso::read::PathSeparator;
+use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
+use hadris_iso::write::{File as IsoFile, InputFiles, IsoImageWriter};
+
+/// The volume label cloud-init's NoCloud datasource searches for.
+pub const CIDATA_VOLUME_ID: &str = "cidata";
+
+/// Largest document accepted on the seed medium (cloud-init's own bound on
+/// user-data is well below this).
+pub const MAX_SEED_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The three documents of a NoCloud seed, already rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidataDocuments {
+    pub user_data: Vec<u8>,
+    pub meta_data: Vec<u8>,
+    /// `None` leaves network configuration to the image's defaults (DHCP).
+    pub network_config: Option<Vec<u8>>,
+}
+
+/// What can go wrong while building or writing the seed ISO.
+#[derive(Debug, thiserror::Error)]
+pub enum CidataError {
+    #[error("cloud-init {file}: {size} bytes is more than the {max} bytes allowed")]
+    TooLarge { file: &'static str, size: usize, max: usize },
+    #[error("cannot build the cidata ISO: {0}")]
+    Iso(String),
+    #[error("cannot write the cidata ISO to {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds the `cidata` ISO image for the given documents.
+pub fn build_cidata_iso(docs: &CidataDocuments) -> Result<Vec<u8>, CidataError> {
+    let mut files = vec![
+        seed_file("user-data", &docs.user_data)?,
+        seed_file("meta-data", &docs.meta_data)?,
+    ];
+    if let Some(network_config) = &docs.network_config {
+        files.push(seed_file("network-config", network_config)?);
+    }
+    let input = InputFiles {
+        path_separator: PathSeparator::ForwardSlash,
+        files,
+    };
+    let options = IsoFormatOptions {
+        volume_name: CIDATA_VOLUME_ID.to_owned(),
+        system_id: None,
+        volume_set_id: None,
+        publisher_id: None,
+        preparer_id: None,
+        application_id: Some("vmr".to_owned()),
+        sector_size: 2048,
+        path_separator: PathSeparator::ForwardSlash,
+        // Rock Ridge and Joliet keep `user-data` readable as such; without
+        // them the names become `USER_DAT;1`, which NoCloud does not find.
+        features: CreationFeatures::extensions(),
+        // The label must stay lowercase: NoCloud matches `cidata` exactly
+        // (it also accepts `CIDATA`, but blkid reports what is written).
+        strict_charset: false,
+    };
+    let mut out = Cursor::new(Vec::new());
+    IsoImageWriter::create(&mut out, input, options).map_err(|e| CidataError::Iso(e.to_string()))?;
+    Ok(out.into_inner())
+}
+
+/// Builds the ISO and writes it to `path` (replacing an older seed), off the
+/// async runtime's worker threads.
+pub async fn write_cidata_iso(docs: &CidataDocuments, path: &Path) -> Result<(), CidataError> {
+    let bytes = build_cidata_iso(docs)?;
+    let write_err = |source| CidataError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    // A temporary name and a rename, so a VM never sees half an ISO.
+    let tmp = path.with_extension("iso.tmp");
+    tokio::fs::write(&tmp, &bytes).await.map_err(write_err)?;
+    tokio::fs::rename(&tmp, path).await.map_err(write_err)
+}
+
+fn seed_file(name: &'static str, contents: &[u8]) -> Result<IsoFile, CidataError> {
+    if contents.len() > MAX_SEED_FILE_BYTES {
+        return Err(CidataError::TooLarge {
+            file: name,
+            size: contents.len(),
+            max: MAX_SEED_FILE_BYTES,
+        });
+    }
+    Ok(IsoFile::File {
+        name: Arc::new(name.to_owned()),
+        contents: contents.to_vec(),
+    })
+}

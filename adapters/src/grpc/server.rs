@@ -1,0 +1,55 @@
+//! Serving `VMService` on a Unix socket: reflection, `grpc.health.v1`, the
+//! call log, 4 GiB messages each way, and a graceful stop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
+use vmr_proto::v1::vm_service_server::VmServiceServer;
+
+use super::logging::CallLogLayer;
+use super::service::{Core, VmServiceImpl};
+
+/// Largest message accepted or sent, each way (PRODUCT.md §1).
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024 * 1024 - 1;
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    listener: UnixListener,
+    core: Core,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vmr_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            // The descriptor set is compiled in; failing here is a build bug.
+            tracing::error!(error = %e, "reflection descriptor set is invalid");
+            e
+        });
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<VmServiceServer<VmServiceImpl>>()
+        .await;
+
+    let service = VmServiceServer::new(VmServiceImpl::new(core))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+
+    let mut builder = Server::builder()
+        // Large HTTP/2 windows: disk uploads are bulk transfers over a local
+        // socket (see shared/research/stream-throughput.md).
+        .initial_stream_window_size(Some(16 * 1024 * 1024))
+        .initial_connection_window_size(Some(32 * 1024 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .layer(CallLogLayer);
+    let mut router = builder.add_service(health_service).add_service(service);
+    if let Ok(reflection) = reflection {
+        router = router.add_service(reflection);
+    }
+    router
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}

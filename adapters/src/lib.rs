@@ -1,0 +1,7 @@
+//! vmr's adapters: every outside system behind a port. libvirt, the blob
+//! store (opendal: fs, S3, memory), OCI registries, the auth server, the gRPC
+//! server, the cloud-init ISO writer, and in-memory fakes.
+
+pub mod blobstore;
+pub mod cloudinit;
+pub mod grpc;

@@ -1,0 +1,138 @@
+//! `vmr`, the command-line client of vmrd. `args` holds the clap
+//! definitions, one module per area turns parsed arguments into requests and
+//! answers into output, `connect` reaches the daemon over its Unix socket.
+//! Everything the daemon needs from the user's files (VMFile, disk, compose
+//! file, cloud-init files) is read here and sent as contents: the daemon
+//! never reads a client path.
+
+pub mod args;
+mod auth;
+mod compose;
+pub mod connect;
+mod credentials;
+mod images;
+mod import;
+pub mod json;
+mod networks;
+pub mod output;
+mod progress;
+mod system;
+mod transfer;
+mod vms;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub use args::Cli;
+use args::{Command, ImageCommand, SystemCommand};
+pub use compose::{ComposeFileError, ComposeFiles, find_compose_file};
+pub use connect::{Client, ConnectError, RpcError, default_socket_path};
+pub use credentials::{CredentialStore, CredentialStoreError, StoredCredential};
+use output::OutputFormat;
+
+/// Parses the process's arguments and runs the command. Usage errors print
+/// clap's help and exit with 1 here, as every other failure does.
+pub async fn main() -> anyhow::Result<()> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Printing to a closed stdout/stderr has nowhere to report to.
+            let _ = err.print();
+            std::process::exit(if err.use_stderr() { 1 } else { 0 });
+        }
+    };
+    run(cli).await
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let session = Session {
+        socket: cli.global.socket.unwrap_or_else(default_socket_path),
+        output: cli.global.output,
+        context: cli.global.context,
+    };
+    match cli.command {
+        Command::Health => system::health(&session).await,
+        Command::Version => system::version(&session).await,
+        Command::System(SystemCommand::Check) => system::check(&session).await,
+        Command::Import(args) => import::run(&session, args).await,
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
+            images::list(&session, args).await
+        }
+        Command::Image(ImageCommand::Prune(args)) => images::prune(&session, args).await,
+        Command::Image(ImageCommand::Rm(args)) | Command::Rmi(args) => {
+            images::remove(&session, args).await
+        }
+        Command::Image(ImageCommand::Inspect(args)) => {
+            images::inspect(&session, args.reference).await
+        }
+        Command::Tag(args) => images::tag(&session, args).await,
+        Command::Push(args) => transfer::push(&session, args).await,
+        Command::Pull(args) => transfer::pull(&session, args).await,
+        Command::Login(args) => auth::login(&session, args).await,
+        Command::Logout => auth::logout(&session).await,
+        Command::Register(args) => auth::register(&session, args).await,
+        Command::Run(args) => vms::create(&session, args, true).await,
+        Command::Create(args) => vms::create(&session, args, false).await,
+        Command::Start(args) => vms::start(&session, args).await,
+        Command::Restart(args) => vms::restart(&session, args).await,
+        Command::Stop(args) => vms::stop(&session, args).await,
+        Command::Rm(args) => vms::remove(&session, args).await,
+        Command::Ps(args) => vms::list(&session, args).await,
+        Command::Inspect(args) => vms::inspect(&session, args).await,
+        Command::Network(command) => networks::run(&session, command).await,
+        Command::Compose(args) => compose::run(&session, args).await,
+        Command::Context(command) => auth::context(&session, command).await,
+    }
+}
+
+/// What every command needs: where the daemon is, how to print, which
+/// registry context the user named.
+#[derive(Debug)]
+struct Session {
+    socket: PathBuf,
+    output: OutputFormat,
+    context: Option<String>,
+}
+
+impl Session {
+    async fn client(&self) -> Result<Client, ConnectError> {
+        connect::connect(&self.socket).await
+    }
+}
+
+/// Commands that act on several targets (`stop a b c`) go on after a
+/// failure, like docker: each failure is printed as it happens and the
+/// command fails at the end. A single target's failure is simply returned.
+#[derive(Debug)]
+struct Batch {
+    total: usize,
+    failures: Vec<anyhow::Error>,
+}
+
+impl Batch {
+    fn new(total: usize) -> Self {
+        Self {
+            total,
+            failures: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, err: impl Into<anyhow::Error>) {
+        let err = err.into();
+        if self.total > 1 {
+            eprintln!("vmr: {err:#}");
+        }
+        self.failures.push(err);
+    }
+
+    /// `what` names the targets in the plural: "VMs", "images".
+    fn finish(mut self, what: &str) -> anyhow::Result<()> {
+        match self.failures.len() {
+            0 => Ok(()),
+            1 if self.total == 1 => Err(self.failures.remove(0)),
+            failed => Err(anyhow::anyhow!("{failed} of {} {what} failed", self.total)),
+        }
+    }
+}

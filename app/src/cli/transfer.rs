@@ -1,0 +1,149 @@
+//! `vmr push` and `vmr pull`: the call carries the user's stored registry
+//! credential for the context in its metadata (the daemon keeps no user
+//! tokens), and the server stream of progress drives one bar per blob.
+
+use tonic::metadata::MetadataValue;
+use vmr_proto::v1 as pb;
+use vmr_proto::v1::transfer_progress::Event;
+
+use super::Session;
+use super::args::TransferArgs;
+use super::auth::context_name;
+use super::connect::{Reply, RpcError};
+use super::credentials::{CredentialStore, StoredCredential};
+use super::json::{ToJson, print_json};
+use super::output::human_size;
+use super::progress::TransferView;
+
+/// The metadata key the daemon reads the user's registry credential from.
+pub const REGISTRY_AUTH_METADATA: &str = "x-vmr-registry-auth";
+
+pub async fn push(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
+    let mut client = session.client().await?;
+    let credential = stored_credential(session, &mut client).await?;
+    let request = authorized(
+        pb::PushImageRequest {
+            reference: args.reference,
+            context: session.context.clone().unwrap_or_default(),
+        },
+        credential.as_ref(),
+    )?;
+    let stream = client.push_image(request).await.reply();
+    follow(session, stream, credential.is_some(), ("Pushing", "Pushed")).await
+}
+
+pub async fn pull(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
+    let mut client = session.client().await?;
+    let credential = stored_credential(session, &mut client).await?;
+    let request = authorized(
+        pb::PullImageRequest {
+            reference: args.reference,
+            context: session.context.clone().unwrap_or_default(),
+        },
+        credential.as_ref(),
+    )?;
+    let stream = client.pull_image(request).await.reply();
+    follow(session, stream, credential.is_some(), ("Pulling", "Pulled")).await
+}
+
+/// The credential `vmr login` stored for the context, unless it expired:
+/// an expired token would only earn a confusing refusal from the registry.
+async fn stored_credential(
+    session: &Session,
+    client: &mut super::Client,
+) -> anyhow::Result<Option<StoredCredential>> {
+    let context = context_name(session, client).await;
+    let store = CredentialStore::default_location()?;
+    Ok(store
+        .get(&context)?
+        .filter(|credential| !credential.is_expired(jiff::Timestamp::now())))
+}
+
+/// Wraps a request with the credential, if any, in the call's metadata.
+pub fn authorized<T>(
+    message: T,
+    credential: Option<&StoredCredential>,
+) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(credential) = credential {
+        let value = MetadataValue::try_from(credential.header_value()).map_err(|_| {
+            anyhow::anyhow!("the stored credential is not valid header text; log in again")
+        })?;
+        request.metadata_mut().insert(REGISTRY_AUTH_METADATA, value);
+    }
+    Ok(request)
+}
+
+async fn follow(
+    session: &Session,
+    stream: Result<tonic::Streaming<pb::TransferProgress>, RpcError>,
+    sent_credential: bool,
+    (verb, done_word): (&'static str, &'static str),
+) -> anyhow::Result<()> {
+    let hint = |err: RpcError| -> anyhow::Error {
+        if err.code() == tonic::Code::Unauthenticated && !sent_credential {
+            anyhow::anyhow!("{err} (log in first with `vmr login`)")
+        } else {
+            err.into()
+        }
+    };
+    let mut stream = stream.map_err(hint)?;
+    let mut view = TransferView::new(session.output.shows_progress(), verb, done_word);
+    let mut result = None;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            Err(status) => {
+                view.finish();
+                return Err(hint(RpcError(status)));
+            }
+        };
+        match message.event {
+            Some(Event::Blob(blob)) => view.blob(&blob),
+            Some(Event::Done(done)) => result = Some(done),
+            None => {}
+        }
+    }
+    view.finish();
+    let done = result
+        .ok_or_else(|| anyhow::anyhow!("the daemon ended the transfer without a final digest"))?;
+    if session.output.is_json() {
+        print_json(&done.to_json());
+    } else {
+        println!(
+            "{}: digest: {} ({} transferred)",
+            done.reference,
+            done.digest,
+            human_size(done.bytes_transferred)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_credential_travels_in_the_call_metadata() {
+        let credential = StoredCredential {
+            scheme: "bearer".to_owned(),
+            credential: "abc.def".to_owned(),
+            username: "ana".to_owned(),
+            registry_url: String::new(),
+            expires_at: None,
+        };
+        let request = authorized(pb::PullImageRequest::default(), Some(&credential))
+            .expect("valid header");
+        assert_eq!(
+            request
+                .metadata()
+                .get(REGISTRY_AUTH_METADATA)
+                .and_then(|value| value.to_str().ok()),
+            Some("bearer abc.def")
+        );
+        let anonymous = authorized(pb::PullImageRequest::default(), None).expect("request");
+        assert!(anonymous.metadata().get(REGISTRY_AUTH_METADATA).is_none());
+    }
+}

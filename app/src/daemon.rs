@@ -1,0 +1,77 @@
+//! Running vmrd: logging, assembly, the socket, serving, and a graceful
+//! stop on SIGTERM/SIGINT (stop accepting, let in-flight calls finish for a
+//! bounded time, remove the socket; VMs keep running, libvirt owns them).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{DaemonConfig, LogFormat};
+
+/// How long in-flight calls may take to finish after a stop signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub fn init_logging(config: &DaemonConfig) {
+    // RUST_LOG, when set, refines the level for debugging.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", config.log_level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn stop_signal() {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        // Without signal handlers the daemon still serves; it just cannot
+        // stop gracefully.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+/// Runs the daemon until a stop signal.
+pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let core = crate::assemble::assemble(&config).await?;
+    let listener = crate::socket::bind(&config.socket, config.socket_mode, config.socket_group.as_deref())
+        .await?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        store = %core.store_description,
+        hypervisor = %core.hypervisor_description,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "vmrd {} serving",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        stop_signal().await;
+        let _ = stopping_tx.send(());
+    };
+    let serve = vmr_adapters::grpc::serve(listener, core.grpc, shutdown);
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        result = &mut serve => result.context("gRPC server failed"),
+        _ = async {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(DRAIN).await;
+        } => {
+            tracing::warn!("in-flight calls did not finish within {}s; stopping anyway", DRAIN.as_secs());
+            Ok(())
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&config.socket) {
+        tracing::warn!(error = %e, "could not remove the socket");
+    }
+    tracing::info!("vmrd stopped");
+    result
+}

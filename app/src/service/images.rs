@@ -1,0 +1,409 @@
+//! Image use cases over a `BlobStore`: import (disk, config and manifest
+//! blobs, then tags), list, inspect, tag, remove and garbage collection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::sync::RwLock;
+use tracing::{info, instrument};
+use vmr_domain::image::{
+    Descriptor, Digest, DiskFormat, ImageConfig, Manifest, Reference, Repository, Tag,
+    annotations, qcow2_virtual_size,
+};
+use vmr_domain::vmfile::VmFile;
+use vmr_ports::blobstore::{BlobStore, StoreError};
+use vmr_ports::driving::{
+    ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
+    RemoveOutcome, UploadStream, UseCaseError,
+};
+
+/// Which manifest digests VMs use (so their blobs are never collected and
+/// their images are not removed without force).
+#[async_trait]
+pub trait ImagesInUse: Send + Sync {
+    async fn manifest_digests_in_use(&self) -> Result<BTreeSet<Digest>, UseCaseError>;
+}
+
+/// For a core assembled without a hypervisor: nothing is in use.
+#[derive(Debug, Default)]
+pub struct NoVms;
+
+#[async_trait]
+impl ImagesInUse for NoVms {
+    async fn manifest_digests_in_use(&self) -> Result<BTreeSet<Digest>, UseCaseError> {
+        Ok(BTreeSet::new())
+    }
+}
+
+/// The image use cases.
+pub struct ImageService {
+    store: Arc<dyn BlobStore>,
+    in_use: Arc<dyn ImagesInUse>,
+    /// Writers (imports, pulls, tags) hold it shared; garbage collection holds
+    /// it exclusively, so it never sees a blob committed but not yet tagged.
+    gc_lock: RwLock<()>,
+}
+
+impl ImageService {
+    pub fn new(store: Arc<dyn BlobStore>, in_use: Arc<dyn ImagesInUse>) -> Self {
+        Self {
+            store,
+            in_use,
+            gc_lock: RwLock::new(()),
+        }
+    }
+
+    /// The store, for other use cases that read images.
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+
+    /// Resolves a reference to its repository and manifest bytes.
+    pub async fn resolve(&self, reference: &Reference) -> Result<(Repository, Bytes), UseCaseError> {
+        let repository = reference.repository.clone();
+        let bytes = match &reference.digest {
+            Some(digest) => self.store.read_blob(digest).await.map_err(|e| match e {
+                StoreError::BlobNotFound(_) => image_not_found(reference),
+                other => other.into(),
+            })?,
+            None => {
+                let tag = reference.tag_or_latest();
+                self.store
+                    .get_manifest(&repository, &tag)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::ManifestNotFound { .. } => image_not_found(reference),
+                        other => other.into(),
+                    })?
+            }
+        };
+        Ok((repository, bytes))
+    }
+
+    async fn write_small_blob(&self, bytes: Bytes) -> Result<(Digest, u64), UseCaseError> {
+        let mut writer = self.store.begin_blob().await?;
+        writer.write(bytes).await?;
+        Ok(writer.commit(None).await?)
+    }
+
+    async fn describe(
+        &self,
+        repository: &Repository,
+        tags: Vec<Tag>,
+        manifest_bytes: &Bytes,
+    ) -> Result<(ImageInfo, Manifest, Bytes), UseCaseError> {
+        let manifest = Manifest::from_json(manifest_bytes)?;
+        let config_bytes = self.store.read_blob(&manifest.config.digest).await?;
+        let config = ImageConfig::from_json(&config_bytes)?;
+        let size = manifest_bytes.len() as u64
+            + manifest.config.size
+            + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let info = ImageInfo {
+            repository: repository.clone(),
+            tags,
+            digest: Digest::of(manifest_bytes),
+            size,
+            disk_format: config.spec.disk_format,
+            created: manifest
+                .annotations
+                .get(annotations::CREATED)
+                .cloned()
+                .unwrap_or_default(),
+            cpu: config.spec.resources.cpu,
+            memory_bytes: config.spec.resources.memory,
+            description: config.metadata.description.clone().unwrap_or_default(),
+        };
+        Ok((info, manifest, config_bytes))
+    }
+
+    /// Every tag with the digest of the manifest it points at.
+    async fn tag_index(&self) -> Result<Vec<(Repository, Tag, Digest, Bytes)>, UseCaseError> {
+        let mut out = Vec::new();
+        for (repository, tag) in self.store.list_manifests().await? {
+            match self.store.get_manifest(&repository, &tag).await {
+                Ok(bytes) => out.push((repository, tag, Digest::of(&bytes), bytes)),
+                // Removed between list and get: not an error.
+                Err(StoreError::ManifestNotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every blob that no tag and no VM references. The caller holds
+    /// the GC lock exclusively.
+    async fn collect_garbage(&self) -> Result<(Vec<Digest>, u64), UseCaseError> {
+        let mut keep = BTreeSet::new();
+        let mut manifests: Vec<Bytes> = Vec::new();
+        for (_, _, digest, bytes) in self.tag_index().await? {
+            keep.insert(digest);
+            manifests.push(bytes);
+        }
+        for digest in self.in_use.manifest_digests_in_use().await? {
+            if let Ok(bytes) = self.store.read_blob(&digest).await {
+                manifests.push(bytes);
+            }
+            keep.insert(digest);
+        }
+        for bytes in &manifests {
+            // A tag whose manifest no longer parses keeps nothing alive but
+            // itself; `vmr system check` reports it.
+            if let Ok(manifest) = Manifest::from_json(bytes) {
+                keep.insert(manifest.config.digest.clone());
+                keep.extend(manifest.layers.iter().map(|l| l.digest.clone()));
+            }
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        for (digest, size) in self.store.list_blobs().await? {
+            if !keep.contains(&digest) {
+                self.store.delete_blob(&digest).await?;
+                reclaimed += size;
+                deleted.push(digest);
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+}
+
+fn image_not_found(reference: &Reference) -> UseCaseError {
+    UseCaseError::not_found(format!("image {reference} not found"))
+}
+
+fn parse_tags(tags: &[String]) -> Result<Vec<Tag>, UseCaseError> {
+    if tags.is_empty() {
+        return Ok(vec![Tag::latest()]);
+    }
+    let mut out: Vec<Tag> = Vec::with_capacity(tags.len());
+    for (i, raw) in tags.iter().enumerate() {
+        let tag: Tag = raw
+            .parse()
+            .map_err(|e| UseCaseError::invalid(format!("tags[{i}]"), e))?;
+        if !out.contains(&tag) {
+            out.push(tag);
+        }
+    }
+    Ok(out)
+}
+
+/// Pumps the client's disk stream into a blob writer, checking the length
+/// and the format's header on the way. Returns the head it saw.
+async fn receive_disk(
+    writer: &mut Box<dyn vmr_ports::blobstore::BlobWriter>,
+    mut disk: UploadStream,
+    expected_len: u64,
+    format: DiskFormat,
+) -> Result<Bytes, UseCaseError> {
+    let head_len = usize::try_from(expected_len.min(DiskFormat::HEADER_LEN as u64))
+        .unwrap_or(DiskFormat::HEADER_LEN);
+    let mut head = BytesMut::with_capacity(head_len);
+    let mut checked = false;
+    let mut received: u64 = 0;
+    while let Some(chunk) = disk.next().await {
+        let chunk = chunk?;
+        received += chunk.len() as u64;
+        if received > expected_len {
+            return Err(UseCaseError::invalid(
+                "disk",
+                format!("the client sent more than the announced {expected_len} bytes"),
+            ));
+        }
+        if !checked {
+            let take = (head_len - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() == head_len {
+                format.check_header(&head)?;
+                checked = true;
+            }
+        }
+        writer.write(chunk).await?;
+    }
+    if received < expected_len {
+        return Err(UseCaseError::new(
+            ErrorKind::Cancelled,
+            format!("the disk stream ended after {received} of {expected_len} bytes"),
+        ));
+    }
+    Ok(head.freeze())
+}
+
+#[async_trait]
+impl ImageUseCases for ImageService {
+    #[instrument(skip_all, fields(tags = ?request.tags, size = request.disk_size))]
+    async fn import(&self, request: ImportRequest, disk: UploadStream) -> Result<ImportOutcome, UseCaseError> {
+        let vmfile = VmFile::parse(&request.vmfile)?;
+        let tags = parse_tags(&request.tags)?;
+        let expected = match request.disk_digest.as_deref().filter(|d| !d.is_empty()) {
+            Some(raw) => Some(
+                raw.parse::<Digest>()
+                    .map_err(|e| UseCaseError::invalid("disk_digest", e))?,
+            ),
+            None => None,
+        };
+        if request.disk_size == 0 {
+            return Err(UseCaseError::invalid("disk_size", "the disk is empty"));
+        }
+        let format = vmfile.spec.disk_format;
+        let _writers = self.gc_lock.read().await;
+
+        let mut writer = self.store.begin_blob().await?;
+        let head = match receive_disk(&mut writer, disk, request.disk_size, format).await {
+            Ok(head) => head,
+            Err(e) => {
+                // Best effort: the writer's temporary is also swept at start.
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+        };
+        let (disk_digest, disk_len) = writer.commit(expected.as_ref()).await?;
+        let virtual_size = match format {
+            DiskFormat::Qcow2 => qcow2_virtual_size(&head).unwrap_or(disk_len),
+            DiskFormat::Raw | DiskFormat::Iso => disk_len,
+        };
+
+        let config = vmfile.image_config(virtual_size);
+        let config_bytes = Bytes::from(config.to_json_bytes());
+        self.write_small_blob(config_bytes.clone()).await?;
+        let created = jiff::Timestamp::now().to_string();
+        let title = request
+            .disk_file_name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| default_title(&vmfile));
+        let manifest = Manifest::for_image(
+            &config,
+            &config_bytes,
+            Descriptor::disk(format, disk_digest, disk_len, &title),
+            &created,
+        );
+        let manifest_bytes = Bytes::from(manifest.to_json_bytes());
+        let (manifest_digest, _) = self.write_small_blob(manifest_bytes.clone()).await?;
+
+        let repository = vmfile.metadata.name.clone();
+        let mut references = Vec::with_capacity(tags.len());
+        for tag in &tags {
+            self.store
+                .put_manifest(&repository, tag, manifest_bytes.clone())
+                .await?;
+            references.push(format!("{repository}:{tag}"));
+        }
+        info!(image = %repository, digest = %manifest_digest, "imported");
+        let (image, _, _) = self.describe(&repository, tags, &manifest_bytes).await?;
+        Ok(ImportOutcome { image, references })
+    }
+
+    async fn list(&self, repository: Option<Repository>) -> Result<Vec<ImageInfo>, UseCaseError> {
+        let mut grouped: BTreeMap<(Repository, Digest), (Vec<Tag>, Bytes)> = BTreeMap::new();
+        for (repo, tag, digest, bytes) in self.tag_index().await? {
+            if repository.as_ref().is_some_and(|r| r != &repo) {
+                continue;
+            }
+            grouped
+                .entry((repo, digest))
+                .or_insert_with(|| (Vec::new(), bytes))
+                .0
+                .push(tag);
+        }
+        let mut images = Vec::with_capacity(grouped.len());
+        for ((repo, _), (mut tags, bytes)) in grouped {
+            tags.sort();
+            images.push(self.describe(&repo, tags, &bytes).await?.0);
+        }
+        Ok(images)
+    }
+
+    async fn inspect(&self, reference: &Reference) -> Result<ImageDetails, UseCaseError> {
+        let (repository, manifest_bytes) = self.resolve(reference).await?;
+        let digest = Digest::of(&manifest_bytes);
+        let tags = self
+            .tag_index()
+            .await?
+            .into_iter()
+            .filter(|(r, _, d, _)| r == &repository && d == &digest)
+            .map(|(_, t, _, _)| t)
+            .collect();
+        let (info, manifest, config_bytes) = self.describe(&repository, tags, &manifest_bytes).await?;
+        Ok(ImageDetails {
+            info,
+            manifest,
+            manifest_bytes,
+            config_bytes,
+        })
+    }
+
+    async fn tag(&self, source: &Reference, target: &Reference) -> Result<Digest, UseCaseError> {
+        if target.digest.is_some() {
+            return Err(UseCaseError::invalid("target", "a tag target cannot name a digest"));
+        }
+        let _writers = self.gc_lock.read().await;
+        let (_, bytes) = self.resolve(source).await?;
+        let digest = Digest::of(&bytes);
+        if !self.store.blob_exists(&digest).await? {
+            // Older stores may lack the manifest blob: restore it.
+            self.write_small_blob(bytes.clone()).await?;
+        }
+        self.store
+            .put_manifest(&target.repository, &target.tag_or_latest(), bytes)
+            .await?;
+        Ok(digest)
+    }
+
+    async fn remove(&self, reference: &Reference, force: bool) -> Result<RemoveOutcome, UseCaseError> {
+        let _gc = self.gc_lock.write().await;
+        let (repository, bytes) = self.resolve(reference).await?;
+        let digest = Digest::of(&bytes);
+        let index = self.tag_index().await?;
+        let doomed: Vec<Tag> = match &reference.digest {
+            Some(_) => index
+                .iter()
+                .filter(|(r, _, d, _)| r == &repository && d == &digest)
+                .map(|(_, t, _, _)| t.clone())
+                .collect(),
+            None => vec![reference.tag_or_latest()],
+        };
+        let remaining = index
+            .iter()
+            .filter(|(r, t, d, _)| d == &digest && !(r == &repository && doomed.contains(t)))
+            .count();
+        if remaining == 0 && !force && self.in_use.manifest_digests_in_use().await?.contains(&digest) {
+            return Err(UseCaseError::precondition(format!(
+                "image {reference} is used by a VM; remove the VM first or use --force"
+            )));
+        }
+        let mut outcome = RemoveOutcome::default();
+        for tag in doomed {
+            self.store.delete_manifest(&repository, &tag).await?;
+            outcome.untagged.push(format!("{repository}:{tag}"));
+        }
+        outcome.deleted = self.collect_garbage().await?.0;
+        Ok(outcome)
+    }
+
+    async fn prune(&self, all: bool) -> Result<PruneOutcome, UseCaseError> {
+        let _gc = self.gc_lock.write().await;
+        let mut outcome = PruneOutcome::default();
+        if all {
+            let in_use = self.in_use.manifest_digests_in_use().await?;
+            for (repository, tag, digest, _) in self.tag_index().await? {
+                if !in_use.contains(&digest) {
+                    self.store.delete_manifest(&repository, &tag).await?;
+                    outcome.untagged.push(format!("{repository}:{tag}"));
+                }
+            }
+        }
+        let (deleted, reclaimed) = self.collect_garbage().await?;
+        outcome.deleted = deleted;
+        outcome.reclaimed_bytes = reclaimed;
+        Ok(outcome)
+    }
+}
+
+fn default_title(vmfile: &VmFile) -> String {
+    std::path::Path::new(&vmfile.spec.disk_image)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("disk.{}", vmfile.spec.disk_format))
+}

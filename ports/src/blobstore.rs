@@ -1,0 +1,98 @@
+//! The content-addressed store: blobs named by their sha256 digest, and
+//! manifests named by repository and tag. A blob becomes visible only when
+//! its bytes hash to its name and are durable.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use vmr_domain::image::{Digest, Repository, Tag};
+
+/// What can go wrong in a blob store, in the user's words.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("blob {0} not found")]
+    BlobNotFound(Digest),
+    #[error("manifest {repository}:{tag} not found")]
+    ManifestNotFound { repository: String, tag: String },
+    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest} is corrupt: its content hashes to {actual}")]
+    Corrupt { digest: Digest, actual: Digest },
+    #[error("size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("store is out of space: {0}")]
+    NoSpace(String),
+    #[error("store backend error: {0}")]
+    Backend(String),
+    #[error("store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stream of blob bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// An unfinished blob: bytes are hashed as they are written; nothing is
+/// visible under a digest until `commit` succeeds. Dropping a writer without
+/// committing leaves nothing visible (temporaries are removed best-effort, and
+/// at the next start at the latest).
+#[async_trait]
+pub trait BlobWriter: Send {
+    /// Appends a chunk.
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+    /// Bytes written so far (for a resumed writer, including what was there).
+    fn written(&self) -> u64;
+    /// Makes the data durable and visible under its digest. With `expected`,
+    /// a different digest is `DigestMismatch` and nothing becomes visible.
+    /// Committing a blob that already exists is not an error.
+    async fn commit(self: Box<Self>, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError>;
+    /// Discards the data.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The blob and manifest store (filesystem, S3 or memory).
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// Starts a new blob.
+    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Starts or continues a blob whose digest is known in advance (a pull):
+    /// what an earlier, interrupted writer for the same digest left is kept,
+    /// re-hashed, and `written()` tells where to continue.
+    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Whether a committed blob exists.
+    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError>;
+    /// The size of a committed blob.
+    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError>;
+    /// Reads a whole (small) blob and verifies it: `Corrupt` when it no
+    /// longer hashes to its name.
+    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError>;
+    /// Streams a blob, or a byte range of it. A full read verifies the digest
+    /// at the end and fails the stream with `Corrupt` on mismatch.
+    async fn open_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
+    /// Re-hashes a blob: `Corrupt` on mismatch.
+    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError>;
+    /// Removes a blob (no error if absent).
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError>;
+    /// Every committed blob with its size.
+    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError>;
+
+    /// Writes `manifests/<repository>/<tag>/manifest.json` atomically.
+    async fn put_manifest(&self, repository: &Repository, tag: &Tag, manifest: Bytes) -> Result<(), StoreError>;
+    /// Reads a tag's manifest bytes.
+    async fn get_manifest(&self, repository: &Repository, tag: &Tag) -> Result<Bytes, StoreError>;
+    /// Removes a tag (no error if absent).
+    async fn delete_manifest(&self, repository: &Repository, tag: &Tag) -> Result<(), StoreError>;
+    /// Every tag in the store.
+    async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError>;
+
+    /// A local file holding the blob's verified bytes, for the hypervisor.
+    /// The filesystem store returns the blob itself; S3 keeps a verified copy
+    /// in a local cache. The file must never be written through this path.
+    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError>;
+    /// Removes temporaries left by a crash; returns how many it removed.
+    async fn clean_temporaries(&self) -> Result<usize, StoreError>;
+    /// A short description for logs and health ("filesystem /var/lib/vm-registry").
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,14 @@
+//! Driving ports: the use cases vmr offers, in domain types. The gRPC adapter
+//! depends only on these traits, so a library user can embed the core
+//! without gRPC (see `app/examples/`).
+
+pub mod error;
+pub mod health;
+pub mod images;
+
+pub use error::{ErrorKind, UseCaseError};
+pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
+pub use images::{
+    ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
+    RemoveOutcome, UploadStream,
+};

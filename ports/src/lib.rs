@@ -1,0 +1,18 @@
+//! The ports of vmr's hexagon. Driven ports are what the core needs from the
+//! world (a hypervisor, a blob store, a registry, an auth server); driving
+//! ports are the use cases the world calls (the gRPC adapter, or a library
+//! user embedding the core). All are object safe and used as `Arc<dyn _>`.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod blobstore;
+pub mod driving;
+pub mod registry;
+
+pub use auth::{AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken};
+pub use blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+pub use registry::{
+    BlobDownload, ManifestReference, RegistryByteStream, RegistryClient, RegistryConnector, RegistryError,
+    RegistryTarget, RemoteManifest, UploadProgress,
+};

@@ -1,0 +1,17 @@
+//! Compiles the .proto files with protox (pure Rust, no protoc) and writes the
+//! descriptor set that the daemon serves through gRPC reflection.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let fds = protox::compile(["proto/vm.proto"], ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("vmregistry_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

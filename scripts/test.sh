@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The full test suite, as `make test` and CI (.ci/run) run it: installs the system packages,
+# starts the outside services (libvirtd, S3, OCI registries) on loopback, builds, runs every
+# test, then checks formatting and clippy. Exits non-zero when any step failed.
+#
+# Services that were already all up when it began are left running afterwards (a developer's,
+# or another test run's); services it started itself are stopped on exit.
+# VMR_KEEP_SERVICES=1 keeps them running in any case.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+step() { echo; echo "==> $*"; }
+
+step "system packages"
+bash scripts/install-deps.sh
+
+step "test services"
+started_here=1
+bash scripts/test-services.sh check && started_here=0
+stop_services() {
+  if [ "$started_here" = 1 ] && [ "${VMR_KEEP_SERVICES:-0}" != 1 ]; then
+    step "stopping test services"
+    bash scripts/test-services.sh stop || true
+  fi
+}
+trap stop_services EXIT
+bash scripts/test-services.sh start
+eval "$(bash scripts/test-services.sh env)"
+
+failed=()
+
+# The end-to-end tests run the daemon and CLI binaries, so they are built first.
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --workspace --no-fail-fast"
+  cargo nextest run --workspace --no-fail-fast || failed+=("tests")
+  # nextest does not run doctests.
+  step "cargo test --workspace --doc"
+  cargo test --workspace --doc || failed+=("doctests")
+else
+  step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
+  cargo test --workspace --no-fail-fast || failed+=("tests")
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check || failed+=("fmt")
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings || failed+=("clippy")
+
+echo
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "==> FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "==> all checks passed"
