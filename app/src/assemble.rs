@@ -24,10 +24,9 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
     let store: Arc<dyn BlobStore> = match config.storage {
         StorageKind::Filesystem => Arc::new(
             OpendalStore::filesystem(config.fs_path.clone())
-                .await
                 .with_context(|| format!("--fs-path {}", config.fs_path.display()))?,
         ),
-        StorageKind::Memory => Arc::new(OpendalStore::memory().await.context("memory store")?),
+        StorageKind::Memory => Arc::new(OpendalStore::memory().context("memory store")?),
         StorageKind::S3 => {
             let s3 = config
                 .s3

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cloudinit;
 pub mod image;
 pub mod network;
 pub mod units;

@@ -244,7 +244,8 @@ impl VmSpec {
             "service": self.labels.service,
             "cloudInit": seed.map(|s| Digest::of(&s.canonical_bytes()).to_string()),
         });
-        // serde_json's map is ordered by key, so this text is canonical.
+        // The key order is fixed (serde_json sorts keys, or keeps this
+        // literal order with preserve_order), so the text is stable.
         Digest::of(canonical.to_string().as_bytes()).hex().to_owned()
     }
 }

@@ -45,7 +45,8 @@ pub(crate) fn prepare_cache(local_root: &Path) -> Result<(PathBuf, PathBuf), Sto
     for dir in [&temp_dir, &blobs_dir] {
         fs::create_dir_all(dir).map_err(|e| io_error(&doing, e))?;
     }
-    Ok((temp_dir, blobs_dir))
+    let absolute = |dir: PathBuf| fs::canonicalize(dir).map_err(|e| io_error(&doing, e));
+    Ok((absolute(temp_dir)?, absolute(blobs_dir)?))
 }
 
 /// Makes a rename or a new entry in `dir` durable.

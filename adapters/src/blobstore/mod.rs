@@ -223,14 +223,10 @@ impl Inner {
         size: u64,
         upload: Option<(usize, usize)>,
     ) -> Result<TempFile, StoreError> {
+        // Uploaded even when the key exists: a damaged object is healed by
+        // committing its content again, and an equal one is just replaced.
         let key = blob_key(digest);
-        let doing = format!("uploading blob {digest}");
-        match self.op.stat(&key).await {
-            Ok(meta) if meta.content_length() == size => return Ok(temp),
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(backend_error(&doing, &e)),
-        }
+        let doing = format!("uploading blob {digest} ({size} bytes)");
         let writer = self.op.writer_with(&key);
         let writer = match upload {
             Some((chunk, concurrency)) => writer.chunk(chunk).concurrent(concurrency),

@@ -175,7 +175,7 @@ pub struct LoginArgs {
     #[arg(short, long)]
     pub username: Option<String>,
     /// Read the password from the first line of standard input
-    #[arg(long)]
+    #[arg(long, requires = "username")]
     pub password_stdin: bool,
 }
 
@@ -188,7 +188,7 @@ pub struct RegisterArgs {
     #[arg(short, long)]
     pub email: Option<String>,
     /// Read the password from the first line of standard input
-    #[arg(long)]
+    #[arg(long, requires = "username")]
     pub password_stdin: bool,
 }
 

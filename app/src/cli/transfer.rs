@@ -20,11 +20,11 @@ pub const REGISTRY_AUTH_METADATA: &str = "x-vmr-registry-auth";
 
 pub async fn push(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
     let mut client = session.client().await?;
-    let credential = stored_credential(session, &mut client).await?;
+    let (context, credential) = stored_credential(session, &mut client).await?;
     let request = authorized(
         pb::PushImageRequest {
             reference: args.reference,
-            context: session.context.clone().unwrap_or_default(),
+            context,
         },
         credential.as_ref(),
     )?;
@@ -34,11 +34,11 @@ pub async fn push(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
 
 pub async fn pull(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
     let mut client = session.client().await?;
-    let credential = stored_credential(session, &mut client).await?;
+    let (context, credential) = stored_credential(session, &mut client).await?;
     let request = authorized(
         pb::PullImageRequest {
             reference: args.reference,
-            context: session.context.clone().unwrap_or_default(),
+            context,
         },
         credential.as_ref(),
     )?;
@@ -46,17 +46,20 @@ pub async fn pull(session: &Session, args: TransferArgs) -> anyhow::Result<()> {
     follow(session, stream, credential.is_some(), ("Pulling", "Pulled")).await
 }
 
-/// The credential `vmr login` stored for the context, unless it expired:
-/// an expired token would only earn a confusing refusal from the registry.
+/// The context the call is for (named explicitly, so that the credential and
+/// the registry belong together) and the credential `vmr login` stored for
+/// it, unless it expired: an expired token would only earn a confusing
+/// refusal from the registry.
 async fn stored_credential(
     session: &Session,
     client: &mut super::Client,
-) -> anyhow::Result<Option<StoredCredential>> {
+) -> anyhow::Result<(String, Option<StoredCredential>)> {
     let context = context_name(session, client).await;
     let store = CredentialStore::default_location()?;
-    Ok(store
+    let credential = store
         .get(&context)?
-        .filter(|credential| !credential.is_expired(jiff::Timestamp::now())))
+        .filter(|credential| !credential.is_expired(jiff::Timestamp::now()));
+    Ok((context, credential))
 }
 
 /// Wraps a request with the credential, if any, in the call's metadata.

@@ -1,0 +1,280 @@
+//! The hypervisor port: what the core needs from whatever runs VMs and
+//! virtual networks (libvirt, or the in-memory fake). A VM is defined from a
+//! [`VmDefinition`] (the domain's spec plus the files the core prepared for
+//! it), started, stopped, restarted and undefined; the backend is the single
+//! source of truth, so [`Hypervisor::list_vms`] gives every VM back with its
+//! full spec after a daemon restart. Networks, copy-on-write disks and a
+//! stream of lifecycle events complete the port.
+//!
+//! Every backend honours one state machine, checked by a shared contract
+//! test suite:
+//!
+//! ```text
+//! define -> Created --start--> Running --stop--> Stopped --start--> Running
+//!                                 \--(guest crash)--> Crashed --start--> Running
+//! undefine: only when not active (Created, Stopped, Crashed)
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use vmr_domain::image::DiskFormat;
+use vmr_domain::network::{MacAddr, NetworkName, NetworkSpec};
+use vmr_domain::vm::{VmName, VmSpec, VmState};
+
+/// What can go wrong in a hypervisor, in the user's words. The gRPC edge maps
+/// each variant to one status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HypervisorError {
+    /// NOT_FOUND: `kind` is `VM`, `network`, `disk` or `host interface`.
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
+    /// ALREADY_EXISTS.
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: &'static str, name: String },
+    /// FAILED_PRECONDITION: the object is not in a state the call accepts.
+    #[error("{kind} {name} is {state}; it must be {wanted}")]
+    InvalidState {
+        kind: &'static str,
+        name: String,
+        state: String,
+        wanted: String,
+    },
+    /// INVALID_ARGUMENT: a value the backend refuses, with its field.
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    /// UNAVAILABLE: the backend cannot be reached (libvirtd down).
+    #[error("hypervisor unavailable: {0}")]
+    Unavailable(String),
+    /// INTERNAL: anything else the backend reported.
+    #[error("hypervisor error: {0}")]
+    Backend(String),
+}
+
+impl HypervisorError {
+    pub fn vm_not_found(name: &VmName) -> Self {
+        Self::NotFound {
+            kind: "VM",
+            name: name.to_string(),
+        }
+    }
+
+    pub fn network_not_found(name: &NetworkName) -> Self {
+        Self::NotFound {
+            kind: "network",
+            name: name.to_string(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A disk file attached to a VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskAttachment {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+}
+
+/// Everything a backend needs to define a VM: the spec and the files the
+/// core prepared for it in `runtime/<vm>/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmDefinition {
+    pub spec: VmSpec,
+    /// The VM's writable disk (a qcow2 overlay, or a blank disk for an `iso`
+    /// image); `None` for an `iso` image booted without a disk.
+    pub disk: Option<DiskAttachment>,
+    /// Read-only CD-ROMs in boot order: the `iso` image's blob first when
+    /// there is one, then the cloud-init `cidata` ISO.
+    pub cdroms: Vec<PathBuf>,
+    /// Boot from the first CD-ROM instead of the disk (`iso` images).
+    pub boot_from_cdrom: bool,
+    /// Where the serial console is logged.
+    pub console_log: PathBuf,
+}
+
+/// How to stop a running VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// ACPI shutdown; `InvalidState` (still running) if the guest has not
+    /// powered off within the timeout.
+    Graceful { timeout: Duration },
+    /// ACPI shutdown, then a forced power-off after the timeout.
+    GracefulThenForce { timeout: Duration },
+    /// Forced power-off at once.
+    Force,
+}
+
+/// A VM's network interface as the backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmInterface {
+    pub network: NetworkName,
+    pub mac: MacAddr,
+    /// The static address, or the one leased by DHCP while the VM runs.
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A VM as recovered from the backend alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRecord {
+    /// The spec it was defined from (resources as the backend now reports them).
+    pub spec: VmSpec,
+    pub state: VmState,
+    pub interfaces: Vec<VmInterface>,
+    pub disk: Option<DiskAttachment>,
+    pub cdroms: Vec<PathBuf>,
+    pub console_log: Option<PathBuf>,
+}
+
+/// A VM with the backend's own description of it (libvirt domain XML).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmDetails {
+    pub record: VmRecord,
+    pub definition: String,
+}
+
+/// A network as recovered from the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub spec: NetworkSpec,
+    /// The compose project that created it, if any.
+    pub project: Option<String>,
+    pub active: bool,
+    /// The bridge device the network uses (generated for vmr's own bridges).
+    pub bridge: Option<String>,
+    /// Whether vmr defined this network (as opposed to one found in libvirt).
+    pub managed: bool,
+}
+
+/// A network with the backend's own description of it (libvirt network XML).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDetails {
+    pub record: NetworkRecord,
+    pub definition: String,
+}
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// Stopped through this port (`stop_vm`, `restart_vm`).
+    Requested,
+    /// The guest powered itself off.
+    Shutdown,
+    /// The guest or the emulator crashed.
+    Crashed,
+    /// Forced off by someone else (e.g. `virsh destroy`).
+    Destroyed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Shutdown => "shutdown",
+            Self::Crashed => "crashed",
+            Self::Destroyed => "destroyed",
+        }
+    }
+}
+
+/// What happened to a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LifecycleKind {
+    Defined,
+    Started,
+    Stopped(StopReason),
+    Undefined,
+}
+
+/// A lifecycle event, as the restart-policy enforcement consumes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub vm: VmName,
+    pub kind: LifecycleKind,
+    pub at: SystemTime,
+}
+
+/// Facts about the backend, for health checks and `vmr system check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HypervisorInfo {
+    /// `libvirt` or `fake`.
+    pub backend: String,
+    /// The connection URI (libvirt) or a description.
+    pub uri: String,
+    /// Backend and hypervisor versions, e.g. `libvirt 11.3.0, QEMU 10.0.2`.
+    pub version: String,
+    /// The domain type VMs are defined with: `kvm`, `qemu` (TCG) or `test`.
+    pub virt_type: String,
+}
+
+/// The hypervisor: VMs, networks, disks and lifecycle events.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Hypervisor: Send + Sync {
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<HypervisorInfo, HypervisorError>;
+
+    /// Defines a VM (state `Created`). `AlreadyExists` if the name is taken,
+    /// `NotFound` if a network it attaches to does not exist.
+    async fn define_vm(&self, definition: &VmDefinition) -> Result<VmRecord, HypervisorError>;
+    /// Starts a `Created`, `Stopped` or `Crashed` VM. Its networks must be
+    /// active (`InvalidState` otherwise).
+    async fn start_vm(&self, name: &VmName) -> Result<(), HypervisorError>;
+    /// Stops a running or paused VM; `InvalidState` if it is not active.
+    async fn stop_vm(&self, name: &VmName, mode: StopMode) -> Result<(), HypervisorError>;
+    /// Stops the VM with `mode` if it is active, then starts it.
+    async fn restart_vm(&self, name: &VmName, mode: StopMode) -> Result<(), HypervisorError>;
+    /// Removes a VM that is not active (its files are the caller's).
+    async fn undefine_vm(&self, name: &VmName) -> Result<(), HypervisorError>;
+    /// Every VM vmr defined.
+    async fn list_vms(&self) -> Result<Vec<VmRecord>, HypervisorError>;
+    /// One VM, with the backend's description of it.
+    async fn inspect_vm(&self, name: &VmName) -> Result<VmDetails, HypervisorError>;
+
+    /// Defines a network (inactive). `AlreadyExists` if the name is taken;
+    /// `Invalid` if its subnet overlaps another network's; `NotFound` if a
+    /// bridged network's bridge or a macvtap network's interface is missing.
+    async fn define_network(
+        &self,
+        spec: &NetworkSpec,
+        project: Option<&str>,
+    ) -> Result<NetworkRecord, HypervisorError>;
+    /// Starts an inactive network; `InvalidState` if it is active.
+    async fn start_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
+    /// Stops an active network; `InvalidState` if it is not active.
+    async fn stop_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
+    /// Removes an inactive network; `InvalidState` if it is active or a
+    /// defined VM still attaches to it.
+    async fn remove_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
+    /// Every network, vmr's and those found in the backend.
+    async fn list_networks(&self) -> Result<Vec<NetworkRecord>, HypervisorError>;
+    /// One network, with the backend's description of it.
+    async fn inspect_network(&self, name: &NetworkName) -> Result<NetworkDetails, HypervisorError>;
+
+    /// Creates a qcow2 overlay at `overlay` over `base` (which is only ever
+    /// read), with a virtual size of `size` bytes when that is larger than
+    /// the base's. `AlreadyExists` if `overlay` exists, `NotFound` if `base`
+    /// does not, `Invalid` for an `iso` base.
+    async fn create_overlay(
+        &self,
+        base: &Path,
+        base_format: DiskFormat,
+        overlay: &Path,
+        size: Option<u64>,
+    ) -> Result<(), HypervisorError>;
+    /// Creates an empty qcow2 disk of `size` bytes (for `iso` images).
+    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError>;
+
+    /// Lifecycle events from now on. Each call gets its own stream; a
+    /// consumer that falls far behind misses events rather than blocking
+    /// the backend.
+    fn events(&self) -> BoxStream<'static, LifecycleEvent>;
+}
