@@ -2,6 +2,10 @@
 //! store (opendal: fs, S3, memory), OCI registries, the auth server, the gRPC
 //! server, the cloud-init ISO writer, and in-memory fakes.
 
+pub mod auth;
 pub mod blobstore;
 pub mod cloudinit;
+pub mod fake;
 pub mod grpc;
+pub mod libvirt;
+pub mod registry;

@@ -2,6 +2,7 @@
 //! stop on SIGTERM/SIGINT (stop accepting, let in-flight calls finish for a
 //! bounded time, remove the socket; VMs keep running, libvirt owns them).
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +18,11 @@ pub fn init_logging(config: &DaemonConfig) {
     // RUST_LOG, when set, refines the level for debugging.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", config.log_level)));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: logs in files and journald stay greppable.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -285,7 +285,10 @@ mod tests {
     #[test]
     fn meta_data_yaml() {
         let mut meta = MetaData::new("vm-1234", "web");
-        assert_eq!(meta.to_yaml(), "instance-id: vm-1234\nlocal-hostname: web\n");
+        assert_eq!(
+            meta.to_yaml(),
+            "instance-id: vm-1234\nlocal-hostname: web\n"
+        );
         meta.extra.insert("zone".into(), "eu".into());
         meta.extra.insert("local-hostname".into(), "custom".into());
         let parsed: BTreeMap<String, String> = serde_yaml::from_str(&meta.to_yaml()).unwrap();
@@ -299,7 +302,11 @@ mod tests {
         let dns: Ipv4Addr = "1.1.1.1".parse().unwrap();
         let cfg = NetworkConfigV2::from_attachments(
             &[
-                nic("52:54:00:00:00:01", Some("192.168.70.10/24"), Some("192.168.70.1")),
+                nic(
+                    "52:54:00:00:00:01",
+                    Some("192.168.70.10/24"),
+                    Some("192.168.70.1"),
+                ),
                 nic("52:54:00:00:00:02", None, None),
             ],
             &[dns],
@@ -308,7 +315,10 @@ mod tests {
         let doc: Value = serde_yaml::from_str(&yaml).unwrap();
         assert_eq!(doc["version"], Value::from(2));
         let eth0 = &doc["ethernets"]["eth0"];
-        assert_eq!(eth0["match"]["macaddress"], Value::from("52:54:00:00:00:01"));
+        assert_eq!(
+            eth0["match"]["macaddress"],
+            Value::from("52:54:00:00:00:01")
+        );
         assert_eq!(eth0["set-name"], Value::from("eth0"));
         assert_eq!(eth0["addresses"][0], Value::from("192.168.70.10/24"));
         assert_eq!(eth0["routes"][0]["to"], Value::from("default"));
@@ -329,8 +339,13 @@ mod tests {
         assert_eq!(seed.user_data, b"#cloud-config\n");
         assert!(seed.network_config.contains("dhcp4: true"));
         let custom = "version: 2\nethernets: {}\n".to_owned();
-        let seed2 = CloudInitSeed::build(Some(b"#!/bin/sh\necho hi\n".to_vec()), &meta, &nics, Some(custom.clone()))
-            .unwrap();
+        let seed2 = CloudInitSeed::build(
+            Some(b"#!/bin/sh\necho hi\n".to_vec()),
+            &meta,
+            &nics,
+            Some(custom.clone()),
+        )
+        .unwrap();
         assert_eq!(seed2.network_config, custom);
         assert_ne!(seed.canonical_bytes(), seed2.canonical_bytes());
     }

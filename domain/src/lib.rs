@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cloudinit;
+pub mod compose;
 pub mod image;
 pub mod network;
 pub mod units;

@@ -107,7 +107,7 @@ impl fmt::Display for ByteSize {
         let largest = |units: &[(&'static str, u64)]| {
             units
                 .iter()
-                .find(|(_, m)| n % m == 0)
+                .find(|(_, m)| n.is_multiple_of(*m))
                 .map(|(name, m)| (n / m, *name))
         };
         let binary = largest(&[("TiB", TIB), ("GiB", GIB), ("MiB", MIB), ("KiB", KIB)]);
@@ -192,7 +192,9 @@ mod tests {
 
     #[test]
     fn bad_sizes_list_the_units() {
-        for bad in ["", "GiB", "4gib", "4 GiBs", "1.5GiB", "-1", "4Gi", "4B", "x"] {
+        for bad in [
+            "", "GiB", "4gib", "4 GiBs", "1.5GiB", "-1", "4Gi", "4B", "x",
+        ] {
             let err = bad.parse::<ByteSize>().unwrap_err();
             assert_eq!(err.field, "size");
             assert!(
@@ -230,7 +232,10 @@ mod tests {
         let v: ByteSize = serde_json::from_str("4096").unwrap();
         assert_eq!(v, ByteSize(4096));
         assert!(serde_json::from_str::<ByteSize>("-5").is_err());
-        assert_eq!(serde_json::to_string(&ByteSize::mib(16)).unwrap(), "\"16MiB\"");
+        assert_eq!(
+            serde_json::to_string(&ByteSize::mib(16)).unwrap(),
+            "\"16MiB\""
+        );
         let v: ByteSize = serde_yaml::from_str("4GiB").unwrap();
         assert_eq!(v, ByteSize::gib(4));
     }

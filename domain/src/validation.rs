@@ -4,6 +4,8 @@
 //! bounded YAML entry point that turns serde errors into such field paths, so
 //! that every document format reports errors the same way.
 
+mod locate;
+
 use serde::de::DeserializeOwned;
 
 /// Largest YAML document (VMFile, VMCompose, inline cloud-init) the domain parses.
@@ -134,6 +136,33 @@ fn yaml_error(path: &str, err: &serde_yaml::Error) -> ValidationError {
     }
 }
 
+/// Fills in the YAML position of `err` from `yaml` when it has none: errors
+/// found after parsing (a static address outside its subnet, a cycle) name a
+/// field path, and this finds that field's line and column, or those of its
+/// closest existing parent.
+pub fn locate_in(err: ValidationError, yaml: &str) -> ValidationError {
+    if err.line.is_some() {
+        return err;
+    }
+    match locate(yaml, &err.field) {
+        Some((line, column)) => err.at(line, column),
+        None => err,
+    }
+}
+
+/// The 1-based line and column of the node at `field` (a path such as
+/// `services.web.networks[1].staticIp`) in `yaml`, or of its closest parent
+/// that exists.
+pub fn locate(yaml: &str, field: &str) -> Option<(usize, usize)> {
+    if yaml.len() > MAX_YAML_BYTES {
+        return None;
+    }
+    let path = locate::segments(field);
+    (1..=path.len())
+        .rev()
+        .find_map(|n| locate::find(yaml, &path[..n]))
+}
+
 /// Checks a name against the common "simple name" rule used for VMs and
 /// networks: `[A-Za-z0-9][A-Za-z0-9._-]{0,62}`.
 pub fn check_simple_name(field: &str, value: &str) -> Result<(), ValidationError> {
@@ -226,6 +255,47 @@ impl<'de> serde::Deserialize<'de> for ScalarString {
     }
 }
 
+/// A YAML mapping with string keys that refuses duplicate keys (a plain
+/// `BTreeMap` would silently keep the last one).
+pub(crate) struct UniqueMap<V>(pub std::collections::BTreeMap<String, V>);
+
+impl<V> Default for UniqueMap<V> {
+    fn default() -> Self {
+        Self(std::collections::BTreeMap::new())
+    }
+}
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for UniqueMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(std::marker::PhantomData<V>);
+
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for MapVisitor<V> {
+            type Value = UniqueMap<V>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<UniqueMap<V>, A::Error> {
+                let mut out = std::collections::BTreeMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = map.next_value()?;
+                    if out.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+
+        deserializer.deserialize_map(MapVisitor(std::marker::PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,7 +352,12 @@ mod tests {
     #[test]
     fn oversized_and_empty_documents_are_refused() {
         let big = "#".repeat(MAX_YAML_BYTES + 1);
-        assert!(parse_yaml::<Outer>(&big).unwrap_err().reason.contains("limit"));
+        assert!(
+            parse_yaml::<Outer>(&big)
+                .unwrap_err()
+                .reason
+                .contains("limit")
+        );
         assert_eq!(parse_yaml::<Outer>("  \n").unwrap_err().reason, "is empty");
     }
 
@@ -290,7 +365,11 @@ mod tests {
     fn alias_bomb_and_deep_nesting_are_errors() {
         let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..9 {
-            let prev = if i == 0 { "a".to_owned() } else { format!("b{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("b{}", i - 1)
+            };
             bomb.push_str(&format!(
                 "b{i}: &b{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
             ));
@@ -298,6 +377,21 @@ mod tests {
         assert!(parse_yaml::<serde_yaml::Value>(&bomb).is_err());
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_yaml::<serde_yaml::Value>(&deep).is_err());
+    }
+
+    #[test]
+    fn locate_finds_fields_in_block_and_flow_style() {
+        let yaml = "a:\n  list:\n    - x: 1\n    - {x: 2, y: [3, 4]}\n  b: c\n";
+        assert_eq!(locate(yaml, "a.list[1].x"), Some((4, 11)));
+        assert_eq!(locate(yaml, "a.list[0].x"), Some((3, 10)));
+        assert_eq!(locate(yaml, "a.list[1].y[1]"), Some((4, 21)));
+        assert_eq!(locate(yaml, "a.b"), Some((5, 6)));
+        // a missing field falls back to its closest parent
+        assert_eq!(locate(yaml, "a.list[0].missing"), Some((3, 7)));
+        assert_eq!(locate(yaml, "nope"), None);
+        assert_eq!(locate("x: [", "a"), None);
+        let err = locate_in(ValidationError::new("a.b", "bad"), yaml);
+        assert_eq!((err.line, err.column), (Some(5), Some(6)));
     }
 
     #[test]
@@ -311,7 +405,16 @@ mod tests {
     #[test]
     fn simple_names() {
         assert!(check_simple_name("name", "web-1.a_b").is_ok());
-        for bad in ["", "-a", "a/b", "a..b", "a b", "a<b", "a\0b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a/b",
+            "a..b",
+            "a b",
+            "a<b",
+            "a\0b",
+            &"a".repeat(64),
+        ] {
             assert!(check_simple_name("name", bad).is_err(), "{bad:?}");
         }
     }

@@ -71,7 +71,10 @@ impl FromStr for Bootloader {
             "UEFI" => Ok(Self::Uefi),
             _ => Err(ValidationError::new(
                 "bootloader",
-                format!("`{}` is not a bootloader; use BIOS or UEFI", s.escape_debug()),
+                format!(
+                    "`{}` is not a bootloader; use BIOS or UEFI",
+                    s.escape_debug()
+                ),
             )),
         }
     }
@@ -246,7 +249,9 @@ impl VmSpec {
         });
         // The key order is fixed (serde_json sorts keys, or keeps this
         // literal order with preserve_order), so the text is stable.
-        Digest::of(canonical.to_string().as_bytes()).hex().to_owned()
+        Digest::of(canonical.to_string().as_bytes())
+            .hex()
+            .to_owned()
     }
 }
 
@@ -303,7 +308,17 @@ mod tests {
     fn vm_names() {
         assert!("web-1".parse::<VmName>().is_ok());
         assert!("a".repeat(63).parse::<VmName>().is_ok());
-        for bad in ["", "../x", "a/b", "a<b", "a\0b", "a b", "-a", ".a", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a<b",
+            "a\0b",
+            "a b",
+            "-a",
+            ".a",
+            &"a".repeat(64),
+        ] {
             assert!(bad.parse::<VmName>().is_err(), "{bad:?}");
         }
     }
@@ -347,6 +362,9 @@ mod tests {
         let mut seed2 = seed.clone();
         seed2.user_data = b"#cloud-config\nhostname: y\n".to_vec();
         assert_ne!(a.spec_hash_with_seed(Some(&seed)), a.spec_hash());
-        assert_ne!(a.spec_hash_with_seed(Some(&seed)), a.spec_hash_with_seed(Some(&seed2)));
+        assert_ne!(
+            a.spec_hash_with_seed(Some(&seed)),
+            a.spec_hash_with_seed(Some(&seed2))
+        );
     }
 }

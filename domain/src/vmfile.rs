@@ -12,7 +12,7 @@ use crate::image::{
     MIN_MEMORY_BYTES, Repository, check_label_key, check_label_value,
 };
 use crate::units::ByteSize;
-use crate::validation::{ScalarString, ValidationError, check_api_version, parse_yaml};
+use crate::validation::{ScalarString, ValidationError, check_api_version, locate_in, parse_yaml};
 use crate::vm::Bootloader;
 
 /// Memory of an image whose VMFile does not say.
@@ -50,7 +50,7 @@ impl VmFile {
     /// Parses and validates a VMFile.
     pub fn parse(yaml: &str) -> Result<Self, ValidationError> {
         let raw: RawVmFile = parse_yaml(yaml)?;
-        raw.validate()
+        raw.validate().map_err(|e| locate_in(e, yaml))
     }
 
     /// The config blob of an image built from this VMFile and a disk of
@@ -72,7 +72,11 @@ impl VmFile {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", expecting = "a VMFile mapping")]
+#[serde(
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    expecting = "a VMFile mapping"
+)]
 struct RawVmFile {
     api_version: Option<String>,
     metadata: Option<RawMetadata>,
@@ -302,9 +306,15 @@ spec:
     #[test]
     fn bootloader_any_case() {
         let y = BASE.replace("resources: {}", "resources: {bootloader: {type: uefi}}");
-        assert_eq!(VmFile::parse(&y).unwrap().spec.resources.bootloader, Bootloader::Uefi);
+        assert_eq!(
+            VmFile::parse(&y).unwrap().spec.resources.bootloader,
+            Bootloader::Uefi
+        );
         let y = BASE.replace("resources: {}", "resources: {bootloader: {type: Bios}}");
-        assert_eq!(VmFile::parse(&y).unwrap().spec.resources.bootloader, Bootloader::Bios);
+        assert_eq!(
+            VmFile::parse(&y).unwrap().spec.resources.bootloader,
+            Bootloader::Bios
+        );
         let e = err(&BASE.replace("resources: {}", "resources: {bootloader: {type: grub}}"));
         assert_eq!(e.field, "spec.resources.bootloader.type");
         assert!(e.reason.contains("BIOS or UEFI"));
@@ -313,19 +323,51 @@ spec:
     #[test]
     fn api_version_rules() {
         assert!(VmFile::parse(&BASE.replace("v1", "vmregistry.io/v1alpha1")).is_ok());
-        assert_eq!(err(&BASE.replace("apiVersion: v1", "apiVersion: v2")).field, "apiVersion");
-        assert_eq!(err(&BASE.replace("apiVersion: v1\n", "")).field, "apiVersion");
+        assert_eq!(
+            err(&BASE.replace("apiVersion: v1", "apiVersion: v2")).field,
+            "apiVersion"
+        );
+        assert_eq!(
+            err(&BASE.replace("apiVersion: v1\n", "")).field,
+            "apiVersion"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_carry_the_position() {
+        let e = err(&BASE.replace("resources: {}", "resources:\n    cpu: 0"));
+        assert_eq!(
+            (e.field.as_str(), e.line, e.column),
+            ("spec.resources.cpu", Some(8), Some(10))
+        );
+        let e = err(&BASE.replace("  diskImage: disk.qcow2\n", ""));
+        assert_eq!((e.field.as_str(), e.line), ("spec.diskImage", Some(5)));
     }
 
     #[test]
     fn required_fields() {
         assert_eq!(err("apiVersion: v1\nspec: {}\n").field, "metadata");
-        assert_eq!(err(&BASE.replace("  name: ns/vm\n", "  author: x\n")).field, "metadata.name");
+        assert_eq!(
+            err(&BASE.replace("  name: ns/vm\n", "  author: x\n")).field,
+            "metadata.name"
+        );
         assert_eq!(err("apiVersion: v1\nmetadata: {name: a}\n").field, "spec");
-        assert_eq!(err(&BASE.replace("  diskImage: disk.qcow2\n", "")).field, "spec.diskImage");
-        assert_eq!(err(&BASE.replace("diskImage: disk.qcow2", "diskImage: ''")).field, "spec.diskImage");
-        assert_eq!(err(&BASE.replace("  diskFormat: qcow2\n", "")).field, "spec.diskFormat");
-        assert_eq!(err(&BASE.replace("  resources: {}\n", "")).field, "spec.resources");
+        assert_eq!(
+            err(&BASE.replace("  diskImage: disk.qcow2\n", "")).field,
+            "spec.diskImage"
+        );
+        assert_eq!(
+            err(&BASE.replace("diskImage: disk.qcow2", "diskImage: ''")).field,
+            "spec.diskImage"
+        );
+        assert_eq!(
+            err(&BASE.replace("  diskFormat: qcow2\n", "")).field,
+            "spec.diskFormat"
+        );
+        assert_eq!(
+            err(&BASE.replace("  resources: {}\n", "")).field,
+            "spec.resources"
+        );
     }
 
     #[test]
@@ -333,16 +375,31 @@ spec:
         let e = err(&BASE.replace("name: ns/vm", "name: NS/VM"));
         assert_eq!(e.field, "metadata.name");
         assert_eq!(e.line, Some(3));
-        assert!(err(&BASE.replace("name: ns/vm", "name: ns/vm:tag")).reason.contains(':'));
+        assert!(
+            err(&BASE.replace("name: ns/vm", "name: ns/vm:tag"))
+                .reason
+                .contains(':')
+        );
         assert!(VmFile::parse(&BASE.replace("name: ns/vm", "name: a/b/c")).is_ok());
         let long = format!("name: {}", "a".repeat(256));
-        assert_eq!(err(&BASE.replace("name: ns/vm", &long)).field, "metadata.name");
-        assert_eq!(err(&BASE.replace("name: ns/vm", "name: ns/-vm")).field, "metadata.name");
+        assert_eq!(
+            err(&BASE.replace("name: ns/vm", &long)).field,
+            "metadata.name"
+        );
+        assert_eq!(
+            err(&BASE.replace("name: ns/vm", "name: ns/-vm")).field,
+            "metadata.name"
+        );
     }
 
     #[test]
     fn label_rules() {
-        let with = |labels: &str| BASE.replace("  name: ns/vm\n", &format!("  name: ns/vm\n  labels: {labels}\n"));
+        let with = |labels: &str| {
+            BASE.replace(
+                "  name: ns/vm\n",
+                &format!("  name: ns/vm\n  labels: {labels}\n"),
+            )
+        };
         let f = VmFile::parse(&with("{version: 2, ok: true}")).unwrap();
         assert_eq!(f.metadata.labels["version"], "2");
         let e = err(&with("{\"bad key\": x}"));
@@ -361,7 +418,10 @@ spec:
         assert_eq!(e.field, "spec.diskFormat");
         assert!(e.reason.contains("qcow2, raw or iso"));
         for f in ["raw", "iso", "qcow2"] {
-            assert!(VmFile::parse(&BASE.replace("diskFormat: qcow2", &format!("diskFormat: {f}"))).is_ok());
+            assert!(
+                VmFile::parse(&BASE.replace("diskFormat: qcow2", &format!("diskFormat: {f}")))
+                    .is_ok()
+            );
         }
     }
 
@@ -370,15 +430,36 @@ spec:
         let with = |r: &str| BASE.replace("resources: {}", &format!("resources: {r}"));
         assert_eq!(err(&with("{cpu: 0}")).field, "spec.resources.cpu");
         assert_eq!(err(&with("{cpu: 257}")).field, "spec.resources.cpu");
-        assert_eq!(VmFile::parse(&with("{cpu: 256}")).unwrap().spec.resources.cpu, 256);
+        assert_eq!(
+            VmFile::parse(&with("{cpu: 256}"))
+                .unwrap()
+                .spec
+                .resources
+                .cpu,
+            256
+        );
         assert_eq!(err(&with("{cpu: -1}")).field, "spec.resources.cpu");
         assert_eq!(err(&with("{cpu: two}")).field, "spec.resources.cpu");
         assert_eq!(err(&with("{memory: 8MiB}")).field, "spec.resources.memory");
         let e = err(&with("{memory: 4gb}"));
         assert_eq!(e.field, "spec.resources.memory");
         assert!(e.reason.contains("KiB"), "{e}");
-        assert_eq!(VmFile::parse(&with("{memory: 16MiB}")).unwrap().spec.resources.memory, ByteSize::mib(16));
-        assert_eq!(VmFile::parse(&with("{memory: 2147483648}")).unwrap().spec.resources.memory, ByteSize::gib(2));
+        assert_eq!(
+            VmFile::parse(&with("{memory: 16MiB}"))
+                .unwrap()
+                .spec
+                .resources
+                .memory,
+            ByteSize::mib(16)
+        );
+        assert_eq!(
+            VmFile::parse(&with("{memory: 2147483648}"))
+                .unwrap()
+                .spec
+                .resources
+                .memory,
+            ByteSize::gib(2)
+        );
     }
 
     #[test]

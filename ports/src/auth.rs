@@ -34,7 +34,10 @@ impl fmt::Debug for Credential {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
-            Self::Bearer { .. } => f.debug_struct("Bearer").field("token", &"<redacted>").finish(),
+            Self::Bearer { .. } => f
+                .debug_struct("Bearer")
+                .field("token", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -124,7 +127,12 @@ pub trait AuthConnector: Send + Sync {
 #[async_trait]
 pub trait AuthClient: Send + Sync {
     /// `POST /api/v1/register`: creates a user.
-    async fn register(&self, username: &str, password: &str, email: Option<&str>) -> Result<(), AuthError>;
+    async fn register<'a>(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<&'a str>,
+    ) -> Result<(), AuthError>;
     /// `POST /api/v1/login`: exchanges a username and password for an access
     /// token the user keeps.
     async fn login(&self, username: &str, password: &str) -> Result<LoginToken, AuthError>;
@@ -134,11 +142,11 @@ pub trait AuthClient: Send + Sync {
     /// `scopes` such as `repository:team/vm:pull,push`, authenticated with the
     /// credential (anonymous without one). The server may grant fewer actions
     /// than asked; the registry then refuses what is missing.
-    async fn token(
+    async fn token<'a>(
         &self,
         service: &str,
         scopes: &[String],
-        credential: Option<&Credential>,
+        credential: Option<&'a Credential>,
     ) -> Result<RegistryToken, AuthError>;
     /// Whether the server answers HTTP at all (for health checks).
     async fn ping(&self) -> Result<(), AuthError>;

@@ -47,7 +47,10 @@ pub trait BlobWriter: Send {
     /// Makes the data durable and visible under its digest. With `expected`,
     /// a different digest is `DigestMismatch` and nothing becomes visible.
     /// Committing a blob that already exists is not an error.
-    async fn commit(self: Box<Self>, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError>;
+    async fn commit(
+        self: Box<Self>,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError>;
     /// Discards the data.
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
@@ -70,7 +73,11 @@ pub trait BlobStore: Send + Sync {
     async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError>;
     /// Streams a blob, or a byte range of it. A full read verifies the digest
     /// at the end and fails the stream with `Corrupt` on mismatch.
-    async fn open_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StoreError>;
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError>;
     /// Re-hashes a blob: `Corrupt` on mismatch.
     async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError>;
     /// Removes a blob (no error if absent).
@@ -79,7 +86,12 @@ pub trait BlobStore: Send + Sync {
     async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError>;
 
     /// Writes `manifests/<repository>/<tag>/manifest.json` atomically.
-    async fn put_manifest(&self, repository: &Repository, tag: &Tag, manifest: Bytes) -> Result<(), StoreError>;
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &Tag,
+        manifest: Bytes,
+    ) -> Result<(), StoreError>;
     /// Reads a tag's manifest bytes.
     async fn get_manifest(&self, repository: &Repository, tag: &Tag) -> Result<Bytes, StoreError>;
     /// Removes a tag (no error if absent).

@@ -46,6 +46,14 @@ pub enum HypervisorError {
     /// INVALID_ARGUMENT: a value the backend refuses, with its field.
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// DEADLINE_EXCEEDED: a graceful stop the guest did not honour in time.
+    #[error("{kind} {name} did not {what} within {after:?}")]
+    Timeout {
+        kind: &'static str,
+        name: String,
+        what: &'static str,
+        after: Duration,
+    },
     /// UNAVAILABLE: the backend cannot be reached (libvirtd down).
     #[error("hypervisor unavailable: {0}")]
     Unavailable(String),
@@ -99,13 +107,16 @@ pub struct VmDefinition {
     pub boot_from_cdrom: bool,
     /// Where the serial console is logged.
     pub console_log: PathBuf,
+    /// The hash the core compares to tell a changed VM from an unchanged one
+    /// (`VmSpec::spec_hash_with_seed`), kept with the VM.
+    pub spec_hash: String,
 }
 
 /// How to stop a running VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
-    /// ACPI shutdown; `InvalidState` (still running) if the guest has not
-    /// powered off within the timeout.
+    /// ACPI shutdown; `Timeout` if the guest has not powered off in time
+    /// (the VM is then still running).
     Graceful { timeout: Duration },
     /// ACPI shutdown, then a forced power-off after the timeout.
     GracefulThenForce { timeout: Duration },
@@ -132,6 +143,8 @@ pub struct VmRecord {
     pub disk: Option<DiskAttachment>,
     pub cdroms: Vec<PathBuf>,
     pub console_log: Option<PathBuf>,
+    /// The hash given at definition, if the VM has one.
+    pub spec_hash: Option<String>,
 }
 
 /// A VM with the backend's own description of it (libvirt domain XML).
@@ -139,6 +152,14 @@ pub struct VmRecord {
 pub struct VmDetails {
     pub record: VmRecord,
     pub definition: String,
+}
+
+/// What a network is defined from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDefinition {
+    pub spec: NetworkSpec,
+    /// The compose project creating it, kept with the network.
+    pub project: Option<String>,
 }
 
 /// A network as recovered from the backend.
@@ -244,8 +265,7 @@ pub trait Hypervisor: Send + Sync {
     /// bridged network's bridge or a macvtap network's interface is missing.
     async fn define_network(
         &self,
-        spec: &NetworkSpec,
-        project: Option<&str>,
+        definition: &NetworkDefinition,
     ) -> Result<NetworkRecord, HypervisorError>;
     /// Starts an inactive network; `InvalidState` if it is active.
     async fn start_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;

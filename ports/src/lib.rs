@@ -8,11 +8,19 @@
 pub mod auth;
 pub mod blobstore;
 pub mod driving;
+pub mod hypervisor;
 pub mod registry;
 
-pub use auth::{AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken};
+pub use auth::{
+    AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
+};
 pub use blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+pub use hypervisor::{
+    DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind,
+    NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
+    VmDetails, VmInterface, VmRecord,
+};
 pub use registry::{
-    BlobDownload, ManifestReference, RegistryByteStream, RegistryClient, RegistryConnector, RegistryError,
-    RegistryTarget, RemoteManifest, UploadProgress,
+    BlobDownload, ManifestReference, RegistryByteStream, RegistryClient, RegistryConnector,
+    RegistryError, RegistryTarget, RemoteManifest, UploadProgress,
 };

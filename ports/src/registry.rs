@@ -76,7 +76,9 @@ pub struct BlobDownload {
 
 impl fmt::Debug for BlobDownload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BlobDownload").field("size", &self.size).finish_non_exhaustive()
+        f.debug_struct("BlobDownload")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,7 +109,11 @@ pub enum RegistryError {
     #[error("registry {registry}: access denied: {message}")]
     Denied { registry: String, message: String },
     #[error("registry {registry}: {what} not found: {message}")]
-    NotFound { registry: String, what: String, message: String },
+    NotFound {
+        registry: String,
+        what: String,
+        message: String,
+    },
     #[error("registry {registry} is unavailable: {message}")]
     Unavailable { registry: String, message: String },
     #[error("registry {registry} rejected the request: {message}")]
@@ -146,10 +152,19 @@ pub trait RegistryClient: Send + Sync {
     /// `GET /v2/`: the registry answers and accepts the credential.
     async fn ping(&self) -> Result<(), RegistryError>;
     /// `HEAD` a blob: its size when the repository has it.
-    async fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<Option<u64>, RegistryError>;
+    async fn blob_exists(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError>;
     /// Cross-repository mount of a blob known in `from` (same registry).
     /// `false` when the registry declined (the caller uploads instead).
-    async fn mount_blob(&self, repository: &Repository, digest: &Digest, from: &Repository) -> Result<bool, RegistryError>;
+    async fn mount_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<bool, RegistryError>;
     /// Uploads a blob of known size and digest: one PUT for small blobs,
     /// POST + PATCH chunks + PUT otherwise. A chunk that fails transiently is
     /// resent after asking the registry how far it got. `progress`, if
@@ -167,7 +182,12 @@ pub trait RegistryClient: Send + Sync {
     /// here). The stream is length-checked but not digest-checked: a resumed
     /// download cannot be, so the caller verifies while writing
     /// (`BlobWriter::commit(Some(digest))` hashes the whole blob).
-    async fn get_blob(&self, repository: &Repository, digest: &Digest, offset: u64) -> Result<BlobDownload, RegistryError>;
+    async fn get_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobDownload, RegistryError>;
     /// A manifest by tag or digest, with OCI and Docker manifest media types
     /// accepted. Bounded in size; digest-checked.
     async fn get_manifest(

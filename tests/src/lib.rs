@@ -1,6 +1,7 @@
 //! Support for vmr's end-to-end tests: a real daemon on a private socket,
 //! the real CLI, and fixtures made with real tools.
 
+pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
 

@@ -82,7 +82,7 @@ fn the_socket_is_0660_never_stolen_replaced_when_stale_and_removed_on_sigterm() 
     assert!(!daemon.socket.exists());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn every_call_is_logged_with_the_callers_uid_and_pid() {
     let daemon = Daemon::start();
     daemon.vmr(&["images"]).ok();
@@ -110,7 +110,7 @@ fn nix_uid() -> String {
         .to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn reflection_and_grpc_health_are_served() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

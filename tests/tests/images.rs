@@ -23,7 +23,7 @@ fn temp_files(daemon: &Daemon) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn import_qcow2_raw_and_iso_then_list_inspect_tag_rmi_prune() {
     let daemon = Daemon::start();
     let work = tempfile::tempdir().unwrap();
@@ -173,7 +173,7 @@ fn raw_vmfile(name: &str, format: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn failed_imports_leave_nothing_visible_even_after_restart() {
     let mut daemon = Daemon::start();
     let disk: Vec<u8> = (0..(2 * 1024 * 1024)).map(|i| (i % 251) as u8).collect();
@@ -243,7 +243,7 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
     assert_eq!(ok.references, ["bad/one:latest"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_imports_of_one_image_store_one_blob() {
     let daemon = Daemon::start();
     let work = tempfile::tempdir().unwrap();
@@ -279,7 +279,7 @@ async fn concurrent_imports_of_one_image_store_one_blob() {
     assert_eq!(tags, 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clear_errors_and_the_right_codes() {
     let daemon = Daemon::start();
     let mut client = daemon.client().await;
@@ -327,7 +327,7 @@ async fn bad_requests_get_clear_errors_and_the_right_codes() {
     assert!(status.message().starts_with("header:"), "{status:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn health_reports_daemon_and_store() {
     let daemon = Daemon::start();
     let report = daemon.vmr(&["health", "-o", "json"]).json();

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use vmr_ports::{AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken};
+use vmr_ports::{
+    AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
+};
 
 use crate::registry::http::{
-    ClientBuildError, Endpoint, EndpointError, RetryPolicy, build_client, describe_error, read_bounded,
-    send_retrying,
+    ClientBuildError, Endpoint, EndpointError, RetryPolicy, build_client, describe_error,
+    read_bounded, send_retrying,
 };
 use token::{TokenError, fetch_token, server_message};
 
@@ -43,7 +45,11 @@ impl AuthConnector for HttpAuthConnector {
             EndpointError::Invalid { url, reason } => AuthError::InvalidTarget { url, reason },
             EndpointError::InsecureRefused { host } => AuthError::InsecureRefused { host },
         })?;
-        let http = if target.insecure { &self.insecure } else { &self.secure };
+        let http = if target.insecure {
+            &self.insecure
+        } else {
+            &self.secure
+        };
         Ok(Arc::new(HttpAuthClient {
             http: http.clone(),
             endpoint,
@@ -96,7 +102,11 @@ impl HttpAuthClient {
         retry: bool,
     ) -> Result<(StatusCode, Vec<u8>), AuthError> {
         let url = self.endpoint.join(path);
-        let policy = if retry { self.retry.clone() } else { RetryPolicy::none() };
+        let policy = if retry {
+            self.retry.clone()
+        } else {
+            RetryPolicy::none()
+        };
         tracing::debug!(%method, %url, "auth server request");
         let response = send_retrying(&policy, || {
             let mut request = self.http.request(method.clone(), url.clone());
@@ -114,10 +124,12 @@ impl HttpAuthClient {
             message: describe_error(&e),
         })?;
         let status = response.status();
-        let body = read_bounded(response, MAX_ANSWER).await.map_err(|message| AuthError::Unavailable {
-            server: self.server(),
-            message,
-        })?;
+        let body = read_bounded(response, MAX_ANSWER)
+            .await
+            .map_err(|message| AuthError::Unavailable {
+                server: self.server(),
+                message,
+            })?;
         Ok((status, body))
     }
 
@@ -153,7 +165,12 @@ impl HttpAuthClient {
 
 #[async_trait]
 impl AuthClient for HttpAuthClient {
-    async fn register(&self, username: &str, password: &str, email: Option<&str>) -> Result<(), AuthError> {
+    async fn register<'a>(
+        &self,
+        username: &str,
+        password: &str,
+        email: Option<&'a str>,
+    ) -> Result<(), AuthError> {
         let body = self.to_json(&RegisterBody {
             username,
             password,
@@ -161,7 +178,9 @@ impl AuthClient for HttpAuthClient {
         })?;
         // Not retried: a lost answer to a successful register would turn
         // into a confusing "already exists".
-        let (status, answer) = self.call(Method::POST, "/api/v1/register", Some(body), None, false).await?;
+        let (status, answer) = self
+            .call(Method::POST, "/api/v1/register", Some(body), None, false)
+            .await?;
         if status.is_success() {
             Ok(())
         } else {
@@ -171,7 +190,9 @@ impl AuthClient for HttpAuthClient {
 
     async fn login(&self, username: &str, password: &str) -> Result<LoginToken, AuthError> {
         let body = self.to_json(&LoginBody { username, password })?;
-        let (status, answer) = self.call(Method::POST, "/api/v1/login", Some(body), None, true).await?;
+        let (status, answer) = self
+            .call(Method::POST, "/api/v1/login", Some(body), None, true)
+            .await?;
         if !status.is_success() {
             return Err(self.error(status, &answer));
         }
@@ -195,7 +216,13 @@ impl AuthClient for HttpAuthClient {
 
     async fn logout(&self, access_token: &str) -> Result<(), AuthError> {
         let (status, answer) = self
-            .call(Method::POST, "/api/v1/logout", None, Some(access_token), true)
+            .call(
+                Method::POST,
+                "/api/v1/logout",
+                None,
+                Some(access_token),
+                true,
+            )
             .await?;
         if status.is_success() {
             Ok(())
@@ -204,27 +231,36 @@ impl AuthClient for HttpAuthClient {
         }
     }
 
-    async fn token(
+    async fn token<'a>(
         &self,
         service: &str,
         scopes: &[String],
-        credential: Option<&Credential>,
+        credential: Option<&'a Credential>,
     ) -> Result<RegistryToken, AuthError> {
         let realm = self.endpoint.join("/token");
         let server = self.server();
-        fetch_token(&self.http, &self.retry, &realm, Some(service), scopes, credential)
-            .await
-            .map_err(|e| match e {
-                TokenError::Unauthorized(message) => AuthError::Unauthorized { server, message },
-                TokenError::Denied(message) => AuthError::Denied { server, message },
-                TokenError::Unavailable(message) => AuthError::Unavailable { server, message },
-                TokenError::Invalid(message) => AuthError::InvalidResponse { server, message },
-            })
+        fetch_token(
+            &self.http,
+            &self.retry,
+            &realm,
+            Some(service),
+            scopes,
+            credential,
+        )
+        .await
+        .map_err(|e| match e {
+            TokenError::Unauthorized(message) => AuthError::Unauthorized { server, message },
+            TokenError::Denied(message) => AuthError::Denied { server, message },
+            TokenError::Unavailable(message) => AuthError::Unavailable { server, message },
+            TokenError::Invalid(message) => AuthError::InvalidResponse { server, message },
+        })
     }
 
     async fn ping(&self) -> Result<(), AuthError> {
         // Any HTTP answer means the server is up; the contract has no health path.
-        self.call(Method::GET, "/", None, None, false).await.map(|_| ())
+        self.call(Method::GET, "/", None, None, false)
+            .await
+            .map(|_| ())
     }
 
     fn describe(&self) -> String {

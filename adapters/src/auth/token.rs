@@ -57,12 +57,18 @@ pub async fn fetch_token(
             query.append_pair("account", username);
         }
     }
-    let host = realm.host_str().unwrap_or("?").to_owned();
+    let host = match (realm.host_str(), realm.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (host, None) => host.unwrap_or("?").to_owned(),
+        (None, Some(_)) => "?".to_owned(),
+    };
     tracing::debug!(realm = %realm, ?scopes, "fetching a registry token");
     let response = send_retrying(retry, || {
         let request = http.get(url.clone());
         match credential {
-            Some(Credential::Basic { username, password }) => request.basic_auth(username, Some(password)),
+            Some(Credential::Basic { username, password }) => {
+                request.basic_auth(username, Some(password))
+            }
             Some(Credential::Bearer { token }) => request.bearer_auth(token),
             None => request,
         }
@@ -71,9 +77,9 @@ pub async fn fetch_token(
     .map_err(|e| TokenError::Unavailable(format!("token server {host}: {}", describe_error(&e))))?;
 
     let status = response.status();
-    let body = read_bounded(response, MAX_TOKEN_BODY).await.map_err(|e| {
-        TokenError::Unavailable(format!("token server {host}: {e}"))
-    })?;
+    let body = read_bounded(response, MAX_TOKEN_BODY)
+        .await
+        .map_err(|e| TokenError::Unavailable(format!("token server {host}: {e}")))?;
     if !status.is_success() {
         let text = server_message(status, &body);
         let message = format!("token server {host}: {text}");
@@ -87,16 +93,23 @@ pub async fn fetch_token(
         });
     }
     let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
-        TokenError::Invalid(format!("token server {host}: the answer is not a token: {e}"))
+        TokenError::Invalid(format!(
+            "token server {host}: the answer is not a token: {e}"
+        ))
     })?;
     let token = answer
         .token
         .or(answer.access_token)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| TokenError::Invalid(format!("token server {host}: the answer has no token")))?;
+        .ok_or_else(|| {
+            TokenError::Invalid(format!("token server {host}: the answer has no token"))
+        })?;
     Ok(RegistryToken {
         token,
-        expires_in: answer.expires_in.filter(|s| *s > 0).unwrap_or(DEFAULT_EXPIRES_IN),
+        expires_in: answer
+            .expires_in
+            .filter(|s| *s > 0)
+            .unwrap_or(DEFAULT_EXPIRES_IN),
     })
 }
 
@@ -111,7 +124,11 @@ pub fn server_message(status: StatusCode, body: &[u8]) -> String {
         error_description: Option<String>,
     }
     if let Ok(plain) = serde_json::from_slice::<Plain>(body)
-        && let Some(text) = plain.message.or(plain.error_description).or(plain.error).or(plain.detail)
+        && let Some(text) = plain
+            .message
+            .or(plain.error_description)
+            .or(plain.error)
+            .or(plain.detail)
         && !text.trim().is_empty()
     {
         return clean(&text);
@@ -130,9 +147,15 @@ mod tests {
             "wrong password"
         );
         assert_eq!(
-            server_message(StatusCode::UNAUTHORIZED, br#"{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}"#),
+            server_message(
+                StatusCode::UNAUTHORIZED,
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"no"}]}"#
+            ),
             "UNAUTHORIZED: no"
         );
-        assert_eq!(server_message(StatusCode::CONFLICT, b""), "HTTP 409 Conflict");
+        assert_eq!(
+            server_message(StatusCode::CONFLICT, b""),
+            "HTTP 409 Conflict"
+        );
     }
 }

@@ -11,7 +11,10 @@ fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(err) = current {
         if let Some(io_err) = err.downcast_ref::<io::Error>()
-            && matches!(io_err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+            && matches!(
+                io_err.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
         {
             return true;
         }
@@ -20,12 +23,27 @@ fn is_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// An I/O error with what the store was doing, keeping the original as source.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+struct Doing {
+    doing: String,
+    source: io::Error,
+}
+
 /// A local I/O error while `doing` something.
 pub(crate) fn io_error(doing: &str, err: io::Error) -> StoreError {
     if is_no_space(&err) {
         return StoreError::NoSpace(format!("{doing}: {err}"));
     }
-    StoreError::Io(io::Error::new(err.kind(), format!("{doing}: {err}")))
+    let kind = err.kind();
+    StoreError::Io(io::Error::new(
+        kind,
+        Doing {
+            doing: doing.to_owned(),
+            source: err,
+        },
+    ))
 }
 
 /// An opendal error while `doing` something.
@@ -39,7 +57,10 @@ pub(crate) fn backend_error(doing: &str, err: &opendal::Error) -> StoreError {
 /// An error from an opendal byte stream (opendal wraps its errors in
 /// `io::Error` there).
 pub(crate) fn stream_error(doing: &str, err: io::Error) -> StoreError {
-    if err.get_ref().is_some_and(|inner| inner.is::<opendal::Error>()) {
+    if err
+        .get_ref()
+        .is_some_and(|inner| inner.is::<opendal::Error>())
+    {
         if is_no_space(&err) {
             return StoreError::NoSpace(format!("{doing}: {err}"));
         }
@@ -60,10 +81,16 @@ mod tests {
     #[test]
     fn full_disk_is_no_space() {
         let err = io_error("writing blob", io::Error::from(io::ErrorKind::StorageFull));
-        assert!(matches!(err, StoreError::NoSpace(ref m) if m.starts_with("writing blob")), "{err}");
+        assert!(
+            matches!(err, StoreError::NoSpace(ref m) if m.starts_with("writing blob")),
+            "{err}"
+        );
         let err = io_error("writing blob", io::Error::from_raw_os_error(28));
         assert!(matches!(err, StoreError::NoSpace(_)), "{err}");
-        let err = io_error("writing blob", io::Error::from(io::ErrorKind::PermissionDenied));
+        let err = io_error(
+            "writing blob",
+            io::Error::from(io::ErrorKind::PermissionDenied),
+        );
         assert!(matches!(err, StoreError::Io(_)), "{err}");
     }
 

@@ -129,25 +129,42 @@ pub(crate) async fn prune_empty_dirs(root: &Path, key: &str) -> Result<(), Store
 }
 
 /// Streams a local file into an opendal writer (not closed).
-pub(crate) async fn copy_file_to(path: &Path, writer: &mut opendal::Writer, doing: &str) -> Result<(), StoreError> {
-    let mut file = tokio::fs::File::open(path).await.map_err(|e| io_error(doing, e))?;
+pub(crate) async fn copy_file_to(
+    path: &Path,
+    writer: &mut opendal::Writer,
+    doing: &str,
+) -> Result<(), StoreError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_error(doing, e))?;
     loop {
         let mut buffer = BytesMut::with_capacity(UPLOAD_READ);
         while buffer.len() < UPLOAD_READ {
-            if file.read_buf(&mut buffer).await.map_err(|e| io_error(doing, e))? == 0 {
+            if file
+                .read_buf(&mut buffer)
+                .await
+                .map_err(|e| io_error(doing, e))?
+                == 0
+            {
                 break;
             }
         }
         if buffer.is_empty() {
             return Ok(());
         }
-        writer.write(buffer.freeze()).await.map_err(|e| backend_error(doing, &e))?;
+        writer
+            .write(buffer.freeze())
+            .await
+            .map_err(|e| backend_error(doing, &e))?;
     }
 }
 
 /// Removes everything in `dir` that no live writer uses, except partial
 /// downloads younger than a day (a restarted pull resumes from them).
-pub(crate) async fn clean_temporaries(dir: &Path, temps: &Arc<ActiveTemps>) -> Result<usize, StoreError> {
+pub(crate) async fn clean_temporaries(
+    dir: &Path,
+    temps: &Arc<ActiveTemps>,
+) -> Result<usize, StoreError> {
     let dir = dir.to_owned();
     let temps = Arc::clone(temps);
     spawn_io("cleaning temporaries", move || {

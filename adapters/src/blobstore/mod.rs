@@ -14,6 +14,7 @@ mod local;
 mod s3;
 mod spool;
 mod verify;
+mod writer;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use s3::S3Settings;
 use error::{backend_error, stream_error};
 use layout::{BLOBS_DIR, MANIFESTS_DIR, blob_key, manifest_key};
 use spool::{ActiveTemps, Spool, Spooled, TempFile, spawn_io};
+use writer::StoreWriter;
 
 /// Read size for streamed reads: 1 MiB locally (see
 /// research/stream-throughput.md); larger, concurrent ranged GETs on S3.
@@ -77,11 +79,11 @@ impl OpendalStore {
     /// A store rooted at a local directory (created if missing):
     /// `blobs/sha256/<hex>`, `manifests/<repository>/<tag>/manifest.json`,
     /// and `tmp/` for temporaries.
-    pub fn filesystem(root: PathBuf) -> Result<Self, StoreError> {
-        let root = local::prepare_root(&root)?;
-        let root_str = root
-            .to_str()
-            .ok_or_else(|| StoreError::Backend(format!("fs-path {}: not valid UTF-8", root.display())))?;
+    pub fn filesystem(root: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let root = local::prepare_root(root.as_ref())?;
+        let root_str = root.to_str().ok_or_else(|| {
+            StoreError::Backend(format!("fs-path {}: not valid UTF-8", root.display()))
+        })?;
         let op = Operator::new(opendal::services::Fs::default().root(root_str))
             .map_err(|e| backend_error(&format!("fs-path {}", root.display()), &e))?;
         Ok(Self::assemble(
@@ -96,9 +98,12 @@ impl OpendalStore {
     /// temporaries and verified local copies under `<local_root>/cache/`.
     /// Fails with a message naming the bucket when it cannot be listed with
     /// the given credentials.
-    pub async fn s3(settings: S3Settings, local_root: PathBuf) -> Result<Self, StoreError> {
+    pub async fn s3(
+        settings: S3Settings,
+        local_root: impl AsRef<Path>,
+    ) -> Result<Self, StoreError> {
         let op = s3::connect(&settings).await?;
-        let (temp_dir, cache_dir) = local::prepare_cache(&local_root)?;
+        let (temp_dir, cache_dir) = local::prepare_cache(local_root.as_ref())?;
         let description = format!(
             "s3 bucket {} at {} (cache {})",
             settings.bucket,
@@ -159,90 +164,7 @@ impl OpendalStore {
     }
 }
 
-/// An open blob: spooled locally, published on commit.
-struct StoreWriter {
-    store: Arc<Inner>,
-    spool: Spool,
-    /// The digest a resumed writer was started for.
-    resumed_for: Option<Digest>,
-}
-
-#[async_trait]
-impl BlobWriter for StoreWriter {
-    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.spool.write(chunk).await
-    }
-
-    fn written(&self) -> u64 {
-        self.spool.written()
-    }
-
-    async fn commit(self: Box<Self>, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
-        let Self { store, spool, resumed_for } = *self;
-        let Spooled { temp, digest, size } = spool.finish().await?;
-        if let Some(want) = [resumed_for.as_ref(), expected].into_iter().flatten().find(|want| **want != digest) {
-            let want = want.clone();
-            spawn_io("removing a mismatched blob temporary", move || temp.discard()).await?;
-            tracing::warn!(expected = %want, actual = %digest, "blob digest mismatch, discarded");
-            return Err(StoreError::DigestMismatch { expected: want, actual: digest });
-        }
-        store.publish(temp, &digest, size).await?;
-        tracing::debug!(%digest, size, "blob committed");
-        Ok((digest, size))
-    }
-
-    async fn abort(self: Box<Self>) -> Result<(), StoreError> {
-        self.spool.abort().await
-    }
-}
-
 impl Inner {
-    /// Makes a verified temporary visible under its digest.
-    async fn publish(&self, mut temp: TempFile, digest: &Digest, size: u64) -> Result<(), StoreError> {
-        let (dir, doing) = match &self.backend {
-            Backend::Filesystem { root } => (root.join(BLOBS_DIR), "publishing blob"),
-            Backend::Remote { cache_dir, upload, .. } => {
-                temp = self.upload(temp, digest, size, *upload).await?;
-                (cache_dir.clone(), "caching blob")
-            }
-        };
-        let target = dir.join(digest.hex());
-        spawn_io(doing, move || {
-            temp.persist(&target)?;
-            local::sync_dir(&dir)
-        })
-        .await
-    }
-
-    /// Uploads a verified temporary to `blobs/sha256/<hex>`; S3 makes the
-    /// object visible only once it is complete.
-    async fn upload(
-        &self,
-        temp: TempFile,
-        digest: &Digest,
-        size: u64,
-        upload: Option<(usize, usize)>,
-    ) -> Result<TempFile, StoreError> {
-        // Uploaded even when the key exists: a damaged object is healed by
-        // committing its content again, and an equal one is just replaced.
-        let key = blob_key(digest);
-        let doing = format!("uploading blob {digest} ({size} bytes)");
-        let writer = self.op.writer_with(&key);
-        let writer = match upload {
-            Some((chunk, concurrency)) => writer.chunk(chunk).concurrent(concurrency),
-            None => writer,
-        };
-        let mut writer = writer.await.map_err(|e| backend_error(&doing, &e))?;
-        if let Err(e) = local::copy_file_to(temp.path(), &mut writer, &doing).await {
-            if let Err(abort) = writer.abort().await {
-                tracing::warn!(%digest, error = %abort, "aborting the blob upload failed");
-            }
-            return Err(e);
-        }
-        writer.close().await.map_err(|e| backend_error(&doing, &e))?;
-        Ok(temp)
-    }
-
     fn not_found(&self, digest: &Digest, doing: &str, err: &opendal::Error) -> StoreError {
         if err.kind() == ErrorKind::NotFound {
             StoreError::BlobNotFound(digest.clone())
@@ -261,13 +183,21 @@ impl Inner {
     }
 
     /// An unverified stream of `range` of a blob.
-    async fn raw_stream(&self, digest: &Digest, range: Range<u64>) -> Result<ByteStream, StoreError> {
+    async fn raw_stream(
+        &self,
+        digest: &Digest,
+        range: Range<u64>,
+    ) -> Result<ByteStream, StoreError> {
         if range.is_empty() {
             return Ok(futures::stream::empty().boxed());
         }
         let (chunk, concurrency) = match &self.backend {
             Backend::Filesystem { .. } => (LOCAL_READ_CHUNK, 1),
-            Backend::Remote { read_chunk, read_concurrency, .. } => (*read_chunk, *read_concurrency),
+            Backend::Remote {
+                read_chunk,
+                read_concurrency,
+                ..
+            } => (*read_chunk, *read_concurrency),
         };
         let reader = self
             .op
@@ -293,23 +223,39 @@ impl Inner {
         while let Some(chunk) = stream.next().await {
             spool.write(chunk?).await?;
         }
-        let Spooled { temp, digest: actual, .. } = spool.finish().await?;
+        let Spooled {
+            temp,
+            digest: actual,
+            ..
+        } = spool.finish().await?;
         if actual != *digest {
             spawn_io("removing a corrupt download", move || temp.discard()).await?;
             tracing::error!(%digest, %actual, "stored blob does not match its digest");
-            return Err(StoreError::Corrupt { digest: digest.clone(), actual });
+            return Err(StoreError::Corrupt {
+                digest: digest.clone(),
+                actual,
+            });
         }
         Ok(temp)
     }
 
-    fn manifest_error(&self, repository: &Repository, tag: &Tag, doing: &str, err: &opendal::Error) -> StoreError {
+    fn manifest_error(
+        &self,
+        repository: &Repository,
+        tag: &Tag,
+        doing: &str,
+        err: &opendal::Error,
+    ) -> StoreError {
         if err.kind() == ErrorKind::NotFound {
             StoreError::ManifestNotFound {
                 repository: repository.to_string(),
                 tag: tag.to_string(),
             }
         } else {
-            backend_error(&format!("{doing} {repository}:{tag} in {}", self.description), err)
+            backend_error(
+                &format!("{doing} {repository}:{tag} in {}", self.description),
+                err,
+            )
         }
     }
 }
@@ -361,7 +307,11 @@ impl BlobStore for OpendalStore {
         verify::check_bytes(digest, buffer.to_bytes()).await
     }
 
-    async fn open_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
         let size = self.inner.blob_size(digest).await?;
         match range {
             None => {
@@ -369,7 +319,9 @@ impl BlobStore for OpendalStore {
                 Ok(verify::verified(digest.clone(), stream))
             }
             Some(range) if range.start <= range.end && range.start <= size => {
-                self.inner.raw_stream(digest, range.start..range.end.min(size)).await
+                self.inner
+                    .raw_stream(digest, range.start..range.end.min(size))
+                    .await
             }
             Some(range) => Err(StoreError::Backend(format!(
                 "range {}..{} is outside blob {digest} of {size} bytes",
@@ -428,7 +380,12 @@ impl BlobStore for OpendalStore {
         Ok(blobs)
     }
 
-    async fn put_manifest(&self, repository: &Repository, tag: &Tag, manifest: Bytes) -> Result<(), StoreError> {
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &Tag,
+        manifest: Bytes,
+    ) -> Result<(), StoreError> {
         let inner = &self.inner;
         let key = manifest_key(repository, tag);
         match &inner.backend {
@@ -469,13 +426,21 @@ impl BlobStore for OpendalStore {
     }
 
     async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError> {
-        let entries = match self.inner.op.list_with(&format!("{MANIFESTS_DIR}/")).recursive(true).await {
+        let entries = match self
+            .inner
+            .op
+            .list_with(&format!("{MANIFESTS_DIR}/"))
+            .recursive(true)
+            .await
+        {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(backend_error("listing manifests", &e)),
         };
-        let mut manifests: Vec<_> =
-            entries.iter().filter_map(|entry| layout::parse_manifest_key(entry.path())).collect();
+        let mut manifests: Vec<_> = entries
+            .iter()
+            .filter_map(|entry| layout::parse_manifest_key(entry.path()))
+            .collect();
         manifests.sort();
         manifests.dedup();
         Ok(manifests)

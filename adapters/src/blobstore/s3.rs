@@ -43,7 +43,10 @@ impl fmt::Debug for S3Settings {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("access_key", &self.access_key)
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("skip_bucket_creation", &self.skip_bucket_creation)
             .finish()
     }
@@ -51,7 +54,11 @@ impl fmt::Debug for S3Settings {
 
 impl S3Settings {
     pub(crate) fn region(&self) -> &str {
-        if self.region.is_empty() { DEFAULT_REGION } else { &self.region }
+        if self.region.is_empty() {
+            DEFAULT_REGION
+        } else {
+            &self.region
+        }
     }
 
     pub(crate) fn endpoint(&self) -> String {
@@ -66,7 +73,11 @@ impl S3Settings {
     }
 
     fn error(&self, reason: impl fmt::Display) -> StoreError {
-        StoreError::Backend(format!("S3 bucket {} at {}: {reason}", self.bucket, self.endpoint()))
+        StoreError::Backend(format!(
+            "S3 bucket {} at {}: {reason}",
+            self.bucket,
+            self.endpoint()
+        ))
     }
 }
 
@@ -74,7 +85,9 @@ impl S3Settings {
 /// checking that it can be listed with the given credentials.
 pub(crate) async fn connect(settings: &S3Settings) -> Result<Operator, StoreError> {
     if settings.bucket.is_empty() {
-        return Err(StoreError::Backend("s3-bucket: must not be empty with S3 storage".to_owned()));
+        return Err(StoreError::Backend(
+            "s3-bucket: must not be empty with S3 storage".to_owned(),
+        ));
     }
     let endpoint = settings.endpoint();
     let client = reqwest::Client::builder()
@@ -157,7 +170,9 @@ async fn create_bucket(client: &reqwest::Client, settings: &S3Settings) -> Resul
     } else {
         ""
     };
-    Err(settings.error(format_args!("creating the bucket failed: {status} {code}: {message}{hint}")))
+    Err(settings.error(format_args!(
+        "creating the bucket failed: {status} {code}: {message}{hint}"
+    )))
 }
 
 /// Lists one key, so bad credentials or a missing bucket fail the start.
@@ -169,15 +184,22 @@ async fn probe(op: &Operator, settings: &S3Settings) -> Result<(), StoreError> {
         }
         Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => Err(settings.error(format_args!(
-            "access denied (check s3-access-key and s3-secret-key): {e}"
-        ))),
-        Err(e) if e.kind() == ErrorKind::NotFound => Err(settings.error(format_args!(
-            "the bucket does not exist (create it, or let vmrd create it by dropping s3-skip-bucket-creation): {e}"
-        ))),
-        Err(e) => Err(settings.error(format_args!("cannot list the bucket: {e}"))),
+    let Err(e) = result else { return Ok(()) };
+    // opendal's message is the S3 error document (code and text); its
+    // Display adds the whole response head, which belongs in a debug log.
+    tracing::debug!(bucket = %settings.bucket, error = %e, "S3 bucket probe failed");
+    let reason = e.message();
+    if e.kind() == ErrorKind::PermissionDenied {
+        Err(settings.error(format_args!(
+            "access denied (check s3-access-key and s3-secret-key): {reason}"
+        )))
+    } else if e.kind() == ErrorKind::NotFound || reason.contains("NoSuchBucket") {
+        Err(settings.error(format_args!(
+            "the bucket does not exist (create it, or let vmrd create it by dropping \
+             s3-skip-bucket-creation): {reason}"
+        )))
+    } else {
+        Err(settings.error(format_args!("cannot list the bucket: {e}")))
     }
 }
 

@@ -44,7 +44,10 @@ pub(crate) struct ActiveTemps {
 
 impl ActiveTemps {
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.names.lock().unwrap_or_else(PoisonError::into_inner).contains(name)
+        self.names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
     }
 
     fn try_claim(self: &Arc<Self>, name: &str) -> Option<ActiveGuard> {
@@ -115,10 +118,15 @@ enum TempKind {
 impl TempFile {
     /// A new, empty temporary in `dir`.
     pub(crate) fn fresh(dir: &Path, temps: &Arc<ActiveTemps>) -> io::Result<Self> {
-        let named = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)?;
+        let named = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)?;
         let name = file_name(named.path());
         let guard = temps.try_claim(&name).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::AlreadyExists, format!("temporary {name} is already in use"))
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("temporary {name} is already in use"),
+            )
         })?;
         Ok(Self {
             kind: TempKind::Fresh(named),
@@ -167,7 +175,9 @@ impl TempFile {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A temporary plus the hash and length of what it already holds.
@@ -180,7 +190,11 @@ pub(crate) struct Opened {
 /// Opens `dir/partial-<hex>` for appending and re-hashes what an earlier
 /// writer left there. When another writer still holds it after a grace
 /// period, a fresh temporary is used instead.
-pub(crate) async fn open_partial(dir: &Path, temps: &Arc<ActiveTemps>, expected: &Digest) -> Result<Opened, StoreError> {
+pub(crate) async fn open_partial(
+    dir: &Path,
+    temps: &Arc<ActiveTemps>,
+    expected: &Digest,
+) -> Result<Opened, StoreError> {
     let name = partial_name(expected);
     let Some(guard) = temps.claim(&name, PARTIAL_HANDOVER).await else {
         tracing::debug!(digest = %expected, "partial blob busy, not resuming");
@@ -188,7 +202,11 @@ pub(crate) async fn open_partial(dir: &Path, temps: &Arc<ActiveTemps>, expected:
     };
     let path = dir.join(&name);
     spawn_io("re-hashing a partial blob", move || {
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; REHASH_BUFFER];
         let mut written = 0;
@@ -298,7 +316,9 @@ impl Spool {
 
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         if self.failed {
-            return Err(StoreError::Backend("blob writer already failed; start a new one".to_owned()));
+            return Err(StoreError::Backend(
+                "blob writer already failed; start a new one".to_owned(),
+            ));
         }
         if chunk.is_empty() {
             return Ok(());
@@ -329,7 +349,9 @@ impl Spool {
     /// Flushes and fsyncs the temporary and returns it with its digest.
     pub(crate) async fn finish(mut self) -> Result<Spooled, StoreError> {
         if self.failed {
-            return Err(StoreError::Backend("blob writer already failed; start a new one".to_owned()));
+            return Err(StoreError::Backend(
+                "blob writer already failed; start a new one".to_owned(),
+            ));
         }
         if self.to_file.send(FileMessage::Finish).await.is_err() {
             return Err(self.file_failure().await);
@@ -337,7 +359,12 @@ impl Spool {
         let Some(file_task) = self.file_task.take() else {
             return Err(StoreError::Backend("blob writer already failed".to_owned()));
         };
-        let Self { to_hasher, hasher_task, written, .. } = self;
+        let Self {
+            to_hasher,
+            hasher_task,
+            written,
+            ..
+        } = self;
         drop(to_hasher);
         let temp = match file_task.await {
             Ok(Ok(Some(temp))) => temp,
@@ -345,7 +372,9 @@ impl Spool {
             Ok(Err(e)) => return Err(io_error("writing blob temporary", e)),
             Err(e) => return Err(task_error("writing blob temporary", &e)),
         };
-        let hasher = hasher_task.await.map_err(|e| task_error("hashing blob", &e))?;
+        let hasher = hasher_task
+            .await
+            .map_err(|e| task_error("hashing blob", &e))?;
         Ok(Spooled {
             temp,
             digest: Digest::from_hasher(hasher),

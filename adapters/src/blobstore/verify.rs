@@ -114,14 +114,20 @@ mod tests {
 
     #[tokio::test]
     async fn matching_content_streams_through() {
-        let stream = verified(Digest::of(b"hello world"), stream_of(&[b"hello ", b"world"]));
+        let stream = verified(
+            Digest::of(b"hello world"),
+            stream_of(&[b"hello ", b"world"]),
+        );
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
         assert_eq!(chunks.concat(), b"hello world");
     }
 
     #[tokio::test]
     async fn mismatch_ends_with_corrupt_after_the_bytes() {
-        let mut stream = verified(Digest::of(b"hello world"), stream_of(&[b"hello ", b"there"]));
+        let mut stream = verified(
+            Digest::of(b"hello world"),
+            stream_of(&[b"hello ", b"there"]),
+        );
         assert_eq!(stream.next().await.unwrap().unwrap(), "hello ");
         assert_eq!(stream.next().await.unwrap().unwrap(), "there");
         match stream.next().await {
@@ -137,10 +143,24 @@ mod tests {
     #[tokio::test]
     async fn check_bytes_small_and_large() {
         let small = Bytes::from_static(b"abc");
-        assert!(check_bytes(&Digest::of(b"abc"), small.clone()).await.is_ok());
-        assert!(matches!(check_bytes(&Digest::of(b"abd"), small).await, Err(StoreError::Corrupt { .. })));
+        assert!(
+            check_bytes(&Digest::of(b"abc"), small.clone())
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            check_bytes(&Digest::of(b"abd"), small).await,
+            Err(StoreError::Corrupt { .. })
+        ));
         let large = Bytes::from(vec![7u8; INLINE_HASH_LIMIT + 1]);
-        assert!(check_bytes(&Digest::of(&large), large.clone()).await.is_ok());
-        assert!(matches!(check_bytes(&Digest::of(b""), large).await, Err(StoreError::Corrupt { .. })));
+        assert!(
+            check_bytes(&Digest::of(&large), large.clone())
+                .await
+                .is_ok()
+        );
+        assert!(matches!(
+            check_bytes(&Digest::of(b""), large).await,
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 }

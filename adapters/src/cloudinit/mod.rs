@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hadris_iso::read::PathSeparator;
 use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
 use hadris_iso::write::{File as IsoFile, InputFiles, IsoImageWriter};
+use vmr_domain::cloudinit::CloudInitSeed;
 
 /// The volume label cloud-init's NoCloud datasource searches for.
 pub const CIDATA_VOLUME_ID: &str = "cidata";
@@ -18,15 +19,6 @@ pub const CIDATA_VOLUME_ID: &str = "cidata";
 /// Largest document accepted on the seed medium (cloud-init's own bound on
 /// user-data is well below this).
 pub const MAX_SEED_FILE_BYTES: usize = 16 * 1024 * 1024;
-
-/// The three documents of a NoCloud seed, already rendered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CidataDocuments {
-    pub user_data: Vec<u8>,
-    pub meta_data: Vec<u8>,
-    /// `None` leaves network configuration to the image's defaults (DHCP).
-    pub network_config: Option<Vec<u8>>,
-}
 
 /// What can go wrong while building or writing the seed ISO.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +35,15 @@ pub enum CidataError {
     },
 }
 
-/// Builds the `cidata` ISO image for the given documents.
-pub fn build_cidata_iso(docs: &CidataDocuments) -> Result<Vec<u8>, CidataError> {
+/// Builds the `cidata` ISO image for a seed. An empty network-config is
+/// left out, so the image's own default (DHCP) applies.
+pub fn build_cidata_iso(seed: &CloudInitSeed) -> Result<Vec<u8>, CidataError> {
     let mut files = vec![
-        seed_file("user-data", &docs.user_data)?,
-        seed_file("meta-data", &docs.meta_data)?,
+        seed_file("user-data", &seed.user_data)?,
+        seed_file("meta-data", seed.meta_data.as_bytes())?,
     ];
-    if let Some(network_config) = &docs.network_config {
-        files.push(seed_file("network-config", network_config)?);
+    if !seed.network_config.trim().is_empty() {
+        files.push(seed_file("network-config", seed.network_config.as_bytes())?);
     }
     let input = InputFiles {
         path_separator: PathSeparator::ForwardSlash,
@@ -79,8 +72,8 @@ pub fn build_cidata_iso(docs: &CidataDocuments) -> Result<Vec<u8>, CidataError> 
 
 /// Builds the ISO and writes it to `path` (replacing an older seed), off the
 /// async runtime's worker threads.
-pub async fn write_cidata_iso(docs: &CidataDocuments, path: &Path) -> Result<(), CidataError> {
-    let bytes = build_cidata_iso(docs)?;
+pub async fn write_cidata_iso(seed: &CloudInitSeed, path: &Path) -> Result<(), CidataError> {
+    let bytes = build_cidata_iso(seed)?;
     let write_err = |source| CidataError::Write {
         path: path.display().to_string(),
         source,

@@ -24,9 +24,9 @@ impl Challenge {
     /// The scopes of a Bearer challenge, split.
     pub fn scopes(&self) -> Vec<String> {
         match self {
-            Self::Bearer { scope: Some(scope), .. } => {
-                scope.split_whitespace().map(str::to_owned).collect()
-            }
+            Self::Bearer {
+                scope: Some(scope), ..
+            } => scope.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         }
     }
@@ -166,7 +166,10 @@ mod tests {
                 error: Some("insufficient_scope".to_owned()),
             }]
         );
-        assert_eq!(c[0].scopes(), vec!["repository:a/b:pull,push", "repository:c:pull"]);
+        assert_eq!(
+            c[0].scopes(),
+            vec!["repository:a/b:pull,push", "repository:c:pull"]
+        );
         assert_eq!(bearer_error(&h).as_deref(), Some("insufficient_scope"));
     }
 
@@ -188,7 +191,14 @@ mod tests {
 
     #[test]
     fn odd_inputs_do_not_panic() {
-        for v in ["", "Bearer", "Bearer realm", "Bearer realm=\"unterminated", "Negotiate abc==", ",,,"] {
+        for v in [
+            "",
+            "Bearer",
+            "Bearer realm",
+            "Bearer realm=\"unterminated",
+            "Negotiate abc==",
+            ",,,",
+        ] {
             let _ = parse_challenges(&headers(&[v]));
         }
         // A Bearer challenge without a realm is unusable.

@@ -6,13 +6,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION, RANGE};
+use reqwest::header::{
+    ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION,
+    RANGE,
+};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES, Repository, Tag};
 use vmr_ports::{
-    BlobDownload, ByteStream, ManifestReference, RegistryByteStream, RegistryClient, RegistryError, RemoteManifest,
-    UploadProgress,
+    BlobDownload, ByteStream, ManifestReference, RegistryByteStream, RegistryClient, RegistryError,
+    RemoteManifest, UploadProgress,
 };
 
 use super::http::read_bounded;
@@ -131,7 +134,8 @@ fn length_checked(
                         st.done = true;
                         let error = RegistryError::InvalidResponse {
                             registry: st.registry.clone(),
-                            message: "the blob download is longer than its announced size".to_owned(),
+                            message: "the blob download is longer than its announced size"
+                                .to_owned(),
                         };
                         return Some((Err(error), st));
                     }
@@ -183,32 +187,53 @@ impl RegistryClient for OciRegistryClient {
         }
     }
 
-    async fn blob_exists(&self, repository: &Repository, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+    async fn blob_exists(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         let url = self.url(&format!("/v2/{}/blobs/{digest}", repository.as_str()));
         let response = self
             .transport
-            .send(&Request::new(Method::HEAD, url, vec![pull_scope(repository.as_str())]))
+            .send(&Request::new(
+                Method::HEAD,
+                url,
+                vec![pull_scope(repository.as_str())],
+            ))
             .await?;
         match response.status() {
             s if s.is_success() => {
                 // The header, not `content_length()`: a HEAD answer has no body.
                 let size = header_str(response.headers(), CONTENT_LENGTH.as_str())
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| self.invalid(format!("HEAD of blob {digest} has no Content-Length")))?;
+                    .ok_or_else(|| {
+                        self.invalid(format!("HEAD of blob {digest} has no Content-Length"))
+                    })?;
                 Ok(Some(size))
             }
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.fail(&format!("blob {digest} in {}", repository.as_str()), response).await),
+            _ => Err(self
+                .fail(
+                    &format!("blob {digest} in {}", repository.as_str()),
+                    response,
+                )
+                .await),
         }
     }
 
-    async fn mount_blob(&self, repository: &Repository, digest: &Digest, from: &Repository) -> Result<bool, RegistryError> {
+    async fn mount_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<bool, RegistryError> {
         let mut url = self.url(&format!("/v2/{}/blobs/uploads/", repository.as_str()));
         url.query_pairs_mut()
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from.as_str());
         let scopes = vec![push_scope(repository.as_str()), pull_scope(from.as_str())];
-        let request = Request::new(Method::POST, url, scopes).header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let request = Request::new(Method::POST, url, scopes)
+            .header(CONTENT_LENGTH, HeaderValue::from_static("0"));
         let response = self.transport.send(&request).await?;
         match response.status() {
             StatusCode::CREATED => Ok(true),
@@ -222,7 +247,10 @@ impl RegistryClient for OciRegistryClient {
                 }
                 Ok(false)
             }
-            _ => match self.fail(&format!("blob {digest} in {}", from.as_str()), response).await {
+            _ => match self
+                .fail(&format!("blob {digest} in {}", from.as_str()), response)
+                .await
+            {
                 // No read access to the source: an upload may still work.
                 RegistryError::Denied { .. } | RegistryError::NotFound { .. } => Ok(false),
                 other => Err(other),
@@ -238,10 +266,17 @@ impl RegistryClient for OciRegistryClient {
         data: ByteStream,
         progress: Option<UploadProgress>,
     ) -> Result<(), RegistryError> {
-        Uploader::new(self).upload(repository, digest, size, data, progress).await
+        Uploader::new(self)
+            .upload(repository, digest, size, data, progress)
+            .await
     }
 
-    async fn get_blob(&self, repository: &Repository, digest: &Digest, offset: u64) -> Result<BlobDownload, RegistryError> {
+    async fn get_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobDownload, RegistryError> {
         let what = format!("blob {digest} in {}", repository.as_str());
         let url = self.url(&format!("/v2/{}/blobs/{digest}", repository.as_str()));
         let mut request = Request::new(Method::GET, url, vec![pull_scope(repository.as_str())]);
@@ -256,7 +291,9 @@ impl RegistryClient for OciRegistryClient {
             StatusCode::OK => {
                 let size = header_str(response.headers(), CONTENT_LENGTH.as_str())
                     .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| self.invalid(format!("the download of {what} has no Content-Length")))?;
+                    .ok_or_else(|| {
+                        self.invalid(format!("the download of {what} has no Content-Length"))
+                    })?;
                 if offset > size {
                     return Err(RegistryError::Rejected {
                         registry,
@@ -273,7 +310,11 @@ impl RegistryClient for OciRegistryClient {
             StatusCode::PARTIAL_CONTENT => {
                 let (start, size) = header_str(response.headers(), CONTENT_RANGE.as_str())
                     .and_then(parse_content_range)
-                    .ok_or_else(|| self.invalid(format!("the ranged download of {what} has no usable Content-Range")))?;
+                    .ok_or_else(|| {
+                        self.invalid(format!(
+                            "the ranged download of {what} has no usable Content-Range"
+                        ))
+                    })?;
                 if start != offset || start > size {
                     return Err(self.invalid(format!(
                         "asked for {what} from byte {offset}, the registry sent from {start}"
@@ -285,22 +326,24 @@ impl RegistryClient for OciRegistryClient {
                     stream: length_checked(body, 0, size - offset, registry),
                 })
             }
-            StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => match self.blob_exists(repository, digest).await? {
-                // Everything is already there: nothing left to send.
-                Some(size) if size == offset => Ok(BlobDownload {
-                    size,
-                    stream: futures::stream::empty().boxed(),
-                }),
-                Some(size) => Err(RegistryError::Rejected {
-                    registry,
-                    message: format!("{what} has {size} bytes, cannot resume at {offset}"),
-                }),
-                None => Err(RegistryError::NotFound {
-                    registry,
-                    what,
-                    message: "BLOB_UNKNOWN".to_owned(),
-                }),
-            },
+            StatusCode::RANGE_NOT_SATISFIABLE if offset > 0 => {
+                match self.blob_exists(repository, digest).await? {
+                    // Everything is already there: nothing left to send.
+                    Some(size) if size == offset => Ok(BlobDownload {
+                        size,
+                        stream: futures::stream::empty().boxed(),
+                    }),
+                    Some(size) => Err(RegistryError::Rejected {
+                        registry,
+                        message: format!("{what} has {size} bytes, cannot resume at {offset}"),
+                    }),
+                    None => Err(RegistryError::NotFound {
+                        registry,
+                        what,
+                        message: "BLOB_UNKNOWN".to_owned(),
+                    }),
+                }
+            }
             _ => Err(self.fail(&what, response).await),
         }
     }
@@ -311,7 +354,10 @@ impl RegistryClient for OciRegistryClient {
         reference: &ManifestReference,
     ) -> Result<RemoteManifest, RegistryError> {
         let what = format!("manifest {}:{reference}", repository.as_str());
-        let url = self.url(&format!("/v2/{}/manifests/{reference}", repository.as_str()));
+        let url = self.url(&format!(
+            "/v2/{}/manifests/{reference}",
+            repository.as_str()
+        ));
         let request = Request::new(Method::GET, url, vec![pull_scope(repository.as_str())])
             .header(ACCEPT, HeaderValue::from_static(ACCEPTED_MANIFESTS));
         let response = self.transport.send(&request).await?;
@@ -368,7 +414,10 @@ impl RegistryClient for OciRegistryClient {
         if manifest.len() > MAX_MANIFEST_BYTES {
             return Err(RegistryError::Rejected {
                 registry,
-                message: format!("{what} is {} bytes, more than {MAX_MANIFEST_BYTES}", manifest.len()),
+                message: format!(
+                    "{what} is {} bytes, more than {MAX_MANIFEST_BYTES}",
+                    manifest.len()
+                ),
             });
         }
         let digest = Digest::of(&manifest);
@@ -382,11 +431,18 @@ impl RegistryClient for OciRegistryClient {
                 actual: digest,
             });
         }
-        let content_type = HeaderValue::from_str(media_type).map_err(|_| RegistryError::Rejected {
-            registry: registry.clone(),
-            message: format!("media type `{}` is not a valid header value", media_type.escape_debug()),
-        })?;
-        let url = self.url(&format!("/v2/{}/manifests/{reference}", repository.as_str()));
+        let content_type =
+            HeaderValue::from_str(media_type).map_err(|_| RegistryError::Rejected {
+                registry: registry.clone(),
+                message: format!(
+                    "media type `{}` is not a valid header value",
+                    media_type.escape_debug()
+                ),
+            })?;
+        let url = self.url(&format!(
+            "/v2/{}/manifests/{reference}",
+            repository.as_str()
+        ));
         let request = Request::new(Method::PUT, url, vec![push_scope(repository.as_str())])
             .header(CONTENT_TYPE, content_type)
             .body(manifest);
@@ -410,10 +466,15 @@ impl RegistryClient for OciRegistryClient {
     async fn list_tags(&self, repository: &Repository) -> Result<Vec<Tag>, RegistryError> {
         let what = format!("repository {}", repository.as_str());
         let mut url = self.url(&format!("/v2/{}/tags/list", repository.as_str()));
-        url.query_pairs_mut().append_pair("n", &TAGS_PAGE.to_string());
+        url.query_pairs_mut()
+            .append_pair("n", &TAGS_PAGE.to_string());
         let mut tags = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
-            let request = Request::new(Method::GET, url.clone(), vec![pull_scope(repository.as_str())]);
+            let request = Request::new(
+                Method::GET,
+                url.clone(),
+                vec![pull_scope(repository.as_str())],
+            );
             let response = self.transport.send(&request).await?;
             if !response.status().is_success() {
                 return Err(self.fail(&what, response).await);
@@ -422,12 +483,15 @@ impl RegistryClient for OciRegistryClient {
             let body = read_bounded(response, 16 * 1024 * 1024)
                 .await
                 .map_err(|e| self.invalid(format!("tags of {what}: {e}")))?;
-            let page: TagList = serde_json::from_slice(&body)
-                .map_err(|e| self.invalid(format!("tags of {what} are not the expected JSON: {e}")))?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| {
+                self.invalid(format!("tags of {what} are not the expected JSON: {e}"))
+            })?;
             for name in page.tags.unwrap_or_default() {
                 match name.parse::<Tag>() {
                     Ok(tag) => tags.push(tag),
-                    Err(e) => tracing::warn!(tag = %name.escape_debug(), error = %e, "ignoring a tag vmr cannot name"),
+                    Err(e) => {
+                        tracing::warn!(tag = %name.escape_debug(), error = %e, "ignoring a tag vmr cannot name")
+                    }
                 }
             }
             match next {
@@ -453,7 +517,10 @@ mod tests {
     fn link_headers() {
         let base = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
         let mut h = HeaderMap::new();
-        h.insert(LINK, r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap());
+        h.insert(
+            LINK,
+            r#"</v2/a/tags/list?last=b&n=2>; rel="next""#.parse().unwrap(),
+        );
         assert_eq!(
             next_link(&h, &base).unwrap().as_str(),
             "http://127.0.0.1:5000/v2/a/tags/list?last=b&n=2"
@@ -471,7 +538,10 @@ mod tests {
 
     #[tokio::test]
     async fn length_checked_skips_and_counts() {
-        let chunks: Vec<reqwest::Result<Bytes>> = vec![Ok(Bytes::from_static(b"abc")), Ok(Bytes::from_static(b"defg"))];
+        let chunks: Vec<reqwest::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Ok(Bytes::from_static(b"defg")),
+        ];
         let out: Vec<_> = length_checked(futures::stream::iter(chunks).boxed(), 4, 3, "r".into())
             .collect()
             .await;
@@ -482,12 +552,18 @@ mod tests {
         let out: Vec<_> = length_checked(futures::stream::iter(short).boxed(), 0, 3, "r".into())
             .collect()
             .await;
-        assert!(matches!(out.last(), Some(Err(RegistryError::Unavailable { .. }))));
+        assert!(matches!(
+            out.last(),
+            Some(Err(RegistryError::Unavailable { .. }))
+        ));
 
         let long: Vec<reqwest::Result<Bytes>> = vec![Ok(Bytes::from_static(b"abcd"))];
         let out: Vec<_> = length_checked(futures::stream::iter(long).boxed(), 0, 3, "r".into())
             .collect()
             .await;
-        assert!(matches!(out.last(), Some(Err(RegistryError::InvalidResponse { .. }))));
+        assert!(matches!(
+            out.last(),
+            Some(Err(RegistryError::InvalidResponse { .. }))
+        ));
     }
 }

@@ -25,6 +25,9 @@ struct OciError {
     code: String,
     #[serde(default)]
     message: String,
+    /// Free-form; a plain string (a digest, a tag) is worth repeating.
+    #[serde(default)]
+    detail: serde_json::Value,
 }
 
 /// What an error answer said: the OCI codes, and one line for the user.
@@ -45,10 +48,16 @@ impl ErrorText {
             let summary = parsed
                 .errors
                 .iter()
-                .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                    (false, false) => format!("{}: {}", e.code, clean(&e.message)),
-                    (false, true) => e.code.clone(),
-                    _ => clean(&e.message),
+                .map(|e| {
+                    let text = match (e.code.is_empty(), e.message.is_empty()) {
+                        (false, false) => format!("{}: {}", e.code, clean(&e.message)),
+                        (false, true) => e.code.clone(),
+                        _ => clean(&e.message),
+                    };
+                    match e.detail.as_str() {
+                        Some(detail) if !detail.is_empty() => format!("{text} ({})", clean(detail)),
+                        _ => text,
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
@@ -110,7 +119,14 @@ pub async fn error_from_response(
     let insufficient_scope =
         bearer_error(response.headers()).is_some_and(|e| e == "insufficient_scope");
     let body = read_error_body(response).await;
-    classify(registry, what, anonymous, status, insufficient_scope, &ErrorText::from_body(status, &body))
+    classify(
+        registry,
+        what,
+        anonymous,
+        status,
+        insufficient_scope,
+        &ErrorText::from_body(status, &body),
+    )
 }
 
 /// The kind of error for a status and what the registry said.
@@ -130,12 +146,14 @@ pub fn classify(
         StatusCode::UNAUTHORIZED if (insufficient_scope || text.has("DENIED")) && !anonymous => {
             RegistryError::Denied {
                 registry,
-                message: format!("{message} (the credential does not grant this on {what})"),
+                message: format!(
+                    "the credential does not allow the {what} (the registry said: {message})"
+                ),
             }
         }
         StatusCode::UNAUTHORIZED if anonymous => RegistryError::Unauthorized {
             registry,
-            message: format!("{message} (no credential was given: log in first)"),
+            message: format!("{message}; no credential was given: log in first"),
         },
         StatusCode::UNAUTHORIZED => RegistryError::Unauthorized { registry, message },
         StatusCode::FORBIDDEN => RegistryError::Denied { registry, message },
@@ -169,10 +187,13 @@ mod tests {
 
     #[test]
     fn oci_bodies_are_summarised() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}},{"code":"DENIED","message":"no\nway"}]}"#;
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"x"}},{"code":"DENIED","message":"no\nway"},{"code":"BLOB_UNKNOWN","message":"blob unknown","detail":"sha256:ab"}]}"#;
         let t = ErrorText::from_body(StatusCode::NOT_FOUND, body);
-        assert_eq!(t.codes, vec!["MANIFEST_UNKNOWN", "DENIED"]);
-        assert_eq!(t.summary, "MANIFEST_UNKNOWN: manifest unknown; DENIED: no way");
+        assert_eq!(t.codes, vec!["MANIFEST_UNKNOWN", "DENIED", "BLOB_UNKNOWN"]);
+        assert_eq!(
+            t.summary,
+            "MANIFEST_UNKNOWN: manifest unknown; DENIED: no way; BLOB_UNKNOWN: blob unknown (sha256:ab)"
+        );
     }
 
     #[test]
@@ -190,14 +211,41 @@ mod tests {
     fn statuses_map_to_kinds() {
         let t = ErrorText::from_body(StatusCode::UNAUTHORIZED, b"");
         let kind = |status, scope, anonymous| classify("r", "blob", anonymous, status, scope, &t);
-        assert!(matches!(kind(StatusCode::UNAUTHORIZED, true, false), RegistryError::Denied { .. }));
-        assert!(matches!(kind(StatusCode::UNAUTHORIZED, false, false), RegistryError::Unauthorized { .. }));
-        assert!(matches!(kind(StatusCode::UNAUTHORIZED, true, true), RegistryError::Unauthorized { .. }));
-        assert!(matches!(kind(StatusCode::FORBIDDEN, false, false), RegistryError::Denied { .. }));
-        assert!(matches!(kind(StatusCode::NOT_FOUND, false, false), RegistryError::NotFound { .. }));
-        assert!(matches!(kind(StatusCode::SERVICE_UNAVAILABLE, false, false), RegistryError::Unavailable { .. }));
-        assert!(matches!(kind(StatusCode::TOO_MANY_REQUESTS, false, false), RegistryError::Unavailable { .. }));
-        assert!(matches!(kind(StatusCode::BAD_REQUEST, false, false), RegistryError::Rejected { .. }));
-        assert!(matches!(kind(StatusCode::FOUND, false, false), RegistryError::InvalidResponse { .. }));
+        assert!(matches!(
+            kind(StatusCode::UNAUTHORIZED, true, false),
+            RegistryError::Denied { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::UNAUTHORIZED, false, false),
+            RegistryError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::UNAUTHORIZED, true, true),
+            RegistryError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::FORBIDDEN, false, false),
+            RegistryError::Denied { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::NOT_FOUND, false, false),
+            RegistryError::NotFound { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::SERVICE_UNAVAILABLE, false, false),
+            RegistryError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::TOO_MANY_REQUESTS, false, false),
+            RegistryError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::BAD_REQUEST, false, false),
+            RegistryError::Rejected { .. }
+        ));
+        assert!(matches!(
+            kind(StatusCode::FOUND, false, false),
+            RegistryError::InvalidResponse { .. }
+        ));
     }
 }

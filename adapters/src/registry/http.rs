@@ -49,7 +49,11 @@ impl Endpoint {
             trimmed.to_owned()
         } else {
             let host = trimmed.split('/').next().unwrap_or_default();
-            let scheme = if host_is_loopback(strip_port(host)) { "http" } else { "https" };
+            let scheme = if host_is_loopback(strip_port(host)) {
+                "http"
+            } else {
+                "https"
+            };
             format!("{scheme}://{trimmed}")
         };
         let mut url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
@@ -237,7 +241,10 @@ where
 }
 
 /// Reads a whole body, refusing one larger than `limit`.
-pub async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub async fn read_bounded(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|e| describe_error(&e))? {
         if body.len() + chunk.len() > limit {
@@ -300,14 +307,22 @@ mod tests {
         assert_eq!(local.join("/v2/").as_str(), "http://127.0.0.1:5000/v2/");
         assert_eq!(local.display(), "127.0.0.1:5000");
         let remote = Endpoint::parse("registry.example.com", false).unwrap();
-        assert_eq!(remote.join("/v2/").as_str(), "https://registry.example.com/v2/");
+        assert_eq!(
+            remote.join("/v2/").as_str(),
+            "https://registry.example.com/v2/"
+        );
         let v6 = Endpoint::parse("[::1]:5000", false).unwrap();
         assert_eq!(v6.join("/v2/").scheme(), "http");
     }
 
     #[test]
     fn http_only_for_loopback_unless_insecure() {
-        for ok in ["http://localhost:5000", "http://127.0.0.2", "http://[::1]:80", "https://x.io"] {
+        for ok in [
+            "http://localhost:5000",
+            "http://127.0.0.2",
+            "http://[::1]:80",
+            "https://x.io",
+        ] {
             Endpoint::parse(ok, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         assert_eq!(
@@ -321,9 +336,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        for bad in ["", "ftp://x", "https://u:p@x.io", "https://x.io/?a=b", "http://"] {
+        for bad in [
+            "",
+            "ftp://x",
+            "https://u:p@x.io",
+            "https://x.io/?a=b",
+            "http://",
+        ] {
             assert!(
-                matches!(Endpoint::parse(bad, true), Err(EndpointError::Invalid { .. })),
+                matches!(
+                    Endpoint::parse(bad, true),
+                    Err(EndpointError::Invalid { .. })
+                ),
                 "{bad}"
             );
         }
@@ -332,7 +356,10 @@ mod tests {
     #[test]
     fn prefix_paths_are_kept() {
         let e = Endpoint::parse("https://x.io/mirror/", false).unwrap();
-        assert_eq!(e.join("/v2/a/tags/list").as_str(), "https://x.io/mirror/v2/a/tags/list");
+        assert_eq!(
+            e.join("/v2/a/tags/list").as_str(),
+            "https://x.io/mirror/v2/a/tags/list"
+        );
     }
 
     #[test]

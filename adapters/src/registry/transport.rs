@@ -46,7 +46,11 @@ impl Request {
         }
     }
 
-    pub fn header(mut self, name: reqwest::header::HeaderName, value: reqwest::header::HeaderValue) -> Self {
+    pub fn header(
+        mut self,
+        name: reqwest::header::HeaderName,
+        value: reqwest::header::HeaderValue,
+    ) -> Self {
         self.headers.insert(name, value);
         self
     }
@@ -138,7 +142,13 @@ impl Transport {
 
     /// The error for a non-success answer about `what`.
     pub async fn error(&self, what: &str, response: Response) -> RegistryError {
-        error_from_response(self.endpoint.display(), what, self.credential.is_none(), response).await
+        error_from_response(
+            self.endpoint.display(),
+            what,
+            self.credential.is_none(),
+            response,
+        )
+        .await
     }
 
     /// A transport failure as `Unavailable`.
@@ -160,7 +170,11 @@ impl Transport {
         };
         let mut challenged = false;
         loop {
-            let auth = if ours { self.authorization(&request.scopes).await? } else { None };
+            let auth = if ours {
+                self.authorization(&request.scopes).await?
+            } else {
+                None
+            };
             tracing::debug!(method = %request.method, url = %request.url, "registry request");
             let response = send_retrying(&policy, || self.build(request, auth.as_ref()))
                 .await
@@ -171,7 +185,10 @@ impl Transport {
             }
             challenged = true;
             let sent_basic = matches!(auth, Some(AuthHeader::Basic { .. }));
-            if !self.answer_challenge(&response, &request.scopes, sent_basic).await? {
+            if !self
+                .answer_challenge(&response, &request.scopes, sent_basic)
+                .await?
+            {
                 return Ok(response);
             }
         }
@@ -186,7 +203,9 @@ impl Transport {
             builder = builder.body(body.clone());
         }
         match auth {
-            Some(AuthHeader::Basic { username, password }) => builder.basic_auth(username, Some(password)),
+            Some(AuthHeader::Basic { username, password }) => {
+                builder.basic_auth(username, Some(password))
+            }
             Some(AuthHeader::Bearer(token)) => builder.bearer_auth(token),
             None => builder,
         }
@@ -269,23 +288,37 @@ impl Transport {
         }
     }
 
-    async fn fetch(&self, realm: &Url, service: Option<&str>, scopes: &[String]) -> Result<CachedToken, RegistryError> {
+    async fn fetch(
+        &self,
+        realm: &Url,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<CachedToken, RegistryError> {
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
         let registry = self.registry();
-        let token = fetch_token(&self.http, &self.retry, realm, service, &scopes, self.credential.as_ref())
-            .await
-            .map_err(|e| match e {
-                TokenError::Unauthorized(message) if self.credential.is_none() => RegistryError::Unauthorized {
+        let token = fetch_token(
+            &self.http,
+            &self.retry,
+            realm,
+            service,
+            &scopes,
+            self.credential.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            TokenError::Unauthorized(message) if self.credential.is_none() => {
+                RegistryError::Unauthorized {
                     registry,
-                    message: format!("{message} (no credential was given: log in first)"),
-                },
-                TokenError::Unauthorized(message) => RegistryError::Unauthorized { registry, message },
-                TokenError::Denied(message) => RegistryError::Denied { registry, message },
-                TokenError::Unavailable(message) => RegistryError::Unavailable { registry, message },
-                TokenError::Invalid(message) => RegistryError::InvalidResponse { registry, message },
-            })?;
+                    message: format!("{message}; no credential was given: log in first"),
+                }
+            }
+            TokenError::Unauthorized(message) => RegistryError::Unauthorized { registry, message },
+            TokenError::Denied(message) => RegistryError::Denied { registry, message },
+            TokenError::Unavailable(message) => RegistryError::Unavailable { registry, message },
+            TokenError::Invalid(message) => RegistryError::InvalidResponse { registry, message },
+        })?;
         // Renew a little early so a token does not expire in flight.
         let lifetime = Duration::from_secs(token.expires_in);
         let margin = (lifetime / 10).min(Duration::from_secs(30));

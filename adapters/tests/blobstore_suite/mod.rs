@@ -21,7 +21,11 @@ pub trait Harness: Send + Sync {
     /// Replaces a committed blob's bytes behind the store's back.
     async fn corrupt(&self, digest: &Digest, bytes: &[u8]) {
         let key = format!("blobs/sha256/{}", digest.hex());
-        self.store().operator().write(&key, bytes.to_vec()).await.expect("overwrite blob");
+        self.store()
+            .operator()
+            .write(&key, bytes.to_vec())
+            .await
+            .expect("overwrite blob");
     }
 }
 
@@ -75,7 +79,11 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes `bytes` in uneven chunks and commits.
-pub async fn put(store: &OpendalStore, bytes: &[u8], expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+pub async fn put(
+    store: &OpendalStore,
+    bytes: &[u8],
+    expected: Option<&Digest>,
+) -> Result<(Digest, u64), StoreError> {
     let mut writer = store.begin_blob().await?;
     for chunk in bytes.chunks(700_001) {
         writer.write(Bytes::copy_from_slice(chunk)).await?;
@@ -128,18 +136,37 @@ pub async fn write_commit_read(h: &impl Harness) {
     assert!(store.blob_exists(&digest).await.unwrap());
     assert_eq!(store.blob_size(&digest).await.unwrap(), size);
     assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
-    assert_eq!(collect(store.open_blob(&digest, None).await.unwrap()).await.unwrap(), bytes);
+    assert_eq!(
+        collect(store.open_blob(&digest, None).await.unwrap())
+            .await
+            .unwrap(),
+        bytes
+    );
     store.verify_blob(&digest).await.unwrap();
-    assert_eq!(store.list_blobs().await.unwrap(), vec![(digest.clone(), size)]);
+    assert_eq!(
+        store.list_blobs().await.unwrap(),
+        vec![(digest.clone(), size)]
+    );
     assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
 
     store.delete_blob(&digest).await.unwrap();
     assert!(!store.blob_exists(&digest).await.unwrap());
     assert!(store.list_blobs().await.unwrap().is_empty());
-    assert!(matches!(store.read_blob(&digest).await, Err(StoreError::BlobNotFound(d)) if d == digest));
-    assert!(matches!(store.blob_size(&digest).await, Err(StoreError::BlobNotFound(_))));
-    assert!(matches!(store.open_blob(&digest, None).await, Err(StoreError::BlobNotFound(_))));
-    assert!(matches!(store.verify_blob(&digest).await, Err(StoreError::BlobNotFound(_))));
+    assert!(
+        matches!(store.read_blob(&digest).await, Err(StoreError::BlobNotFound(d)) if d == digest)
+    );
+    assert!(matches!(
+        store.blob_size(&digest).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+    assert!(matches!(
+        store.open_blob(&digest, None).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
+    assert!(matches!(
+        store.verify_blob(&digest).await,
+        Err(StoreError::BlobNotFound(_))
+    ));
     // Deleting what is not there is fine.
     store.delete_blob(&digest).await.unwrap();
 }
@@ -148,17 +175,39 @@ pub async fn ranged_reads(h: &impl Harness) {
     let store = h.store();
     let bytes = data(2 * 1024 * 1024 + 77, 2);
     let (digest, size) = put(store, &bytes, None).await.unwrap();
-    for range in [0..1, 10..1000, 1_048_570..1_048_590, 0..size, size - 5..size] {
-        let got = collect(store.open_blob(&digest, Some(range.clone())).await.unwrap()).await.unwrap();
+    for range in [
+        0..1,
+        10..1000,
+        1_048_570..1_048_590,
+        0..size,
+        size - 5..size,
+    ] {
+        let got = collect(store.open_blob(&digest, Some(range.clone())).await.unwrap())
+            .await
+            .unwrap();
         let (start, end) = (range.start as usize, range.end as usize);
         assert_eq!(got, &bytes[start..end], "range {range:?}");
     }
     // A range past the end is cut at the end, as HTTP Range is.
-    let got = collect(store.open_blob(&digest, Some(size - 3..size + 100)).await.unwrap()).await.unwrap();
+    let got = collect(
+        store
+            .open_blob(&digest, Some(size - 3..size + 100))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, &bytes[bytes.len() - 3..]);
-    let got = collect(store.open_blob(&digest, Some(size..size)).await.unwrap()).await.unwrap();
+    let got = collect(store.open_blob(&digest, Some(size..size)).await.unwrap())
+        .await
+        .unwrap();
     assert!(got.is_empty());
-    assert!(store.open_blob(&digest, Some(size + 1..size + 2)).await.is_err());
+    assert!(
+        store
+            .open_blob(&digest, Some(size + 1..size + 2))
+            .await
+            .is_err()
+    );
 }
 
 pub async fn empty_blob(h: &impl Harness) {
@@ -166,13 +215,23 @@ pub async fn empty_blob(h: &impl Harness) {
     let (digest, size) = put(store, b"", None).await.unwrap();
     assert_eq!((digest.clone(), size), (Digest::of(b""), 0));
     assert!(store.read_blob(&digest).await.unwrap().is_empty());
-    assert!(collect(store.open_blob(&digest, None).await.unwrap()).await.unwrap().is_empty());
+    assert!(
+        collect(store.open_blob(&digest, None).await.unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     store.verify_blob(&digest).await.unwrap();
 }
 
 pub async fn manifests_with_nested_repositories(h: &impl Harness) {
     let store = h.store();
-    let names = [("a/b/c", "tag"), ("a/b", "c"), ("a", "v1.0"), ("x", "latest")];
+    let names = [
+        ("a/b/c", "tag"),
+        ("a/b", "c"),
+        ("a", "v1.0"),
+        ("x", "latest"),
+    ];
     for (r, t) in names {
         let body = Bytes::from(format!("{{\"manifest\":\"{r}:{t}\"}}"));
         store.put_manifest(&repo(r), &tag(t), body).await.unwrap();
@@ -186,10 +245,22 @@ pub async fn manifests_with_nested_repositories(h: &impl Harness) {
     assert_eq!(store.list_manifests().await.unwrap(), expected);
 
     // Overwriting replaces.
-    store.put_manifest(&repo("a/b/c"), &tag("tag"), Bytes::from_static(b"new")).await.unwrap();
-    assert_eq!(store.get_manifest(&repo("a/b/c"), &tag("tag")).await.unwrap(), "new");
+    store
+        .put_manifest(&repo("a/b/c"), &tag("tag"), Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_manifest(&repo("a/b/c"), &tag("tag"))
+            .await
+            .unwrap(),
+        "new"
+    );
 
-    store.delete_manifest(&repo("a/b/c"), &tag("tag")).await.unwrap();
+    store
+        .delete_manifest(&repo("a/b/c"), &tag("tag"))
+        .await
+        .unwrap();
     match store.get_manifest(&repo("a/b/c"), &tag("tag")).await {
         Err(StoreError::ManifestNotFound { repository, tag }) => {
             assert_eq!((repository.as_str(), tag.as_str()), ("a/b/c", "tag"));
@@ -197,8 +268,14 @@ pub async fn manifests_with_nested_repositories(h: &impl Harness) {
         other => panic!("expected ManifestNotFound, got {other:?}"),
     }
     // The sibling under the same path prefix survives.
-    assert_eq!(store.get_manifest(&repo("a/b"), &tag("c")).await.unwrap(), "{\"manifest\":\"a/b:c\"}");
-    store.delete_manifest(&repo("a/b/c"), &tag("tag")).await.unwrap();
+    assert_eq!(
+        store.get_manifest(&repo("a/b"), &tag("c")).await.unwrap(),
+        "{\"manifest\":\"a/b:c\"}"
+    );
+    store
+        .delete_manifest(&repo("a/b/c"), &tag("tag"))
+        .await
+        .unwrap();
     expected.retain(|(r, _)| r.as_str() != "a/b/c");
     assert_eq!(store.list_manifests().await.unwrap(), expected);
     assert!(matches!(
@@ -234,18 +311,28 @@ pub async fn dropped_and_aborted_writers_leave_nothing(h: &impl Harness) {
 
     let mut writer = store.begin_blob().await.unwrap();
     writer.write(Bytes::copy_from_slice(&bytes)).await.unwrap();
-    assert_eq!(temporaries(store).len(), 1, "a writer spools to one temporary");
+    assert_eq!(
+        temporaries(store).len(),
+        1,
+        "a writer spools to one temporary"
+    );
     drop(writer);
     assert!(temporaries_settle(store).await.is_empty());
 
     let mut writer = store.begin_blob().await.unwrap();
     writer.write(Bytes::copy_from_slice(&bytes)).await.unwrap();
     writer.abort().await.unwrap();
-    assert!(temporaries(store).is_empty(), "abort removes the temporary at once");
+    assert!(
+        temporaries(store).is_empty(),
+        "abort removes the temporary at once"
+    );
 
     // A resumable writer that is aborted removes its partial file too.
     let mut writer = store.resume_blob(&Digest::of(&bytes)).await.unwrap();
-    writer.write(Bytes::copy_from_slice(&bytes[..1000])).await.unwrap();
+    writer
+        .write(Bytes::copy_from_slice(&bytes[..1000]))
+        .await
+        .unwrap();
     writer.abort().await.unwrap();
     assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
 
@@ -272,9 +359,7 @@ pub async fn corruption_is_reported(h: &impl Harness) {
     h.corrupt(&digest, &evil).await;
     let actual_digest = Digest::of(&evil);
 
-    let is_corrupt = |r: &StoreError| {
-        matches!(r, StoreError::Corrupt { digest: d, actual } if *d == digest && *actual == actual_digest)
-    };
+    let is_corrupt = |r: &StoreError| matches!(r, StoreError::Corrupt { digest: d, actual } if *d == digest && *actual == actual_digest);
     let err = store.read_blob(&digest).await.unwrap_err();
     assert!(is_corrupt(&err), "read_blob: {err:?}");
     let err = store.verify_blob(&digest).await.unwrap_err();
@@ -283,8 +368,14 @@ pub async fn corruption_is_reported(h: &impl Harness) {
     let stream = store.open_blob(&digest, None).await.unwrap();
     let items: Vec<Result<Bytes, StoreError>> = futures::StreamExt::collect(stream).await;
     let (last, chunks) = items.split_last().expect("stream items");
-    assert!(matches!(last, Err(e) if is_corrupt(e)), "open_blob ended with {last:?}");
-    let served: Vec<u8> = chunks.iter().flat_map(|c| c.as_ref().expect("chunk").to_vec()).collect();
+    assert!(
+        matches!(last, Err(e) if is_corrupt(e)),
+        "open_blob ended with {last:?}"
+    );
+    let served: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.as_ref().expect("chunk").to_vec())
+        .collect();
     assert_eq!(served, evil);
 
     // Writing the right content again repairs it.
@@ -300,15 +391,28 @@ pub async fn resume_continues_a_partial_blob(h: &impl Harness) {
 
     let mut writer = store.resume_blob(&digest).await.unwrap();
     assert_eq!(writer.written(), 0);
-    writer.write(Bytes::copy_from_slice(&bytes[..cut])).await.unwrap();
+    writer
+        .write(Bytes::copy_from_slice(&bytes[..cut]))
+        .await
+        .unwrap();
     drop(writer); // the connection was cut
     assert!(!store.blob_exists(&digest).await.unwrap());
 
     let mut writer = store.resume_blob(&digest).await.unwrap();
-    assert_eq!(writer.written(), cut as u64, "resume where the partial file ends");
-    writer.write(Bytes::copy_from_slice(&bytes[cut..])).await.unwrap();
+    assert_eq!(
+        writer.written(),
+        cut as u64,
+        "resume where the partial file ends"
+    );
+    writer
+        .write(Bytes::copy_from_slice(&bytes[cut..]))
+        .await
+        .unwrap();
     assert_eq!(writer.written(), bytes.len() as u64);
-    assert_eq!(writer.commit(None).await.unwrap(), (digest.clone(), bytes.len() as u64));
+    assert_eq!(
+        writer.commit(None).await.unwrap(),
+        (digest.clone(), bytes.len() as u64)
+    );
     assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
     assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
 
@@ -323,15 +427,25 @@ pub async fn resume_with_wrong_content_is_a_mismatch(h: &impl Harness) {
     let bytes = data(500_000, 8);
     let digest = Digest::of(&bytes);
     let mut writer = store.resume_blob(&digest).await.unwrap();
-    writer.write(Bytes::copy_from_slice(&bytes[..1000])).await.unwrap();
-    writer.write(Bytes::from_static(b"not the rest")).await.unwrap();
+    writer
+        .write(Bytes::copy_from_slice(&bytes[..1000]))
+        .await
+        .unwrap();
+    writer
+        .write(Bytes::from_static(b"not the rest"))
+        .await
+        .unwrap();
     match writer.commit(None).await {
         Err(StoreError::DigestMismatch { expected, .. }) => assert_eq!(expected, digest),
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
     assert!(!store.blob_exists(&digest).await.unwrap());
     assert!(store.list_blobs().await.unwrap().is_empty());
-    assert!(temporaries(store).is_empty(), "a bad partial is not kept: {:?}", temporaries(store));
+    assert!(
+        temporaries(store).is_empty(),
+        "a bad partial is not kept: {:?}",
+        temporaries(store)
+    );
 }
 
 pub async fn clean_temporaries_removes_leftovers(h: &impl Harness) {
@@ -342,7 +456,11 @@ pub async fn clean_temporaries_removes_leftovers(h: &impl Harness) {
     fs::write(dir.join("tmp-crashed"), b"half a blob").unwrap();
     fs::create_dir(dir.join("tmp-odd-dir")).unwrap();
     fs::write(dir.join("tmp-odd-dir").join("x"), b"x").unwrap();
-    fs::write(dir.join(format!("partial-{}", young.hex())), b"recent partial").unwrap();
+    fs::write(
+        dir.join(format!("partial-{}", young.hex())),
+        b"recent partial",
+    )
+    .unwrap();
     let old_path = dir.join(format!("partial-{}", old.hex()));
     fs::write(&old_path, b"stale partial").unwrap();
     fs::File::options()
@@ -359,8 +477,15 @@ pub async fn clean_temporaries_removes_leftovers(h: &impl Harness) {
 
     assert_eq!(store.clean_temporaries().await.unwrap(), 3);
     let left = temporaries(store);
-    assert!(left.contains(&format!("partial-{}", young.hex())), "{left:?}");
-    assert_eq!(left.len(), 2, "the young partial and the live writer's temporary: {left:?}");
+    assert!(
+        left.contains(&format!("partial-{}", young.hex())),
+        "{left:?}"
+    );
+    assert_eq!(
+        left.len(),
+        2,
+        "the young partial and the live writer's temporary: {left:?}"
+    );
     assert_eq!(live.commit(None).await.unwrap().0, Digest::of(&bytes));
     assert_eq!(store.clean_temporaries().await.unwrap(), 0);
     assert_eq!(temporaries(store).len(), 1);

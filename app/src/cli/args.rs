@@ -26,16 +26,28 @@ pub struct Cli {
 /// Options every command accepts, before or after the command name.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The daemon's Unix socket [default: /var/run/vm-registry.sock for
-    /// root, $XDG_RUNTIME_DIR/vm-registry.sock for other users]
-    #[arg(long, global = true, env = "VM_REGISTRY_SOCKET_PATH", value_name = "PATH")]
+    /// The daemon's Unix socket [default: $XDG_RUNTIME_DIR/vm-registry.sock
+    /// for users other than root, else /var/run/vm-registry.sock]
+    #[arg(
+        long,
+        global = true,
+        env = "VM_REGISTRY_SOCKET_PATH",
+        value_name = "PATH"
+    )]
     pub socket: Option<PathBuf>,
     /// The registry context for login, logout, register, push and pull
     /// [default: the daemon's current context]
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
     /// Output format
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t)]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
     pub output: OutputFormat,
 }
 
@@ -342,10 +354,20 @@ pub struct NetworkCreateArgs {
     #[arg(long, value_name = "IP")]
     pub gateway: Option<IpAddr>,
     /// First DHCP address [default: the second half of the subnet]
-    #[arg(long, value_name = "IP", requires = "dhcp_end", conflicts_with = "no_dhcp")]
+    #[arg(
+        long,
+        value_name = "IP",
+        requires = "dhcp_end",
+        conflicts_with = "no_dhcp"
+    )]
     pub dhcp_start: Option<IpAddr>,
     /// Last DHCP address
-    #[arg(long, value_name = "IP", requires = "dhcp_start", conflicts_with = "no_dhcp")]
+    #[arg(
+        long,
+        value_name = "IP",
+        requires = "dhcp_start",
+        conflicts_with = "no_dhcp"
+    )]
     pub dhcp_end: Option<IpAddr>,
     /// Serve no DHCP
     #[arg(long)]

@@ -7,12 +7,12 @@ use std::io::{BufRead, IsTerminal};
 
 use vmr_proto::v1 as pb;
 
+use super::Session;
 use super::args::{ContextCommand, LoginArgs, RegisterArgs};
 use super::connect::{Client, Reply};
 use super::credentials::{CredentialStore, StoredCredential};
 use super::json::{ToJson, login_json, print_json};
 use super::output::{or_dash, print_table, table};
-use super::Session;
 
 /// The context the daemon builds from its own flags; always present.
 const DEFAULT_CONTEXT: &str = "default";
@@ -115,7 +115,10 @@ pub async fn login(session: &Session, args: LoginArgs) -> anyhow::Result<()> {
     if session.output.is_json() {
         print_json(&login_json(&context, &response));
     } else {
-        println!("Login Succeeded ({} on context {context})", response.username);
+        println!(
+            "Login Succeeded ({} on context {context})",
+            response.username
+        );
     }
     Ok(())
 }
@@ -249,7 +252,11 @@ fn contexts_table(contexts: &[pb::ContextInfo]) -> comfy_table::Table {
         } else {
             context.name.clone()
         };
-        let tls = if context.insecure { "insecure" } else { "verified" };
+        let tls = if context.insecure {
+            "insecure"
+        } else {
+            "verified"
+        };
         rows.add_row([
             name,
             or_dash(&context.registry_url).to_owned(),

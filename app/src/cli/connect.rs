@@ -13,26 +13,31 @@ pub type Client = VmServiceClient<Channel>;
 /// The daemon accepts messages up to 4 GiB; so does the client.
 const MAX_MESSAGE_BYTES: u64 = 4 << 30;
 
-/// The daemon's default socket: `/var/run/vm-registry.sock` for root,
-/// `$XDG_RUNTIME_DIR/vm-registry.sock` for other users (falling back to
-/// `/run/user/<uid>` when the variable is unset, as systemd lays it out).
+const STREAM_WINDOW_BYTES: u32 = 16 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// The daemon's default socket: `$XDG_RUNTIME_DIR/vm-registry.sock` for a
+/// user other than root who has a runtime directory,
+/// `/var/run/vm-registry.sock` otherwise. This mirrors vmrd's own default
+/// (`config::Defaults`), so that both ends meet without flags.
 pub fn default_socket_path() -> PathBuf {
-    let uid = nix::unistd::geteuid();
-    if uid.is_root() {
-        return PathBuf::from("/var/run/vm-registry.sock");
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
+    match runtime_dir {
+        Some(dir) if !nix::unistd::geteuid().is_root() => {
+            PathBuf::from(dir).join("vm-registry.sock")
+        }
+        _ => PathBuf::from("/var/run/vm-registry.sock"),
     }
-    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .filter(|dir| !dir.is_empty())
-        .map_or_else(|| PathBuf::from(format!("/run/user/{uid}")), PathBuf::from);
-    runtime_dir.join("vm-registry.sock")
 }
 
 /// The daemon could not be reached at all.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach vmrd at {}: {reason} (is the daemon running?)", path.display())]
+#[error("cannot reach vmrd at {}: {reason} ({hint})", path.display())]
 pub struct ConnectError {
     pub path: PathBuf,
     pub reason: String,
+    /// What the user can check.
+    pub hint: &'static str,
 }
 
 /// Opens a channel to the daemon's socket.
@@ -40,6 +45,11 @@ pub async fn connect(path: &Path) -> Result<Client, ConnectError> {
     let socket = path.to_path_buf();
     // The URI is required by the API but unused: the connector dials the socket.
     let channel = Endpoint::from_static("http://vmrd.invalid")
+        // Wider HTTP/2 windows than hyper's defaults keep a disk upload from
+        // stalling on flow control when the daemon's data path is fast
+        // (shared/research/stream-throughput.md).
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
@@ -51,11 +61,25 @@ pub async fn connect(path: &Path) -> Result<Client, ConnectError> {
         .map_err(|err| ConnectError {
             path: path.to_path_buf(),
             reason: root_cause(&err),
+            hint: hint(&err),
         })?;
     let limit = usize::try_from(MAX_MESSAGE_BYTES).unwrap_or(usize::MAX);
     Ok(VmServiceClient::new(channel)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit))
+}
+
+fn hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return "is your user in the socket's group?";
+        }
+        cause = current.source();
+    }
+    "is the daemon running?"
 }
 
 /// The innermost cause: tonic wraps the socket's io error in "transport
@@ -81,6 +105,11 @@ impl RpcError {
 }
 
 fn describe(status: &tonic::Status) -> String {
+    // A status with a source was made by the client's transport, not sent
+    // by the daemon: its message ("transport error") says nothing.
+    if let Some(source) = std::error::Error::source(status) {
+        return format!("lost the connection to vmrd: {}", root_cause(source));
+    }
     let message = status.message().trim();
     if !message.is_empty() {
         return message.to_owned();
@@ -119,7 +148,9 @@ mod tests {
     fn empty_unimplemented_status_still_says_what_happened() {
         let err = RpcError(tonic::Status::unimplemented(""));
         assert!(err.to_string().contains("does not implement"), "{err}");
-        let err = RpcError(tonic::Status::unimplemented("ComposeUp is not implemented yet"));
+        let err = RpcError(tonic::Status::unimplemented(
+            "ComposeUp is not implemented yet",
+        ));
         assert_eq!(err.to_string(), "ComposeUp is not implemented yet");
     }
 
@@ -129,7 +160,10 @@ mod tests {
         let path = dir.path().join("absent.sock");
         let err = connect(&path).await.expect_err("nothing listens there");
         let text = err.to_string();
-        assert!(text.starts_with(&format!("cannot reach vmrd at {}: ", path.display())), "{text}");
+        assert!(
+            text.starts_with(&format!("cannot reach vmrd at {}: ", path.display())),
+            "{text}"
+        );
         assert!(text.contains("No such file or directory"), "{text}");
         assert!(text.ends_with("(is the daemon running?)"), "{text}");
     }

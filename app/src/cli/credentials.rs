@@ -178,7 +178,9 @@ impl CredentialStore {
         let temporary = dir.join(format!(".credentials.json.{}.tmp", std::process::id()));
         // A leftover of a crashed run that had the same pid.
         let _ = std::fs::remove_file(&temporary);
-        let json = serde_json::to_vec_pretty(file).map_err(std::io::Error::other).map_err(write_error)?;
+        let json = serde_json::to_vec_pretty(file)
+            .map_err(std::io::Error::other)
+            .map_err(write_error)?;
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -214,7 +216,11 @@ mod tests {
     }
 
     fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]
@@ -249,7 +255,9 @@ mod tests {
         // Rewrites keep the mode and leave no temporary behind.
         store.put("other", credential("x")).expect("put");
         assert_eq!(mode(store.path()), 0o600);
-        let entries = std::fs::read_dir(home.path().join("vmr")).expect("read dir").count();
+        let entries = std::fs::read_dir(home.path().join("vmr"))
+            .expect("read dir")
+            .count();
         assert_eq!(entries, 1);
     }
 

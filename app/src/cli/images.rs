@@ -28,7 +28,11 @@ fn images_table(images: &[pb::ImageSummary], now: jiff::Timestamp) -> comfy_tabl
     let mut rows = table(["REPOSITORY", "TAG", "DIGEST", "FORMAT", "SIZE", "CREATED"]);
     for image in images {
         let untagged = [String::from("<none>")];
-        let tags = if image.tags.is_empty() { &untagged[..] } else { &image.tags[..] };
+        let tags = if image.tags.is_empty() {
+            &untagged[..]
+        } else {
+            &image.tags[..]
+        };
         for tag in tags {
             rows.add_row([
                 image.repository.clone(),
@@ -97,13 +101,21 @@ fn print_removal(untagged: &[String], deleted: &[String]) {
 
 pub async fn prune(session: &Session, args: PruneArgs) -> anyhow::Result<()> {
     let request = pb::PruneImagesRequest { all: args.all };
-    let response = session.client().await?.prune_images(request).await.reply()?;
+    let response = session
+        .client()
+        .await?
+        .prune_images(request)
+        .await
+        .reply()?;
     if session.output.is_json() {
         print_json(&response.to_json());
         return Ok(());
     }
     print_removal(&response.untagged, &response.deleted);
-    println!("Total reclaimed space: {}", human_size(response.reclaimed_bytes));
+    println!(
+        "Total reclaimed space: {}",
+        human_size(response.reclaimed_bytes)
+    );
     Ok(())
 }
 
@@ -138,7 +150,7 @@ mod tests {
             digest: format!("sha256:{}", "ab".repeat(32)),
             size: 2_254_857_830,
             disk_format: "qcow2".to_owned(),
-            created: "2025-01-01T00:00:00Z".to_owned(),
+            created: "2024-12-30T00:00:00Z".to_owned(),
             ..pb::ImageSummary::default()
         };
         let untagged = pb::ImageSummary {
@@ -153,9 +165,9 @@ mod tests {
             lines,
             [
                 "REPOSITORY TAG DIGEST FORMAT SIZE CREATED",
-                "nixos/base 1 abababababab qcow2 2.1 GiB 1 day ago",
-                "nixos/base latest abababababab qcow2 2.1 GiB 1 day ago",
-                "nixos/base <none> abababababab qcow2 2.1 GiB 1 day ago",
+                "nixos/base 1 abababababab qcow2 2.1 GiB 3 days ago",
+                "nixos/base latest abababababab qcow2 2.1 GiB 3 days ago",
+                "nixos/base <none> abababababab qcow2 2.1 GiB 3 days ago",
             ]
         );
     }

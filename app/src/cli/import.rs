@@ -77,12 +77,13 @@ impl ImportSource {
             source,
         })?;
         let disk_path = resolve_disk_path(vmfile_path, &vmfile.spec.disk_image);
-        let metadata = tokio::fs::metadata(&disk_path)
-            .await
-            .map_err(|source| ImportError::ReadDisk {
-                path: disk_path.clone(),
-                source,
-            })?;
+        let metadata =
+            tokio::fs::metadata(&disk_path)
+                .await
+                .map_err(|source| ImportError::ReadDisk {
+                    path: disk_path.clone(),
+                    source,
+                })?;
         if !metadata.is_file() {
             return Err(ImportError::DiskNotAFile { path: disk_path });
         }
@@ -146,7 +147,10 @@ pub async fn run(session: &Session, args: ImportArgs) -> anyhow::Result<()> {
         let bar = bar.clone();
         tokio::task::spawn_blocking(move || send_disk(&path, size, &sender, &bar))
     };
-    let answer = client.import_image(ReceiverStream::new(receiver)).await.reply();
+    let answer = client
+        .import_image(ReceiverStream::new(receiver))
+        .await
+        .reply();
     let read = if answer.is_ok() {
         reader.await?
     } else {
@@ -225,7 +229,10 @@ mod tests {
             Path::new("images/../disks/d.raw")
         );
         // A VMFile in the current directory: the disk is too.
-        assert_eq!(resolve_disk_path(Path::new("VMFile"), "d.iso"), Path::new("d.iso"));
+        assert_eq!(
+            resolve_disk_path(Path::new("VMFile"), "d.iso"),
+            Path::new("d.iso")
+        );
     }
 
     #[test]
@@ -272,15 +279,21 @@ spec:
         let err = ImportSource::load(&vmfile).await.expect_err("no disk");
         let text = err.to_string();
         assert!(text.contains("spec.diskImage"), "{text}");
-        assert!(text.contains(&dir.path().join("disk.raw").display().to_string()), "{text}");
+        assert!(
+            text.contains(&dir.path().join("disk.raw").display().to_string()),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn an_invalid_vmfile_is_refused_before_connecting() {
         let dir = tempfile::tempdir().expect("temp dir");
         let vmfile = dir.path().join("VMFile.yaml");
-        std::fs::write(&vmfile, VMFILE.replace("diskFormat: raw", "diskFormat: vhd"))
-            .expect("write VMFile");
+        std::fs::write(
+            &vmfile,
+            VMFILE.replace("diskFormat: raw", "diskFormat: vhd"),
+        )
+        .expect("write VMFile");
         let err = ImportSource::load(&vmfile).await.expect_err("bad format");
         assert!(err.to_string().contains("diskFormat"), "{err}");
     }

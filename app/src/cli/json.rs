@@ -229,7 +229,10 @@ pub fn login_json(context: &str, response: &pb::LoginResponse) -> Value {
 /// Prints a value as pretty JSON on stdout.
 pub fn print_json(value: &Value) {
     // serde_json cannot fail to format a `Value`.
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 /// Prints a value as one compact JSON line (for streams of events).
@@ -327,7 +330,10 @@ mod tests {
             value["layers"][0]["annotations"]["org.opencontainers.image.title"],
             json!("disk.qcow2")
         );
-        assert_eq!(value["layers"][0]["mediaType"], json!("application/vnd.vmregistry.disk.v1.qcow2"));
+        assert_eq!(
+            value["layers"][0]["mediaType"],
+            json!("application/vnd.vmregistry.disk.v1.qcow2")
+        );
     }
 
     #[test]
@@ -362,7 +368,10 @@ mod tests {
     #[test]
     fn enum_words_drop_the_prefix() {
         assert_eq!(vm_state_word(pb::VmState::Stopped as i32), "stopped");
-        assert_eq!(compose_event_word(pb::ComposeEventKind::NetworkCreated as i32), "network-created");
+        assert_eq!(
+            compose_event_word(pb::ComposeEventKind::NetworkCreated as i32),
+            "network-created"
+        );
         assert_eq!(vm_state_word(99), "unknown (99)");
     }
 }

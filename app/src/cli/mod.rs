@@ -102,6 +102,21 @@ impl Session {
     }
 }
 
+/// An error as the one line the user reads: the message, then each cause
+/// that the message does not already spell out (many error types print
+/// their source themselves; repeating it would double the sentence).
+pub fn error_sentence(err: &anyhow::Error) -> String {
+    let mut sentence = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !sentence.contains(&cause) {
+            sentence.push_str(": ");
+            sentence.push_str(&cause);
+        }
+    }
+    sentence
+}
+
 /// Commands that act on several targets (`stop a b c`) go on after a
 /// failure, like docker: each failure is printed as it happens and the
 /// command fails at the end. A single target's failure is simply returned.
@@ -122,7 +137,7 @@ impl Batch {
     fn fail(&mut self, err: impl Into<anyhow::Error>) {
         let err = err.into();
         if self.total > 1 {
-            eprintln!("vmr: {err:#}");
+            eprintln!("vmr: {}", error_sentence(&err));
         }
         self.failures.push(err);
     }
@@ -134,5 +149,45 @@ impl Batch {
             1 if self.total == 1 => Err(self.failures.remove(0)),
             failed => Err(anyhow::anyhow!("{failed} of {} {what} failed", self.total)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read {path}: {source}")]
+    struct Spelled {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn causes_are_told_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let spelled = anyhow::Error::new(Spelled {
+            path: "/x",
+            source: io(),
+        });
+        assert_eq!(error_sentence(&spelled), "cannot read /x: no such file");
+        let chained = anyhow::Error::new(io()).context("cannot start");
+        assert_eq!(error_sentence(&chained), "cannot start: no such file");
+    }
+
+    #[test]
+    fn one_failure_of_one_target_is_the_error_itself() {
+        let mut batch = Batch::new(1);
+        batch.fail(anyhow::anyhow!("no VM named web"));
+        let err = batch.finish("VMs").expect_err("failed");
+        assert_eq!(err.to_string(), "no VM named web");
+
+        let mut batch = Batch::new(3);
+        batch.fail(anyhow::anyhow!("no VM named a"));
+        batch.fail(anyhow::anyhow!("no VM named b"));
+        let err = batch.finish("VMs").expect_err("failed");
+        assert_eq!(err.to_string(), "2 of 3 VMs failed");
+        assert!(Batch::new(2).finish("VMs").is_ok());
     }
 }

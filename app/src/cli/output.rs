@@ -127,7 +127,10 @@ mod tests {
     fn tables_have_no_frame_and_no_trailing_spaces() {
         let mut table = table(["NAME", "STATE"]);
         table.add_row(["web", "running"]);
-        let lines: Vec<String> = table.lines().map(|line| line.trim_end().to_owned()).collect();
+        let lines: Vec<String> = table
+            .lines()
+            .map(|line| line.trim_end().to_owned())
+            .collect();
         assert_eq!(lines, ["NAME   STATE", "web    running"]);
     }
 }

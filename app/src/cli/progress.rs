@@ -62,7 +62,11 @@ impl TransferView {
     }
 
     pub fn blob(&mut self, blob: &pb::BlobProgress) {
-        let label = format!("{} {}", short_digest(&blob.digest), blob_kind(&blob.media_type));
+        let label = format!(
+            "{} {}",
+            short_digest(&blob.digest),
+            blob_kind(&blob.media_type)
+        );
         let bar = self.bars.entry(blob.digest.clone()).or_insert_with(|| {
             let bar = self.multi.add(ProgressBar::new(blob.total));
             bar.set_style(bytes_style());
@@ -79,7 +83,11 @@ impl TransferView {
         if !finished {
             return;
         }
-        let word = if blob.skipped { "Already exists" } else { self.done_word };
+        let word = if blob.skipped {
+            "Already exists"
+        } else {
+            self.done_word
+        };
         if self.interactive {
             bar.set_style(
                 ProgressStyle::with_template("{prefix:>14} {msg}")
@@ -151,16 +159,19 @@ impl ComposeView {
             let _ = self.multi.println(line);
             return;
         }
-        let spinner = self.spinners.entry(event.service.clone()).or_insert_with(|| {
-            let spinner = self.multi.add(ProgressBar::new_spinner());
-            spinner.set_style(
-                ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            spinner.set_prefix(event.service.clone());
-            spinner.enable_steady_tick(Duration::from_millis(120));
-            spinner
-        });
+        let spinner = self
+            .spinners
+            .entry(event.service.clone())
+            .or_insert_with(|| {
+                let spinner = self.multi.add(ProgressBar::new_spinner());
+                spinner.set_style(
+                    ProgressStyle::with_template("{spinner} {prefix:<24} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                spinner.set_prefix(event.service.clone());
+                spinner.enable_steady_tick(Duration::from_millis(120));
+                spinner
+            });
         spinner.set_message(event_text(event));
         let kind = pb::ComposeEventKind::try_from(event.kind).ok();
         if matches!(
@@ -226,7 +237,10 @@ mod tests {
             message: "no image nixos/x:1".to_owned(),
             timestamp_unix_nanos: 0,
         };
-        assert_eq!(event_line(&event), "service web: failed: no image nixos/x:1");
+        assert_eq!(
+            event_line(&event),
+            "service web: failed: no image nixos/x:1"
+        );
         let event = pb::ComposeEvent {
             service: String::new(),
             network: "demo-lan".to_owned(),
@@ -239,7 +253,13 @@ mod tests {
 
     #[test]
     fn blob_kinds_are_short() {
-        assert_eq!(blob_kind("application/vnd.vmregistry.disk.v1.qcow2"), "disk (qcow2)");
-        assert_eq!(blob_kind("application/vnd.vmregistry.vm.config.v1+json"), "config");
+        assert_eq!(
+            blob_kind("application/vnd.vmregistry.disk.v1.qcow2"),
+            "disk (qcow2)"
+        );
+        assert_eq!(
+            blob_kind("application/vnd.vmregistry.vm.config.v1+json"),
+            "config"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! credential for the context in its metadata (the daemon keeps no user
 //! tokens), and the server stream of progress drives one bar per blob.
 
+use futures::{Stream, StreamExt};
 use tonic::metadata::MetadataValue;
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::transfer_progress::Event;
@@ -79,7 +80,10 @@ pub fn authorized<T>(
 
 async fn follow(
     session: &Session,
-    stream: Result<tonic::Streaming<pb::TransferProgress>, RpcError>,
+    stream: Result<
+        impl Stream<Item = Result<pb::TransferProgress, tonic::Status>> + Unpin,
+        RpcError,
+    >,
     sent_credential: bool,
     (verb, done_word): (&'static str, &'static str),
 ) -> anyhow::Result<()> {
@@ -94,10 +98,10 @@ async fn follow(
     let mut view = TransferView::new(session.output.shows_progress(), verb, done_word);
     let mut result = None;
     loop {
-        let message = match stream.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => break,
-            Err(status) => {
+        let message = match stream.next().await {
+            Some(Ok(message)) => message,
+            None => break,
+            Some(Err(status)) => {
                 view.finish();
                 return Err(hint(RpcError(status)));
             }
@@ -137,8 +141,8 @@ mod tests {
             registry_url: String::new(),
             expires_at: None,
         };
-        let request = authorized(pb::PullImageRequest::default(), Some(&credential))
-            .expect("valid header");
+        let request =
+            authorized(pb::PullImageRequest::default(), Some(&credential)).expect("valid header");
         assert_eq!(
             request
                 .metadata()
@@ -148,5 +152,70 @@ mod tests {
         );
         let anonymous = authorized(pb::PullImageRequest::default(), None).expect("request");
         assert!(anonymous.metadata().get(REGISTRY_AUTH_METADATA).is_none());
+    }
+
+    fn session() -> Session {
+        Session {
+            socket: "/unused.sock".into(),
+            output: crate::cli::output::OutputFormat::Json,
+            context: None,
+        }
+    }
+
+    fn blob(done: u64) -> Result<pb::TransferProgress, tonic::Status> {
+        Ok(pb::TransferProgress {
+            event: Some(Event::Blob(pb::BlobProgress {
+                digest: "sha256:aa".to_owned(),
+                media_type: "application/vnd.vmregistry.disk.v1.raw".to_owned(),
+                done,
+                total: 10,
+                skipped: false,
+            })),
+        })
+    }
+
+    const WORDS: (&str, &str) = ("Pulling", "Pulled");
+
+    #[tokio::test]
+    async fn a_transfer_ends_with_its_digest() {
+        let done = Ok(pb::TransferProgress {
+            event: Some(Event::Done(pb::TransferDone {
+                reference: "a/b:1".to_owned(),
+                digest: "sha256:bb".to_owned(),
+                bytes_transferred: 10,
+            })),
+        });
+        let stream = futures::stream::iter([blob(5), blob(10), done]);
+        follow(&session(), Ok(stream), true, WORDS)
+            .await
+            .expect("complete transfer");
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_a_digest_is_a_failure() {
+        let stream = futures::stream::iter([blob(5)]);
+        let err = follow(&session(), Ok(stream), true, WORDS)
+            .await
+            .expect_err("cut short");
+        assert!(err.to_string().contains("without a final digest"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_without_credential_suggests_login() {
+        let refused = || Err(tonic::Status::unauthenticated("registry said 401"));
+        let stream = futures::stream::iter([blob(5), refused()]);
+        let err = follow(&session(), Ok(stream), false, WORDS)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "registry said 401 (log in first with `vmr login`)"
+        );
+        // With a credential sent, the refusal is the registry's word alone.
+        let stream = futures::stream::iter([refused()]);
+        let err = follow(&session(), Ok(stream), true, WORDS)
+            .await
+            .expect_err("refused");
+        assert_eq!(err.to_string(), "registry said 401");
     }
 }

@@ -231,7 +231,10 @@ mod tests {
     #[test]
     fn annotations_from_config() {
         let mut config = sample();
-        config.metadata.labels.insert(annotations::CREATED.into(), "evil".into());
+        config
+            .metadata
+            .labels
+            .insert(annotations::CREATED.into(), "evil".into());
         let a = config.annotations("2024-01-02T03:04:05Z");
         assert_eq!(a[annotations::CREATED], "2024-01-02T03:04:05Z");
         assert_eq!(a[annotations::DESCRIPTION], "A base server image");

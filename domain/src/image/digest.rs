@@ -54,7 +54,9 @@ impl Digest {
                 ),
             ));
         }
-        Ok(Self { hex: hex.to_owned() })
+        Ok(Self {
+            hex: hex.to_owned(),
+        })
     }
 }
 

@@ -149,10 +149,7 @@ impl Manifest {
         if self.media_type != MANIFEST_MEDIA_TYPE {
             return Err(ValidationError::new(
                 "manifest.mediaType",
-                format!(
-                    "is `{}`, expected `{MANIFEST_MEDIA_TYPE}`",
-                    self.media_type
-                ),
+                format!("is `{}`, expected `{MANIFEST_MEDIA_TYPE}`", self.media_type),
             ));
         }
         if let Some(artifact) = &self.artifact_type
@@ -246,7 +243,9 @@ mod tests {
                     bootloader: Bootloader::Uefi,
                 },
             },
-            disk: ImageDiskInfo { virtual_size: 1 << 30 },
+            disk: ImageDiskInfo {
+                virtual_size: 1 << 30,
+            },
         }
     }
 
@@ -264,7 +263,10 @@ mod tests {
         assert_eq!(m.artifact_type.as_deref(), Some(ARTIFACT_TYPE));
         assert_eq!(m.config.media_type, CONFIG_MEDIA_TYPE);
         assert_eq!(m.config.digest, Digest::of(&config().to_json_bytes()));
-        assert_eq!(m.layers[0].media_type, "application/vnd.vmregistry.disk.v1.qcow2");
+        assert_eq!(
+            m.layers[0].media_type,
+            "application/vnd.vmregistry.disk.v1.qcow2"
+        );
         assert_eq!(m.layers[0].annotations[annotations::TITLE], "vm.qcow2");
         assert_eq!(m.annotations[annotations::CREATED], "2024-05-06T07:08:09Z");
         assert_eq!(m.annotations[annotations::DESCRIPTION], "desc");
@@ -291,7 +293,8 @@ mod tests {
 
     #[test]
     fn accepts_unknown_fields_and_several_layers() {
-        let mut value: serde_json::Value = serde_json::from_slice(&manifest().to_json_bytes()).unwrap();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&manifest().to_json_bytes()).unwrap();
         value["subject"] = serde_json::json!({"x": 1});
         let layer = value["layers"][0].clone();
         value["layers"].as_array_mut().unwrap().push(layer);
@@ -301,21 +304,34 @@ mod tests {
     }
 
     fn with(edit: impl FnOnce(&mut serde_json::Value)) -> ValidationError {
-        let mut value: serde_json::Value = serde_json::from_slice(&manifest().to_json_bytes()).unwrap();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&manifest().to_json_bytes()).unwrap();
         edit(&mut value);
         Manifest::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err()
     }
 
     #[test]
     fn rejects_invalid_manifests() {
-        assert_eq!(with(|v| v["schemaVersion"] = 1.into()).field, "manifest.schemaVersion");
-        assert_eq!(with(|v| v["mediaType"] = "x".into()).field, "manifest.mediaType");
-        assert_eq!(with(|v| v["artifactType"] = "x".into()).field, "manifest.artifactType");
+        assert_eq!(
+            with(|v| v["schemaVersion"] = 1.into()).field,
+            "manifest.schemaVersion"
+        );
+        assert_eq!(
+            with(|v| v["mediaType"] = "x".into()).field,
+            "manifest.mediaType"
+        );
+        assert_eq!(
+            with(|v| v["artifactType"] = "x".into()).field,
+            "manifest.artifactType"
+        );
         assert_eq!(
             with(|v| v["config"]["mediaType"] = "x".into()).field,
             "manifest.config.mediaType"
         );
-        assert_eq!(with(|v| v["layers"] = serde_json::json!([])).field, "manifest.layers");
+        assert_eq!(
+            with(|v| v["layers"] = serde_json::json!([])).field,
+            "manifest.layers"
+        );
         assert_eq!(
             with(|v| v["layers"][0]["mediaType"] = "application/octet-stream".into()).field,
             "manifest.layers[0].mediaType"
@@ -324,7 +340,10 @@ mod tests {
             with(|v| v["layers"][0]["digest"] = "sha256:xyz".into()).field,
             "manifest.layers[0].digest"
         );
-        assert_eq!(with(|v| v["config"] = serde_json::Value::Null).field, "manifest.config");
+        assert_eq!(
+            with(|v| v["config"] = serde_json::Value::Null).field,
+            "manifest.config"
+        );
         assert!(Manifest::from_json(b"not json").is_err());
         assert!(Manifest::from_json(&vec![b' '; MAX_MANIFEST_BYTES + 1]).is_err());
     }

@@ -58,7 +58,10 @@ mod tests {
             disk_media_type(DiskFormat::Qcow2),
             "application/vnd.vmregistry.disk.v1.qcow2"
         );
-        assert_eq!(disk_format_of_media_type("application/vnd.vmregistry.disk.v1.QCOW2"), None);
+        assert_eq!(
+            disk_format_of_media_type("application/vnd.vmregistry.disk.v1.QCOW2"),
+            None
+        );
         assert_eq!(disk_format_of_media_type(CONFIG_MEDIA_TYPE), None);
     }
 }

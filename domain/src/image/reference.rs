@@ -42,10 +42,9 @@ impl FromStr for Repository {
             if segment.is_empty() {
                 return bad(format!("`{}` has an empty path segment", s.escape_debug()));
             }
-            if let Some(c) = segment
-                .chars()
-                .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
-            {
+            if let Some(c) = segment.chars().find(|c| {
+                !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            }) {
                 return bad(format!(
                     "`{}` contains {c:?}; only lowercase letters, digits, `.`, `_`, `-` and `/` are allowed",
                     s.escape_debug()
@@ -154,11 +153,16 @@ fn check_registry_host(host: &str) -> Result<(), ValidationError> {
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if !ok {
-            return bad(format!("`{}` is not a valid host name", host.escape_debug()));
+            return bad(format!(
+                "`{}` is not a valid host name",
+                host.escape_debug()
+            ));
         }
     }
     Ok(())
@@ -169,7 +173,12 @@ impl FromStr for Reference {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let in_ref = |e: ValidationError| {
-            let reason = format!("`{}`: {} {}", s.escape_debug(), e.field, e.reason);
+            let reason = format!(
+                "`{}` is not a valid image reference: {} {}",
+                s.escape_debug(),
+                e.field,
+                e.reason
+            );
             ValidationError::new("image reference", reason)
         };
         let (rest, digest) = match s.split_once('@') {
@@ -259,11 +268,19 @@ mod tests {
 
     #[test]
     fn repositories() {
-        for ok in ["a", "myuser/my-vm", "nixos-server/nixos-k3s-vm", "a/b/c.d_e-f", "0x"] {
+        for ok in [
+            "a",
+            "myuser/my-vm",
+            "nixos-server/nixos-k3s-vm",
+            "a/b/c.d_e-f",
+            "0x",
+        ] {
             assert_eq!(ok.parse::<Repository>().unwrap().as_str(), ok);
         }
         let long = "a".repeat(256);
-        for bad in ["", "A", "a//b", "/a", "a/", "-a", "a-", "a/.b", "a b", "a:b", &long] {
+        for bad in [
+            "", "A", "a//b", "/a", "a/", "-a", "a-", "a/.b", "a b", "a:b", &long,
+        ] {
             let err = bad.parse::<Repository>().unwrap_err();
             assert_eq!(err.field, "repository", "{bad}");
         }
@@ -325,15 +342,27 @@ mod tests {
         let y = r(&format!("ns/vm@sha256:{hex}"));
         assert_eq!(y.tag, None);
         assert!(y.digest.is_some());
-        assert!(format!("ns/vm@sha256:{}", "a".repeat(63)).parse::<Reference>().is_err());
+        assert!(
+            format!("ns/vm@sha256:{}", "a".repeat(63))
+                .parse::<Reference>()
+                .is_err()
+        );
         assert!("ns/vm@md5:abc".parse::<Reference>().is_err());
     }
 
     #[test]
     fn bad_references() {
         for bad in [
-            "", "ns/VM", "ns/vm:", "ns/vm:-bad", "ns/vm:a/b", "reg.io:port/vm", "bad_host.io/vm",
-            "reg.io/", "ns/vm:t:u", "../etc",
+            "",
+            "ns/VM",
+            "ns/vm:",
+            "ns/vm:-bad",
+            "ns/vm:a/b",
+            "reg.io:port/vm",
+            "bad_host.io/vm",
+            "reg.io/",
+            "ns/vm:t:u",
+            "../etc",
         ] {
             let err = bad.parse::<Reference>().unwrap_err();
             assert_eq!(err.field, "image reference", "{bad}");

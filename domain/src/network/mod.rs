@@ -186,7 +186,10 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!("ziti-private-a".parse::<NetworkName>().unwrap().as_str(), "ziti-private-a");
+        assert_eq!(
+            "ziti-private-a".parse::<NetworkName>().unwrap().as_str(),
+            "ziti-private-a"
+        );
         for bad in ["", "a/b", "..", "-x", "a b", "a<b"] {
             assert!(bad.parse::<NetworkName>().is_err(), "{bad}");
         }
@@ -206,11 +209,32 @@ mod tests {
 
     #[test]
     fn ifnames() {
-        for ok in ["br0", "eth0", "enp3s0f1", "virbr0", "a.b_c-d", "123456789012345"] {
+        for ok in [
+            "br0",
+            "eth0",
+            "enp3s0f1",
+            "virbr0",
+            "a.b_c-d",
+            "123456789012345",
+        ] {
             assert!(check_ifname("bridge", ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1234567890123456", "a/b", "a b", "a:b", ".", "..", "-x", "a\0"] {
-            assert_eq!(check_ifname("bridge", bad).unwrap_err().field, "bridge", "{bad:?}");
+        for bad in [
+            "",
+            "1234567890123456",
+            "a/b",
+            "a b",
+            "a:b",
+            ".",
+            "..",
+            "-x",
+            "a\0",
+        ] {
+            assert_eq!(
+                check_ifname("bridge", bad).unwrap_err().field,
+                "bridge",
+                "{bad:?}"
+            );
         }
     }
 

@@ -87,7 +87,9 @@ impl From<ValidationError> for UseCaseError {
 impl From<StoreError> for UseCaseError {
     fn from(e: StoreError) -> Self {
         let kind = match &e {
-            StoreError::BlobNotFound(_) | StoreError::ManifestNotFound { .. } => ErrorKind::NotFound,
+            StoreError::BlobNotFound(_) | StoreError::ManifestNotFound { .. } => {
+                ErrorKind::NotFound
+            }
             StoreError::DigestMismatch { .. } | StoreError::Corrupt { .. } => ErrorKind::DataLoss,
             StoreError::SizeMismatch { .. } => ErrorKind::InvalidArgument,
             StoreError::NoSpace(_) => ErrorKind::ResourceExhausted,

@@ -72,7 +72,11 @@ pub struct PruneOutcome {
 pub trait ImageUseCases: Send + Sync {
     /// Stores the disk, its config and manifest, then writes the tags. On any
     /// failure nothing becomes visible.
-    async fn import(&self, request: ImportRequest, disk: UploadStream) -> Result<ImportOutcome, UseCaseError>;
+    async fn import(
+        &self,
+        request: ImportRequest,
+        disk: UploadStream,
+    ) -> Result<ImportOutcome, UseCaseError>;
     /// Every local image, optionally of one repository.
     async fn list(&self, repository: Option<Repository>) -> Result<Vec<ImageInfo>, UseCaseError>;
     async fn inspect(&self, reference: &Reference) -> Result<ImageDetails, UseCaseError>;
@@ -81,7 +85,11 @@ pub trait ImageUseCases: Send + Sync {
     /// Removes a tag (or, for a digest reference, every tag of that image),
     /// then collects the blobs no longer referenced. An image in use by a VM
     /// is refused unless `force`.
-    async fn remove(&self, reference: &Reference, force: bool) -> Result<RemoveOutcome, UseCaseError>;
+    async fn remove(
+        &self,
+        reference: &Reference,
+        force: bool,
+    ) -> Result<RemoveOutcome, UseCaseError>;
     /// Removes blobs that no manifest and no VM references; with `all`, first
     /// removes every tag no VM uses.
     async fn prune(&self, all: bool) -> Result<PruneOutcome, UseCaseError>;

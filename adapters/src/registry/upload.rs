@@ -1,0 +1,472 @@
+//! Blob uploads: POST to open a session, then one PUT with the whole blob
+//! (small blobs) or PATCH chunks and a closing `PUT ?digest=`. A chunk is
+//! held in memory so that a chunk the registry failed on can be resent from
+//! the offset the registry reports it has; the final PUT is checked with a
+//! HEAD when its answer is lost. A failed upload's session is deleted.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, LOCATION};
+use reqwest::{Method, Response, StatusCode, Url};
+use vmr_domain::image::{Digest, Repository};
+use vmr_ports::{ByteStream, RegistryError, StoreError, UploadProgress};
+
+use super::client::OciRegistryClient;
+use super::header_str;
+use super::http::is_transient_status;
+use super::transport::{Request, push_scope};
+
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+
+/// Reads a blob's stream in chunks, insisting on exactly the announced size.
+struct ChunkReader {
+    stream: ByteStream,
+    pending: Bytes,
+    digest: Digest,
+    size: u64,
+    remaining: u64,
+    /// The stream said it is over (it must not be polled again).
+    ended: bool,
+}
+
+impl ChunkReader {
+    fn new(stream: ByteStream, digest: Digest, size: u64) -> Self {
+        Self {
+            stream,
+            pending: Bytes::new(),
+            digest,
+            size,
+            remaining: size,
+            ended: false,
+        }
+    }
+
+    fn source_error(&self, source: StoreError) -> RegistryError {
+        RegistryError::Source {
+            digest: self.digest.clone(),
+            source,
+        }
+    }
+
+    fn size_mismatch(&self, actual: u64) -> RegistryError {
+        self.source_error(StoreError::SizeMismatch {
+            expected: self.size,
+            actual,
+        })
+    }
+
+    /// The next chunk of at most `max` bytes; `None` once `size` bytes were
+    /// read and the stream is over.
+    async fn next_chunk(&mut self, max: usize) -> Result<Option<Bytes>, RegistryError> {
+        if self.remaining == 0 {
+            while self.pending.is_empty() {
+                if self.ended {
+                    return Ok(None);
+                }
+                match self.stream.next().await {
+                    Some(Ok(more)) => self.pending = more,
+                    Some(Err(e)) => return Err(self.source_error(e)),
+                    None => self.ended = true,
+                }
+            }
+            return Err(self.size_mismatch(self.size + self.pending.len() as u64));
+        }
+        let want = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(max.max(1));
+        let mut buffer = BytesMut::new();
+        while buffer.len() < want {
+            if self.pending.is_empty() {
+                match self.stream.next().await {
+                    Some(Ok(more)) => self.pending = more,
+                    Some(Err(e)) => return Err(self.source_error(e)),
+                    None => {
+                        self.ended = true;
+                        let read = self.size - self.remaining + buffer.len() as u64;
+                        return Err(self.size_mismatch(read));
+                    }
+                }
+                continue;
+            }
+            let take = (want - buffer.len()).min(self.pending.len());
+            if buffer.is_empty() && take == want {
+                // The common case: one stream item covers the chunk, no copy.
+                let chunk = self.pending.split_to(take);
+                self.remaining -= take as u64;
+                return Ok(Some(chunk));
+            }
+            buffer.extend_from_slice(&self.pending.split_to(take));
+        }
+        self.remaining -= want as u64;
+        Ok(Some(buffer.freeze()))
+    }
+}
+
+/// One blob upload through a client.
+pub(super) struct Uploader<'a> {
+    client: &'a OciRegistryClient,
+}
+
+impl<'a> Uploader<'a> {
+    pub(super) fn new(client: &'a OciRegistryClient) -> Self {
+        Self { client }
+    }
+
+    pub(super) async fn upload(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        data: ByteStream,
+        progress: Option<UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        let mut reader = ChunkReader::new(data, digest.clone(), size);
+        let (location, min_chunk) = self.start(repository).await?;
+        let result = if size <= self.client.options.monolithic_limit {
+            self.monolithic(repository, digest, &mut reader, location.clone())
+                .await
+        } else {
+            let chunk_size = self.client.options.chunk_size.max(min_chunk);
+            self.chunked(
+                repository,
+                digest,
+                &mut reader,
+                location.clone(),
+                chunk_size,
+                progress.as_ref(),
+            )
+            .await
+        };
+        match result {
+            Ok(()) => {
+                if let Some(progress) = progress {
+                    progress(size);
+                }
+                tracing::debug!(%digest, size, repository = repository.as_str(), "blob uploaded");
+                Ok(())
+            }
+            Err(error) => {
+                self.cancel(&location, repository).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes an upload session, best effort (it expires on its own too).
+    pub(super) async fn cancel(&self, location: &Url, repository: &Repository) {
+        let mut request = Request::new(
+            Method::DELETE,
+            location.clone(),
+            vec![push_scope(repository.as_str())],
+        );
+        request.idempotent = false;
+        if let Err(e) = self.client.transport.send(&request).await {
+            tracing::debug!(error = %e, "could not delete an upload session");
+        }
+    }
+
+    fn what(digest: &Digest, repository: &Repository) -> String {
+        format!("upload of blob {digest} to {}", repository.as_str())
+    }
+
+    /// The `Location` of an answer, resolved against the request's URL.
+    fn location(&self, response: &Response) -> Result<Url, RegistryError> {
+        header_str(response.headers(), LOCATION.as_str())
+            .and_then(|l| response.url().join(l).ok())
+            .ok_or_else(|| RegistryError::InvalidResponse {
+                registry: self.client.transport.registry(),
+                message: format!(
+                    "HTTP {} without a usable Location header",
+                    response.status()
+                ),
+            })
+    }
+
+    /// Opens an upload session: its URL, and the registry's smallest chunk.
+    async fn start(&self, repository: &Repository) -> Result<(Url, usize), RegistryError> {
+        let url = self
+            .client
+            .url(&format!("/v2/{}/blobs/uploads/", repository.as_str()));
+        let request = Request::new(Method::POST, url, vec![push_scope(repository.as_str())])
+            .header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let response = self.client.transport.send(&request).await?;
+        if response.status() != StatusCode::ACCEPTED {
+            let what = format!("blob upload to {}", repository.as_str());
+            return Err(self.client.transport.error(&what, response).await);
+        }
+        let min_chunk = header_str(response.headers(), "oci-chunk-min-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((self.location(&response)?, min_chunk))
+    }
+
+    fn with_digest(location: &Url, digest: &Digest) -> Url {
+        let mut url = location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        url
+    }
+
+    async fn monolithic(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        reader: &mut ChunkReader,
+        location: Url,
+    ) -> Result<(), RegistryError> {
+        let size = reader.size;
+        let body = match reader
+            .next_chunk(usize::try_from(size).unwrap_or(usize::MAX))
+            .await?
+        {
+            Some(body) => body,
+            None => Bytes::new(),
+        };
+        if reader.next_chunk(1).await?.is_some() {
+            return Err(reader.size_mismatch(size + 1));
+        }
+        let request = Request::new(
+            Method::PUT,
+            Self::with_digest(&location, digest),
+            vec![push_scope(repository.as_str())],
+        )
+        .header(CONTENT_TYPE, OCTET_STREAM)
+        .body(body);
+        self.finish(repository, digest, size, &request).await
+    }
+
+    async fn chunked(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        reader: &mut ChunkReader,
+        mut location: Url,
+        chunk_size: usize,
+        progress: Option<&UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        let mut offset = 0u64;
+        while let Some(chunk) = reader.next_chunk(chunk_size).await? {
+            let length = chunk.len() as u64;
+            location = self
+                .patch(repository, digest, location, offset, chunk)
+                .await?;
+            offset += length;
+            if let Some(progress) = progress {
+                progress(offset);
+            }
+        }
+        let request = Request::new(
+            Method::PUT,
+            Self::with_digest(&location, digest),
+            vec![push_scope(repository.as_str())],
+        )
+        .header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.finish(repository, digest, reader.size, &request).await
+    }
+
+    /// Sends one chunk starting at `start`; returns the session's next URL.
+    async fn patch(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        mut location: Url,
+        mut start: u64,
+        mut data: Bytes,
+    ) -> Result<Url, RegistryError> {
+        let transport = &self.client.transport;
+        let end = start + data.len() as u64;
+        let mut retry = 0;
+        loop {
+            retry += 1;
+            let range =
+                HeaderValue::from_str(&format!("{start}-{}", start + data.len() as u64 - 1))
+                    .map_err(|e| self.internal(e.to_string()))?;
+            let request = Request::new(
+                Method::PATCH,
+                location.clone(),
+                vec![push_scope(repository.as_str())],
+            )
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .header(CONTENT_RANGE, range)
+            .body(data.clone());
+            let (transient, headers) = match transport.send(&request).await {
+                Ok(response) if response.status() == StatusCode::ACCEPTED => {
+                    return self.location(&response);
+                }
+                Ok(response) if is_transient_status(response.status()) => (
+                    format!("HTTP {}", response.status()),
+                    Some(response.headers().clone()),
+                ),
+                Ok(response) => {
+                    return Err(transport
+                        .error(&Self::what(digest, repository), response)
+                        .await);
+                }
+                Err(RegistryError::Unavailable { message, .. }) => (message, None),
+                Err(other) => return Err(other),
+            };
+            let Some(delay) = transport.retry().delay(retry, headers.as_ref()) else {
+                return Err(RegistryError::Unavailable {
+                    registry: transport.registry(),
+                    message: format!(
+                        "sending bytes {start}..{end} of blob {digest} failed: {transient} (still failing after retries)"
+                    ),
+                });
+            };
+            tracing::debug!(%digest, start, ?delay, reason = %transient, "chunk failed, asking the registry how far it got");
+            tokio::time::sleep(delay).await;
+            let (next, stored) = match self.status(repository, &location).await {
+                Ok(status) => status,
+                // distribution forgets a session URL once a later chunk
+                // landed: the chunk may be in, but there is no telling.
+                Err(RegistryError::NotFound { message, .. }) => {
+                    return Err(RegistryError::Unavailable {
+                        registry: transport.registry(),
+                        message: format!(
+                            "sending bytes {start}..{end} of blob {digest} failed ({transient}) and the registry \
+                             no longer knows the upload session ({message}); push again"
+                        ),
+                    });
+                }
+                Err(other) => return Err(other),
+            };
+            location = next;
+            if stored >= end {
+                return Ok(location);
+            }
+            if stored < start {
+                return Err(RegistryError::InvalidResponse {
+                    registry: transport.registry(),
+                    message: format!(
+                        "the upload of blob {digest} went back from byte {start} to {stored}"
+                    ),
+                });
+            }
+            data = data.slice(usize::try_from(stored - start).unwrap_or(0)..);
+            start = stored;
+        }
+    }
+
+    /// `GET` on a session: its URL and how many bytes it holds.
+    async fn status(
+        &self,
+        repository: &Repository,
+        location: &Url,
+    ) -> Result<(Url, u64), RegistryError> {
+        let transport = &self.client.transport;
+        let request = Request::new(
+            Method::GET,
+            location.clone(),
+            vec![push_scope(repository.as_str())],
+        );
+        let response = transport.send(&request).await?;
+        if !response.status().is_success() {
+            return Err(transport
+                .error(
+                    &format!("blob upload session in {}", repository.as_str()),
+                    response,
+                )
+                .await);
+        }
+        // `Range: 0-<last>`, inclusive; "0-0" is also what an empty session
+        // says, and resending one byte too many is refused, not corrupting.
+        let stored = header_str(response.headers(), "range")
+            .and_then(|r| r.trim().strip_prefix("0-")?.parse::<u64>().ok())
+            .map_or(0, |last| if last == 0 { 0 } else { last + 1 });
+        let next = self
+            .location(&response)
+            .unwrap_or_else(|_| location.clone());
+        Ok((next, stored))
+    }
+
+    /// The closing PUT. If its answer is lost, the blob may still have
+    /// landed: a HEAD decides.
+    async fn finish(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        request: &Request,
+    ) -> Result<(), RegistryError> {
+        let transport = &self.client.transport;
+        let mut request = request.clone();
+        // Resending a closed session fails, so the PUT is not retried blindly.
+        request.idempotent = false;
+        let outcome = transport.send(&request).await;
+        match outcome {
+            Ok(response) if response.status() == StatusCode::CREATED => Ok(()),
+            Ok(response) if !is_transient_status(response.status()) => Err(transport
+                .error(&Self::what(digest, repository), response)
+                .await),
+            failed => {
+                let reason = match failed {
+                    Ok(response) => format!("HTTP {}", response.status()),
+                    Err(e) => e.to_string(),
+                };
+                tokio::time::sleep(transport.retry().delay(1, None).unwrap_or(Duration::ZERO))
+                    .await;
+                use vmr_ports::RegistryClient as _;
+                match self.client.blob_exists(repository, digest).await {
+                    Ok(Some(stored)) if stored == size => Ok(()),
+                    _ => Err(RegistryError::Unavailable {
+                        registry: transport.registry(),
+                        message: format!("completing the upload of blob {digest} failed: {reason}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn internal(&self, message: String) -> RegistryError {
+        RegistryError::InvalidResponse {
+            registry: self.client.transport.registry(),
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(items: Vec<&'static [u8]>, size: u64) -> ChunkReader {
+        let stream =
+            futures::stream::iter(items.into_iter().map(|b| Ok(Bytes::from_static(b)))).boxed();
+        ChunkReader::new(stream, Digest::of(b""), size)
+    }
+
+    #[tokio::test]
+    async fn chunks_regroup_the_stream() {
+        let mut r = reader(vec![b"ab", b"cdefg", b"h"], 8);
+        let mut chunks = Vec::new();
+        while let Some(c) = r.next_chunk(3).await.unwrap() {
+            chunks.push(c);
+        }
+        assert_eq!(chunks, vec![&b"abc"[..], &b"def"[..], &b"gh"[..]]);
+    }
+
+    #[tokio::test]
+    async fn wrong_sizes_are_errors() {
+        let mut short = reader(vec![b"ab"], 3);
+        assert!(matches!(
+            short.next_chunk(10).await,
+            Err(RegistryError::Source {
+                source: StoreError::SizeMismatch {
+                    expected: 3,
+                    actual: 2
+                },
+                ..
+            })
+        ));
+        let mut long = reader(vec![b"abcd"], 3);
+        assert_eq!(long.next_chunk(10).await.unwrap().unwrap(), &b"abc"[..]);
+        assert!(matches!(
+            long.next_chunk(10).await,
+            Err(RegistryError::Source { .. })
+        ));
+        let mut empty = reader(vec![], 0);
+        assert!(empty.next_chunk(10).await.unwrap().is_none());
+    }
+}
