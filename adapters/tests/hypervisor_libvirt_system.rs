@@ -51,6 +51,8 @@ async fn system(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture
     let hv = connect(uri).await;
     let prefix = format!("vmrt-{prefix}");
     clean(&hv, &prefix).await;
+    // Let the event poller absorb the clean-up before a test subscribes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let bridge = format!("vmrtbr{octet}");
     let veth = format!("vmrtveth{octet}");
     let mut fx = Fixture::new(&prefix, octet, &bridge, &veth);

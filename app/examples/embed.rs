@@ -41,7 +41,11 @@ impl BlobStore for CountingStore {
     async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError> {
         self.inner.read_blob(digest).await
     }
-    async fn open_blob(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<ByteStream, StoreError> {
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
         self.inner.open_blob(digest, range).await
     }
     async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError> {
@@ -53,7 +57,12 @@ impl BlobStore for CountingStore {
     async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
         self.inner.list_blobs().await
     }
-    async fn put_manifest(&self, repository: &Repository, tag: &Tag, manifest: Bytes) -> Result<(), StoreError> {
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &Tag,
+        manifest: Bytes,
+    ) -> Result<(), StoreError> {
         self.manifests_written.fetch_add(1, Ordering::Relaxed);
         self.inner.put_manifest(repository, tag, manifest).await
     }
@@ -95,7 +104,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let upload = futures::stream::iter([Ok(disk)]);
     let outcome = images.import(request, Box::pin(upload)).await?;
-    println!("imported {} as {}", outcome.image.digest, outcome.references.join(", "));
+    println!(
+        "imported {} as {}",
+        outcome.image.digest,
+        outcome.references.join(", ")
+    );
     for image in images.list(None).await? {
         println!("{} {:?} {} bytes", image.repository, image.tags, image.size);
     }

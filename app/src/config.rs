@@ -27,7 +27,11 @@ fn invalid(flag: &'static str, reason: impl Into<String>) -> ConfigError {
 /// Command-line flags and their environment variables. Everything is
 /// optional here so that the config file can fill what neither gives.
 #[derive(Debug, Default, Parser, Deserialize)]
-#[command(name = "vmrd", version, about = "vmr daemon: VM images, VMs, networks and compose projects over gRPC on a Unix socket")]
+#[command(
+    name = "vmrd",
+    version,
+    about = "vmr daemon: VM images, VMs, networks and compose projects over gRPC on a Unix socket"
+)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Flags {
     /// Config file (TOML or YAML) with any of these settings.
@@ -167,7 +171,11 @@ impl Defaults {
     }
 
     fn libvirt_uri(&self) -> &'static str {
-        if self.root { "qemu:///system" } else { "qemu:///session" }
+        if self.root {
+            "qemu:///system"
+        } else {
+            "qemu:///session"
+        }
     }
 }
 
@@ -215,7 +223,10 @@ fn check_url(flag: &'static str, url: Option<String>) -> Result<Option<String>, 
         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
             Ok(Some(url.trim_end_matches('/').to_string()))
         }
-        Some(url) => Err(invalid(flag, format!("'{url}' is not an http:// or https:// URL"))),
+        Some(url) => Err(invalid(
+            flag,
+            format!("'{url}' is not an http:// or https:// URL"),
+        )),
     }
 }
 
@@ -244,7 +255,9 @@ impl DaemonConfig {
                 ));
             }
         };
-        let log_level = pick!(log_level).unwrap_or_else(|| "info".into()).to_lowercase();
+        let log_level = pick!(log_level)
+            .unwrap_or_else(|| "info".into())
+            .to_lowercase();
         if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
             return Err(invalid(
                 "log-level",
@@ -254,7 +267,12 @@ impl DaemonConfig {
         let log_format = match pick!(log_format).as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(invalid("log-format", format!("'{other}' is not text or json"))),
+            other => {
+                return Err(invalid(
+                    "log-format",
+                    format!("'{other}' is not text or json"),
+                ));
+            }
         };
         let hypervisor = match pick!(hypervisor).as_deref().unwrap_or("libvirt") {
             "libvirt" => HypervisorKind::Libvirt,
@@ -276,7 +294,12 @@ impl DaemonConfig {
             Some(raw) => u32::from_str_radix(raw.trim_start_matches("0o"), 8)
                 .ok()
                 .filter(|m| *m <= 0o777)
-                .ok_or_else(|| invalid("socket-mode", format!("'{raw}' is not an octal mode like 0660")))?,
+                .ok_or_else(|| {
+                    invalid(
+                        "socket-mode",
+                        format!("'{raw}' is not an octal mode like 0660"),
+                    )
+                })?,
         };
         let socket = pick!(socket).unwrap_or_else(|| defaults.socket());
         if socket.as_os_str().is_empty() {
@@ -297,7 +320,9 @@ impl DaemonConfig {
             if !valid_bucket {
                 return Err(invalid(
                     "s3-bucket",
-                    format!("'{bucket}' is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.')"),
+                    format!(
+                        "'{bucket}' is not a valid bucket name (3-63 lowercase letters, digits, '-' or '.')"
+                    ),
                 ));
             }
             Some(S3Config {
@@ -322,7 +347,8 @@ impl DaemonConfig {
             log_format,
             s3,
             hypervisor,
-            libvirt_uri: non_empty(pick!(libvirt_uri)).unwrap_or_else(|| defaults.libvirt_uri().into()),
+            libvirt_uri: non_empty(pick!(libvirt_uri))
+                .unwrap_or_else(|| defaults.libvirt_uri().into()),
             virt_type,
             socket_group: non_empty(pick!(socket_group)),
             socket_mode,

@@ -16,8 +16,12 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 pub fn init_logging(config: &DaemonConfig) {
     // RUST_LOG, when set, refines the level for debugging.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},h2=warn,hyper=warn,tower=warn", config.log_level)));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},h2=warn,hyper=warn,tower=warn",
+            config.log_level
+        ))
+    });
     // Colours only on a terminal: logs in files and journald stay greppable.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -30,8 +34,10 @@ pub fn init_logging(config: &DaemonConfig) {
 }
 
 async fn stop_signal() {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the daemon still serves; it just cannot
         // stop gracefully.
         return std::future::pending().await;
@@ -46,8 +52,12 @@ async fn stop_signal() {
 pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let core = crate::assemble::assemble(&config).await?;
-    let listener = crate::socket::bind(&config.socket, config.socket_mode, config.socket_group.as_deref())
-        .await?;
+    let listener = crate::socket::bind(
+        &config.socket,
+        config.socket_mode,
+        config.socket_group.as_deref(),
+    )
+    .await?;
     tracing::info!(
         socket = %config.socket.display(),
         store = %core.store_description,

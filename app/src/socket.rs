@@ -33,7 +33,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SocketError + '_ {
 
 /// Binds the socket at `path` with `mode`, owned by `group` (when given, it
 /// must exist; when not, the group `vmr` is used if it exists).
-pub async fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
+pub async fn bind(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+) -> Result<UnixListener, SocketError> {
     let gid = resolve_group(group)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
@@ -54,7 +58,8 @@ pub async fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixLis
         std::fs::create_dir_all(parent).map_err(io_error(path))?;
     }
     let listener = UnixListener::bind(path).map_err(io_error(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_error(path))?;
     if let Some(gid) = gid {
         nix::unistd::chown(path, None, Some(gid))
             .map_err(|e| io_error(path)(std::io::Error::from(e)))?;
@@ -108,6 +113,9 @@ mod tests {
         let err = bind(&dir.path().join("s"), 0o660, Some("no-such-group-vmr"))
             .await
             .unwrap_err();
-        assert_eq!(err.to_string(), "--socket-group: group 'no-such-group-vmr' does not exist");
+        assert_eq!(
+            err.to_string(),
+            "--socket-group: group 'no-such-group-vmr' does not exist"
+        );
     }
 }

@@ -32,7 +32,9 @@ pub fn qcow2(dir: &Path, name: &str, virtual_size: &str) -> PathBuf {
 /// A raw disk of `len` pseudo-random bytes (deterministic per seed).
 pub fn raw(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
     let path = dir.join(name);
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut bytes = Vec::with_capacity(len);
     while bytes.len() < len {
         state ^= state << 13;

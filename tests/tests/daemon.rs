@@ -23,10 +23,22 @@ fn bad_settings_are_refused_with_one_line_naming_the_flag() {
     let sock = dir.path().join("s.sock");
     let sock = sock.to_str().unwrap();
     for (args, expected) in [
-        (vec!["--storage", "tape"], "vmrd: --storage: 'tape' is not a storage backend"),
-        (vec!["-log-level", "loud"], "vmrd: --log-level: 'loud' is not a level"),
-        (vec!["--storage", "s3"], "vmrd: --s3-bucket: is required with --storage s3"),
-        (vec!["--socket-mode", "8888"], "vmrd: --socket-mode: '8888' is not an octal mode"),
+        (
+            vec!["--storage", "tape"],
+            "vmrd: --storage: 'tape' is not a storage backend",
+        ),
+        (
+            vec!["-log-level", "loud"],
+            "vmrd: --log-level: 'loud' is not a level",
+        ),
+        (
+            vec!["--storage", "s3"],
+            "vmrd: --s3-bucket: is required with --storage s3",
+        ),
+        (
+            vec!["--socket-mode", "8888"],
+            "vmrd: --socket-mode: '8888' is not an octal mode",
+        ),
     ] {
         let mut all = vec!["--socket", sock];
         all.extend(args.iter());
@@ -49,7 +61,11 @@ fn bad_settings_are_refused_with_one_line_naming_the_flag() {
 #[test]
 fn the_socket_is_0660_never_stolen_replaced_when_stale_and_removed_on_sigterm() {
     let mut daemon = Daemon::start();
-    let mode = std::fs::metadata(&daemon.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&daemon.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
 
     // A second daemon on the same socket refuses and leaves it alone.
@@ -95,12 +111,18 @@ async fn every_call_is_logged_with_the_callers_uid_and_pid() {
         .unwrap_or_else(|| panic!("no ListImages line in:\n{log}"));
     assert!(list.contains(&format!("uid={uid}")), "{list}");
     assert!(list.contains("pid="), "{list}");
-    assert!(list.contains("status=\"0\"") || list.contains("status=0"), "{list}");
+    assert!(
+        list.contains("status=\"0\"") || list.contains("status=0"),
+        "{list}"
+    );
     let failed = log
         .lines()
         .find(|l| l.contains("/vmregistry.v1.VMService/InspectImage"))
         .unwrap_or_else(|| panic!("no InspectImage line in:\n{log}"));
-    assert!(failed.contains("status=\"5\"") || failed.contains("status=5"), "{failed}");
+    assert!(
+        failed.contains("status=\"5\"") || failed.contains("status=5"),
+        "{failed}"
+    );
 }
 
 fn nix_uid() -> String {
@@ -113,21 +135,26 @@ fn nix_uid() -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn reflection_and_grpc_health_are_served() {
     use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
 
     let daemon = Daemon::start();
     let channel = vmr_tests::daemon::channel(&daemon.socket).await;
 
     let mut health = HealthClient::new(channel.clone());
     let answer = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "vmregistry.v1.VMService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "vmregistry.v1.VMService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(answer.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        answer.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
@@ -148,7 +175,14 @@ async fn reflection_and_grpc_health_are_served() {
 
     // The daemon's own HealthCheck RPC.
     let mut client = daemon.client().await;
-    let report = client.health_check(pb::HealthCheckRequest {}).await.unwrap().into_inner();
+    let report = client
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(report.components[0].name, "daemon");
-    assert_eq!(report.components[0].status, pb::ServingStatus::Serving as i32);
+    assert_eq!(
+        report.components[0].status,
+        pb::ServingStatus::Serving as i32
+    );
 }

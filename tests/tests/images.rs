@@ -4,8 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use vmr_proto::v1 as pb;
-use vmr_tests::fixtures::{iso, qcow2, raw, sha256_bytes, sha256_file, vmfile};
 use vmr_tests::Daemon;
+use vmr_tests::fixtures::{iso, qcow2, raw, sha256_bytes, sha256_file, vmfile};
 
 fn blob_files(daemon: &Daemon) -> Vec<String> {
     daemon
@@ -38,15 +38,24 @@ async fn import_qcow2_raw_and_iso_then_list_inspect_tag_rmi_prune() {
     // directory, not the working directory.
     let elsewhere = tempfile::tempdir().unwrap();
     daemon
-        .vmr_in(&["import", "-f", qf.to_str().unwrap(), "-t", "v1", "-t", "v2"], Some(elsewhere.path()))
+        .vmr_in(
+            &["import", "-f", qf.to_str().unwrap(), "-t", "v1", "-t", "v2"],
+            Some(elsewhere.path()),
+        )
         .ok();
     daemon.vmr(&["import", "-f", rf.to_str().unwrap()]).ok();
-    daemon.vmr(&["import", "-f", if_.to_str().unwrap(), "-t", "1.0"]).ok();
+    daemon
+        .vmr(&["import", "-f", if_.to_str().unwrap(), "-t", "1.0"])
+        .ok();
 
     // Layout on disk: exactly manifests/<repo>/<tag>/manifest.json and
     // blobs/sha256/<hex>; nothing else but an empty tmp/.
     let files = daemon.store_files();
-    let manifests: Vec<_> = files.iter().filter(|f| f.starts_with("manifests/")).cloned().collect();
+    let manifests: Vec<_> = files
+        .iter()
+        .filter(|f| f.starts_with("manifests/"))
+        .cloned()
+        .collect();
     assert_eq!(
         manifests,
         [
@@ -65,7 +74,10 @@ async fn import_qcow2_raw_and_iso_then_list_inspect_tag_rmi_prune() {
     // The disk blobs are the disks' exact bytes.
     for disk in [&q, &r, &i] {
         let digest = sha256_file(disk);
-        let blob = daemon.store.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+        let blob = daemon
+            .store
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"));
         assert!(blob.exists(), "disk blob {digest} missing");
         assert_eq!(sha256_file(&blob), digest);
     }
@@ -77,74 +89,139 @@ async fn import_qcow2_raw_and_iso_then_list_inspect_tag_rmi_prune() {
         .unwrap()
         .into_inner();
     assert_eq!(list.images.len(), 3, "{list:?}");
-    let qimage = list.images.iter().find(|i| i.repository == "tests/qcow").unwrap();
+    let qimage = list
+        .images
+        .iter()
+        .find(|i| i.repository == "tests/qcow")
+        .unwrap();
     assert_eq!(qimage.tags, ["v1", "v2"]);
     assert_eq!(qimage.disk_format, "qcow2");
     assert_eq!(qimage.cpu, 2);
     assert_eq!(qimage.memory_bytes, 512 * 1024 * 1024);
     // The manifest digest is the sha256 of manifest.json's bytes.
-    let manifest_json = std::fs::read(daemon.store.join("manifests/tests/qcow/v1/manifest.json")).unwrap();
+    let manifest_json =
+        std::fs::read(daemon.store.join("manifests/tests/qcow/v1/manifest.json")).unwrap();
     assert_eq!(qimage.digest, sha256_bytes(&manifest_json));
     // ... and the manifest is also stored as a blob under that digest.
-    assert!(daemon
-        .store
-        .join("blobs/sha256")
-        .join(qimage.digest.trim_start_matches("sha256:"))
-        .exists());
+    assert!(
+        daemon
+            .store
+            .join("blobs/sha256")
+            .join(qimage.digest.trim_start_matches("sha256:"))
+            .exists()
+    );
 
     // Inspect returns the exact manifest bytes, an OCI artifact manifest with
     // the qcow2's virtual size in its config.
     let inspected = client
-        .inspect_image(pb::InspectImageRequest { reference: "tests/qcow:v2".into() })
+        .inspect_image(pb::InspectImageRequest {
+            reference: "tests/qcow:v2".into(),
+        })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(inspected.manifest, manifest_json);
     let manifest: serde_json::Value = serde_json::from_slice(&inspected.manifest).unwrap();
-    assert_eq!(manifest["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
     assert_eq!(manifest["artifactType"], "application/vnd.vmregistry.vm.v1");
-    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.vmregistry.disk.v1.qcow2");
-    assert_eq!(manifest["layers"][0]["annotations"]["org.opencontainers.image.title"], "disk.qcow2");
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.vmregistry.disk.v1.qcow2"
+    );
+    assert_eq!(
+        manifest["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "disk.qcow2"
+    );
     assert_eq!(manifest["layers"][0]["digest"], sha256_file(&q));
     let config: serde_json::Value = serde_json::from_slice(&inspected.config).unwrap();
     assert_eq!(config["disk"]["virtualSize"], 64 * 1024 * 1024);
     assert!(!String::from_utf8_lossy(&inspected.config).contains("diskImage"));
 
     // vmr inspect prints JSON holding the same manifest digest.
-    let out = daemon.vmr(&["inspect", "--type", "image", "tests/qcow:v1"]).ok();
+    let out = daemon
+        .vmr(&["inspect", "--type", "image", "tests/qcow:v1"])
+        .ok();
     assert!(out.contains(&qimage.digest), "{out}");
 
     // tag: a new repository pointing at the same manifest.
-    daemon.vmr(&["tag", "tests/qcow:v1", "copies/qcow:keep"]).ok();
-    assert!(daemon.store.join("manifests/copies/qcow/keep/manifest.json").exists());
+    daemon
+        .vmr(&["tag", "tests/qcow:v1", "copies/qcow:keep"])
+        .ok();
+    assert!(
+        daemon
+            .store
+            .join("manifests/copies/qcow/keep/manifest.json")
+            .exists()
+    );
     assert_eq!(
-        std::fs::read(daemon.store.join("manifests/copies/qcow/keep/manifest.json")).unwrap(),
+        std::fs::read(
+            daemon
+                .store
+                .join("manifests/copies/qcow/keep/manifest.json")
+        )
+        .unwrap(),
         manifest_json
     );
 
     // rmi of one tag keeps the blobs (other tags use them).
     let blobs_before = blob_files(&daemon);
     daemon.vmr(&["rmi", "tests/qcow:v1", "tests/qcow:v2"]).ok();
-    assert!(!daemon.store.join("manifests/tests/qcow").join("v1").exists());
-    assert_eq!(blob_files(&daemon), blobs_before, "blobs still referenced by copies/qcow:keep");
+    assert!(
+        !daemon
+            .store
+            .join("manifests/tests/qcow")
+            .join("v1")
+            .exists()
+    );
+    assert_eq!(
+        blob_files(&daemon),
+        blobs_before,
+        "blobs still referenced by copies/qcow:keep"
+    );
     // rmi of the last tag removes the image's blobs.
     daemon.vmr(&["rmi", "copies/qcow:keep"]).ok();
-    let qdisk = format!("blobs/sha256/{}", sha256_file(&q).trim_start_matches("sha256:"));
+    let qdisk = format!(
+        "blobs/sha256/{}",
+        sha256_file(&q).trim_start_matches("sha256:")
+    );
     assert!(!blob_files(&daemon).contains(&qdisk));
 
     // rmi of something that does not exist: NOT_FOUND, named.
     let err = daemon.vmr(&["rmi", "tests/qcow:v1"]).err();
-    assert!(err.contains("tests/qcow:v1") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("tests/qcow:v1") && err.contains("not found"),
+        "{err}"
+    );
 
     // prune removes only unreferenced blobs; prune --all removes the rest.
     let orphan = daemon.store.join("blobs/sha256").join("0".repeat(64));
     std::fs::write(&orphan, b"").unwrap(); // not the sha of "", but unreferenced
     daemon.vmr(&["image", "prune"]).ok();
     assert!(!orphan.exists());
-    assert_eq!(client.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images.len(), 2);
+    assert_eq!(
+        client
+            .list_images(pb::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .len(),
+        2
+    );
     daemon.vmr(&["image", "prune", "--all"]).ok();
     assert!(blob_files(&daemon).is_empty(), "{:?}", blob_files(&daemon));
-    assert!(client.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert!(
+        client
+            .list_images(pb::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .is_empty()
+    );
 }
 
 /// Streams a header and then `chunks`, returning the call's result.
@@ -154,8 +231,12 @@ async fn import_raw(
     chunks: Vec<Vec<u8>>,
 ) -> Result<pb::ImportImageResponse, tonic::Status> {
     use pb::import_image_request::Part;
-    let mut messages = vec![pb::ImportImageRequest { part: Some(Part::Header(header)) }];
-    messages.extend(chunks.into_iter().map(|c| pb::ImportImageRequest { part: Some(Part::Chunk(c)) }));
+    let mut messages = vec![pb::ImportImageRequest {
+        part: Some(Part::Header(header)),
+    }];
+    messages.extend(chunks.into_iter().map(|c| pb::ImportImageRequest {
+        part: Some(Part::Chunk(c)),
+    }));
     let mut client = daemon.client().await;
     client
         .import_image(tokio_stream_iter(messages))
@@ -163,7 +244,9 @@ async fn import_raw(
         .map(tonic::Response::into_inner)
 }
 
-fn tokio_stream_iter<T: Send + 'static>(items: Vec<T>) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send {
+fn tokio_stream_iter<T: Send + 'static>(
+    items: Vec<T>,
+) -> impl tonic::codegen::tokio_stream::Stream<Item = T> + Send {
     tonic::codegen::tokio_stream::iter(items)
 }
 
@@ -187,22 +270,34 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
 
     // Digest mismatch: DATA_LOSS.
     let wrong = sha256_bytes(b"something else");
-    let status = import_raw(&daemon, header(disk.len() as u64, &wrong, "raw"), vec![disk.clone()])
-        .await
-        .unwrap_err();
+    let status = import_raw(
+        &daemon,
+        header(disk.len() as u64, &wrong, "raw"),
+        vec![disk.clone()],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
 
     // Wrong format: a raw disk declared qcow2.
-    let status = import_raw(&daemon, header(disk.len() as u64, "", "qcow2"), vec![disk.clone()])
-        .await
-        .unwrap_err();
+    let status = import_raw(
+        &daemon,
+        header(disk.len() as u64, "", "qcow2"),
+        vec![disk.clone()],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("spec.diskFormat"), "{status:?}");
 
     // A stream that ends early (fewer bytes than announced).
-    let status = import_raw(&daemon, header(disk.len() as u64 * 2, "", "raw"), vec![disk.clone()])
-        .await
-        .unwrap_err();
+    let status = import_raw(
+        &daemon,
+        header(disk.len() as u64 * 2, "", "raw"),
+        vec![disk.clone()],
+    )
+    .await
+    .unwrap_err();
     assert_ne!(status.code(), tonic::Code::Ok);
 
     // A stream cut mid-transfer: the client goes away.
@@ -210,13 +305,21 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
         use pb::import_image_request::Part;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let mut client = daemon.client().await;
-        tx.send(pb::ImportImageRequest { part: Some(Part::Header(header(64 * 1024 * 1024, "", "raw"))) })
-            .await
-            .unwrap();
-        tx.send(pb::ImportImageRequest { part: Some(Part::Chunk(disk.clone())) }).await.unwrap();
+        tx.send(pb::ImportImageRequest {
+            part: Some(Part::Header(header(64 * 1024 * 1024, "", "raw"))),
+        })
+        .await
+        .unwrap();
+        tx.send(pb::ImportImageRequest {
+            part: Some(Part::Chunk(disk.clone())),
+        })
+        .await
+        .unwrap();
         let call = tokio::spawn(async move {
             client
-                .import_image(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx))
+                .import_image(tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(
+                    rx,
+                ))
                 .await
         });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -228,7 +331,15 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
     assert!(blob_files(&daemon).is_empty(), "{:?}", blob_files(&daemon));
     assert!(!daemon.store.join("manifests").join("bad").exists());
     let mut client = daemon.client().await;
-    assert!(client.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert!(
+        client
+            .list_images(pb::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .is_empty()
+    );
 
     // After a hard kill and a restart: no temporaries either.
     daemon.kill();
@@ -237,9 +348,13 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
     assert!(blob_files(&daemon).is_empty());
 
     // A good import still works afterwards.
-    let ok = import_raw(&daemon, header(disk.len() as u64, &sha256_bytes(&disk), "raw"), vec![disk.clone()])
-        .await
-        .unwrap();
+    let ok = import_raw(
+        &daemon,
+        header(disk.len() as u64, &sha256_bytes(&disk), "raw"),
+        vec![disk.clone()],
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.references, ["bad/one:latest"]);
 }
 
@@ -266,15 +381,27 @@ async fn concurrent_imports_of_one_image_store_one_blob() {
         .collect();
     for run in runs {
         let out = run.join().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let disk_blob = format!("blobs/sha256/{}", sha256_file(&disk).trim_start_matches("sha256:"));
+    let disk_blob = format!(
+        "blobs/sha256/{}",
+        sha256_file(&disk).trim_start_matches("sha256:")
+    );
     let blobs = blob_files(&daemon);
     assert_eq!(blobs.iter().filter(|b| **b == disk_blob).count(), 1);
     // One disk, one config, one manifest: the four imports are the same image
     // except for the created timestamp, so up to four configs/manifests.
     let mut client = daemon.client().await;
-    let images = client.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images;
+    let images = client
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
     let tags: usize = images.iter().map(|i| i.tags.len()).sum();
     assert_eq!(tags, 4);
 }
@@ -285,21 +412,28 @@ async fn bad_requests_get_clear_errors_and_the_right_codes() {
     let mut client = daemon.client().await;
 
     let status = client
-        .inspect_image(pb::InspectImageRequest { reference: "nope/missing:v9".into() })
+        .inspect_image(pb::InspectImageRequest {
+            reference: "nope/missing:v9".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
     assert_eq!(status.message(), "image nope/missing:v9 not found");
 
     let status = client
-        .inspect_image(pb::InspectImageRequest { reference: "Bad Name!".into() })
+        .inspect_image(pb::InspectImageRequest {
+            reference: "Bad Name!".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().starts_with("reference:"), "{status:?}");
 
     let status = client
-        .tag_image(pb::TagImageRequest { source: "a/b:c".into(), target: "x/y:bad tag".into() })
+        .tag_image(pb::TagImageRequest {
+            source: "a/b:c".into(),
+            target: "x/y:bad tag".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -314,13 +448,18 @@ async fn bad_requests_get_clear_errors_and_the_right_codes() {
     )
     .unwrap();
     let err = daemon.vmr(&["import", "-f", path.to_str().unwrap()]).err();
-    assert!(err.contains("spec.resources") && err.contains("cpus"), "{err}");
+    assert!(
+        err.contains("spec.resources") && err.contains("cpus"),
+        "{err}"
+    );
     assert!(err.lines().count() <= 2, "one clear sentence: {err}");
 
     // A header that is not first.
     use pb::import_image_request::Part;
     let status = client
-        .import_image(tokio_stream_iter(vec![pb::ImportImageRequest { part: Some(Part::Chunk(vec![1, 2, 3])) }]))
+        .import_image(tokio_stream_iter(vec![pb::ImportImageRequest {
+            part: Some(Part::Chunk(vec![1, 2, 3])),
+        }]))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -334,8 +473,19 @@ async fn health_reports_daemon_and_store() {
     let text = report.to_string();
     assert!(text.contains("daemon") && text.contains("store"), "{text}");
     let mut client = daemon.client().await;
-    let health = client.health_check(pb::HealthCheckRequest {}).await.unwrap().into_inner();
-    let store = health.components.iter().find(|c| c.name == "store").unwrap();
+    let health = client
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let store = health
+        .components
+        .iter()
+        .find(|c| c.name == "store")
+        .unwrap();
     assert_eq!(store.status, pb::ServingStatus::Serving as i32);
-    assert!(store.message.contains(&daemon.store.display().to_string()), "{store:?}");
+    assert!(
+        store.message.contains(&daemon.store.display().to_string()),
+        "{store:?}"
+    );
 }

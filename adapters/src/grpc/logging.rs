@@ -190,7 +190,10 @@ mod tests {
 
     #[test]
     fn grpc_messages_are_percent_decoded() {
-        assert_eq!(percent_decode("image%20a%3Ab not found"), "image a:b not found");
+        assert_eq!(
+            percent_decode("image%20a%3Ab not found"),
+            "image a:b not found"
+        );
         assert_eq!(percent_decode("100%"), "100%");
     }
 }

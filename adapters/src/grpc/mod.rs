@@ -2,11 +2,17 @@
 //! `grpc.health.v1`, per-call logging with the caller's credentials, and the
 //! mapping between proto messages and the driving ports.
 
+mod auth;
+mod compose;
+mod contexts;
 mod convert;
 mod logging;
+mod networks;
 mod server;
 mod service;
 mod status;
+mod transfer;
+mod vms;
 
 pub use logging::CallLogLayer;
 pub use server::{MAX_MESSAGE_SIZE, serve};

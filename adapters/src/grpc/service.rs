@@ -13,13 +13,13 @@ use vmr_ports::driving::{
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 
-use super::convert;
 use super::status::to_status;
+use super::{auth, compose, contexts, convert, networks, transfer, vms};
 
 /// A disk chunk may be at most this large ("a few MiB"; the CLI sends 1 MiB).
 pub const MAX_CHUNK: usize = 16 * 1024 * 1024;
 
-type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(super) type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The use cases the gRPC service serves.
 #[derive(Clone)]
@@ -40,7 +40,7 @@ impl VmServiceImpl {
     }
 }
 
-fn unimplemented(feature: &str) -> Status {
+pub(super) fn unimplemented(feature: &str) -> Status {
     Status::unimplemented(format!(
         "{feature} is not implemented by vmrd {} yet",
         env!("CARGO_PKG_VERSION")
@@ -76,7 +76,10 @@ async fn split_import(
             if chunk.len() > MAX_CHUNK {
                 Err(UseCaseError::new(
                     ErrorKind::ResourceExhausted,
-                    format!("chunk: {} bytes is more than the {MAX_CHUNK} allowed", chunk.len()),
+                    format!(
+                        "chunk: {} bytes is more than the {MAX_CHUNK} allowed",
+                        chunk.len()
+                    ),
                 ))
             } else {
                 Ok(Bytes::from(chunk))
@@ -96,19 +99,25 @@ async fn split_import(
 
 #[tonic::async_trait]
 impl VmService for VmServiceImpl {
-    async fn login(&self, _: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        Err(unimplemented("login"))
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        auth::login(&self.core, request).await
     }
 
-    async fn logout(&self, _: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
-        Err(unimplemented("logout"))
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        auth::logout(&self.core, request).await
     }
 
     async fn register(
         &self,
-        _: Request<pb::RegisterRequest>,
+        request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        Err(unimplemented("register"))
+        auth::register(&self.core, request).await
     }
 
     async fn health_check(
@@ -121,34 +130,37 @@ impl VmService for VmServiceImpl {
 
     async fn create_context(
         &self,
-        _: Request<pb::CreateContextRequest>,
+        request: Request<pb::CreateContextRequest>,
     ) -> Result<Response<pb::ContextInfo>, Status> {
-        Err(unimplemented("contexts"))
+        contexts::create_context(&self.core, request).await
     }
 
     async fn list_contexts(
         &self,
-        _: Request<pb::ListContextsRequest>,
+        request: Request<pb::ListContextsRequest>,
     ) -> Result<Response<pb::ListContextsResponse>, Status> {
-        Err(unimplemented("contexts"))
+        contexts::list_contexts(&self.core, request).await
     }
 
-    async fn use_context(&self, _: Request<pb::UseContextRequest>) -> Result<Response<pb::ContextInfo>, Status> {
-        Err(unimplemented("contexts"))
+    async fn use_context(
+        &self,
+        request: Request<pb::UseContextRequest>,
+    ) -> Result<Response<pb::ContextInfo>, Status> {
+        contexts::use_context(&self.core, request).await
     }
 
     async fn remove_context(
         &self,
-        _: Request<pb::RemoveContextRequest>,
+        request: Request<pb::RemoveContextRequest>,
     ) -> Result<Response<pb::RemoveContextResponse>, Status> {
-        Err(unimplemented("contexts"))
+        contexts::remove_context(&self.core, request).await
     }
 
     async fn inspect_context(
         &self,
-        _: Request<pb::InspectContextRequest>,
+        request: Request<pb::InspectContextRequest>,
     ) -> Result<Response<pb::ContextInfo>, Status> {
-        Err(unimplemented("contexts"))
+        contexts::inspect_context(&self.core, request).await
     }
 
     async fn import_image(
@@ -193,7 +205,12 @@ impl VmService for VmServiceImpl {
         request: Request<pb::InspectImageRequest>,
     ) -> Result<Response<pb::InspectImageResponse>, Status> {
         let reference = convert::reference("reference", &request.into_inner().reference)?;
-        let details = self.core.images.inspect(&reference).await.map_err(to_status)?;
+        let details = self
+            .core
+            .images
+            .inspect(&reference)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(convert::image_details(&details)))
     }
 
@@ -204,7 +221,12 @@ impl VmService for VmServiceImpl {
         let request = request.into_inner();
         let source = convert::reference("source", &request.source)?;
         let target = convert::reference("target", &request.target)?;
-        let digest = self.core.images.tag(&source, &target).await.map_err(to_status)?;
+        let digest = self
+            .core
+            .images
+            .tag(&source, &target)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::TagImageResponse {
             reference: format!("{}:{}", target.repository, target.tag_or_latest()),
             digest: digest.to_string(),
@@ -243,126 +265,138 @@ impl VmService for VmServiceImpl {
 
     async fn push_image(
         &self,
-        _: Request<pb::PushImageRequest>,
+        request: Request<pb::PushImageRequest>,
     ) -> Result<Response<Self::PushImageStream>, Status> {
-        Err(unimplemented("push"))
+        transfer::push_image(&self.core, request).await
     }
 
     type PullImageStream = ServerStream<pb::TransferProgress>;
 
     async fn pull_image(
         &self,
-        _: Request<pb::PullImageRequest>,
+        request: Request<pb::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
-        Err(unimplemented("pull"))
+        transfer::pull_image(&self.core, request).await
     }
 
-    async fn create_vm(&self, _: Request<pb::CreateVmRequest>) -> Result<Response<pb::VmInfo>, Status> {
-        Err(unimplemented("VMs"))
+    async fn create_vm(
+        &self,
+        request: Request<pb::CreateVmRequest>,
+    ) -> Result<Response<pb::VmInfo>, Status> {
+        vms::create_vm(&self.core, request).await
     }
 
-    async fn start_vm(&self, _: Request<pb::StartVmRequest>) -> Result<Response<pb::VmInfo>, Status> {
-        Err(unimplemented("VMs"))
+    async fn start_vm(
+        &self,
+        request: Request<pb::StartVmRequest>,
+    ) -> Result<Response<pb::VmInfo>, Status> {
+        vms::start_vm(&self.core, request).await
     }
 
-    async fn stop_vm(&self, _: Request<pb::StopVmRequest>) -> Result<Response<pb::VmInfo>, Status> {
-        Err(unimplemented("VMs"))
+    async fn stop_vm(
+        &self,
+        request: Request<pb::StopVmRequest>,
+    ) -> Result<Response<pb::VmInfo>, Status> {
+        vms::stop_vm(&self.core, request).await
     }
 
-    async fn restart_vm(&self, _: Request<pb::RestartVmRequest>) -> Result<Response<pb::VmInfo>, Status> {
-        Err(unimplemented("VMs"))
+    async fn restart_vm(
+        &self,
+        request: Request<pb::RestartVmRequest>,
+    ) -> Result<Response<pb::VmInfo>, Status> {
+        vms::restart_vm(&self.core, request).await
     }
 
     async fn remove_vm(
         &self,
-        _: Request<pb::RemoveVmRequest>,
+        request: Request<pb::RemoveVmRequest>,
     ) -> Result<Response<pb::RemoveVmResponse>, Status> {
-        Err(unimplemented("VMs"))
+        vms::remove_vm(&self.core, request).await
     }
 
     async fn list_v_ms(
         &self,
-        _: Request<pb::ListVMsRequest>,
+        request: Request<pb::ListVMsRequest>,
     ) -> Result<Response<pb::ListVMsResponse>, Status> {
-        Err(unimplemented("VMs"))
+        vms::list_v_ms(&self.core, request).await
     }
 
     async fn inspect_vm(
         &self,
-        _: Request<pb::InspectVmRequest>,
+        request: Request<pb::InspectVmRequest>,
     ) -> Result<Response<pb::InspectVmResponse>, Status> {
-        Err(unimplemented("VMs"))
+        vms::inspect_vm(&self.core, request).await
     }
 
     async fn create_network(
         &self,
-        _: Request<pb::CreateNetworkRequest>,
+        request: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::NetworkInfo>, Status> {
-        Err(unimplemented("networks"))
+        networks::create_network(&self.core, request).await
     }
 
     async fn start_network(
         &self,
-        _: Request<pb::StartNetworkRequest>,
+        request: Request<pb::StartNetworkRequest>,
     ) -> Result<Response<pb::NetworkInfo>, Status> {
-        Err(unimplemented("networks"))
+        networks::start_network(&self.core, request).await
     }
 
     async fn stop_network(
         &self,
-        _: Request<pb::StopNetworkRequest>,
+        request: Request<pb::StopNetworkRequest>,
     ) -> Result<Response<pb::NetworkInfo>, Status> {
-        Err(unimplemented("networks"))
+        networks::stop_network(&self.core, request).await
     }
 
     async fn remove_network(
         &self,
-        _: Request<pb::RemoveNetworkRequest>,
+        request: Request<pb::RemoveNetworkRequest>,
     ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
-        Err(unimplemented("networks"))
+        networks::remove_network(&self.core, request).await
     }
 
     async fn list_networks(
         &self,
-        _: Request<pb::ListNetworksRequest>,
+        request: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        Err(unimplemented("networks"))
+        networks::list_networks(&self.core, request).await
     }
 
     async fn inspect_network(
         &self,
-        _: Request<pb::InspectNetworkRequest>,
+        request: Request<pb::InspectNetworkRequest>,
     ) -> Result<Response<pb::NetworkInfo>, Status> {
-        Err(unimplemented("networks"))
+        networks::inspect_network(&self.core, request).await
     }
 
     type ComposeUpStream = ServerStream<pb::ComposeEvent>;
 
     async fn compose_up(
         &self,
-        _: Request<pb::ComposeUpRequest>,
+        request: Request<pb::ComposeUpRequest>,
     ) -> Result<Response<Self::ComposeUpStream>, Status> {
-        Err(unimplemented("compose"))
+        compose::compose_up(&self.core, request).await
     }
 
     async fn compose_down(
         &self,
-        _: Request<pb::ComposeDownRequest>,
+        request: Request<pb::ComposeDownRequest>,
     ) -> Result<Response<pb::ComposeDownResponse>, Status> {
-        Err(unimplemented("compose"))
+        compose::compose_down(&self.core, request).await
     }
 
     async fn compose_ps(
         &self,
-        _: Request<pb::ComposePsRequest>,
+        request: Request<pb::ComposePsRequest>,
     ) -> Result<Response<pb::ComposePsResponse>, Status> {
-        Err(unimplemented("compose"))
+        compose::compose_ps(&self.core, request).await
     }
 
     async fn compose_config(
         &self,
-        _: Request<pb::ComposeConfigRequest>,
+        request: Request<pb::ComposeConfigRequest>,
     ) -> Result<Response<pb::ComposeConfigResponse>, Status> {
-        Err(unimplemented("compose"))
+        compose::compose_config(&self.core, request).await
     }
 }

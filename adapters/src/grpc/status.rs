@@ -35,11 +35,20 @@ mod tests {
 
     #[test]
     fn invalid_input_keeps_field_and_sentence() {
-        let status = to_status(UseCaseError::invalid("spec.diskFormat", "must be qcow2, raw or iso"));
+        let status = to_status(UseCaseError::invalid(
+            "spec.diskFormat",
+            "must be qcow2, raw or iso",
+        ));
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.message(), "spec.diskFormat: must be qcow2, raw or iso");
         assert_eq!(
-            status.metadata().get("vmr-field").and_then(|v| v.to_str().ok()),
+            status.message(),
+            "spec.diskFormat: must be qcow2, raw or iso"
+        );
+        assert_eq!(
+            status
+                .metadata()
+                .get("vmr-field")
+                .and_then(|v| v.to_str().ok()),
             Some("spec.diskFormat")
         );
     }

@@ -157,8 +157,12 @@ fn snapshot(
     }
 }
 
-#[derive(Clone, Copy)]
+/// A domain as the previous tick saw it. The UUID tells a domain that was
+/// undefined and defined again under the same name (within one tick) from
+/// the same domain.
+#[derive(Clone)]
 struct Seen {
+    uuid: String,
     vmr: bool,
     active: bool,
 }
@@ -185,12 +189,20 @@ fn diff(
 ) -> HashMap<String, Seen> {
     let mut current = HashMap::with_capacity(domains.len());
     for dom in domains {
-        let Ok(name) = dom.name() else { continue };
-        let before = previous.and_then(|p| p.get(&name)).copied();
-        let vmr = before.map_or_else(|| is_vmr_domain(dom), |b| b.vmr);
+        let (Ok(name), Ok(uuid)) = (dom.name(), dom.uuid_string()) else {
+            continue;
+        };
+        let before = previous
+            .and_then(|p| p.get(&name))
+            .filter(|b| b.uuid == uuid)
+            .cloned();
+        if let Some(gone) = previous.and_then(|p| p.get(&name)).filter(|b| b.uuid != uuid) {
+            gone_away(hub, &name, gone);
+        }
+        let vmr = before.as_ref().map_or_else(|| is_vmr_domain(dom), |b| b.vmr);
         let (state, reason) = vm_state(dom);
         let active = state.is_active();
-        current.insert(name.clone(), Seen { vmr, active });
+        current.insert(name.clone(), Seen { uuid, vmr, active });
         if previous.is_none() || !vmr {
             continue;
         }
@@ -215,21 +227,28 @@ fn diff(
     }
     if let Some(previous) = previous {
         for (name, seen) in previous {
-            if !seen.vmr || current.contains_key(name) {
-                continue;
+            if !current.contains_key(name) {
+                gone_away(hub, name, seen);
             }
-            if seen.active {
-                let reason = if hub.take_stop_requested(name) {
-                    StopReason::Requested
-                } else {
-                    StopReason::Destroyed
-                };
-                hub.emit(name, LifecycleKind::Stopped(reason));
-            }
-            hub.emit(name, LifecycleKind::Undefined);
         }
     }
     current
+}
+
+/// A vmr domain that no longer exists (as the domain the last tick saw).
+fn gone_away(hub: &EventHub, name: &str, seen: &Seen) {
+    if !seen.vmr {
+        return;
+    }
+    if seen.active {
+        let reason = if hub.take_stop_requested(name) {
+            StopReason::Requested
+        } else {
+            StopReason::Destroyed
+        };
+        hub.emit(name, LifecycleKind::Stopped(reason));
+    }
+    hub.emit(name, LifecycleKind::Undefined);
 }
 
 fn is_vmr_domain(dom: &Domain) -> bool {

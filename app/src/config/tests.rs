@@ -33,14 +33,27 @@ fn root_defaults_match_the_original_daemon() {
 #[test]
 fn rootless_defaults_use_xdg_directories() {
     let config = DaemonConfig::resolve(Flags::default(), &defaults(false)).unwrap();
-    assert_eq!(config.socket, PathBuf::from("/run/user/1000/vm-registry.sock"));
-    assert_eq!(config.fs_path, PathBuf::from("/home/u/.local/share/vm-registry"));
+    assert_eq!(
+        config.socket,
+        PathBuf::from("/run/user/1000/vm-registry.sock")
+    );
+    assert_eq!(
+        config.fs_path,
+        PathBuf::from("/home/u/.local/share/vm-registry")
+    );
     assert_eq!(config.libvirt_uri, "qemu:///session");
 }
 
 #[test]
 fn single_dash_flags_of_the_original_are_accepted() {
-    let config = resolve(&["-socket", "/tmp/a.sock", "-log-level=debug", "-storage", "memory"]).unwrap();
+    let config = resolve(&[
+        "-socket",
+        "/tmp/a.sock",
+        "-log-level=debug",
+        "-storage",
+        "memory",
+    ])
+    .unwrap();
     assert_eq!(config.socket, PathBuf::from("/tmp/a.sock"));
     assert_eq!(config.log_level, "debug");
     assert_eq!(config.storage, StorageKind::Memory);
@@ -49,21 +62,51 @@ fn single_dash_flags_of_the_original_are_accepted() {
 #[test]
 fn short_flags_are_left_alone() {
     let args = normalize_args(["vmrd", "-h", "--socket", "x", "-"].map(OsString::from));
-    assert_eq!(args, ["vmrd", "-h", "--socket", "x", "-"].map(OsString::from));
+    assert_eq!(
+        args,
+        ["vmrd", "-h", "--socket", "x", "-"].map(OsString::from)
+    );
 }
 
 #[test]
 fn bad_values_name_the_flag() {
     let cases: &[(&[&str], &str)] = &[
-        (&["--storage", "tape"], "--storage: 'tape' is not a storage backend"),
-        (&["--log-level", "loud"], "--log-level: 'loud' is not a level"),
-        (&["--log-format", "xml"], "--log-format: 'xml' is not text or json"),
-        (&["--hypervisor", "xen"], "--hypervisor: 'xen' is not a hypervisor"),
-        (&["--socket-mode", "999"], "--socket-mode: '999' is not an octal mode"),
-        (&["--registry-url", "ftp://x"], "--registry-url: 'ftp://x' is not an http"),
-        (&["--storage", "s3"], "--s3-bucket: is required with --storage s3"),
-        (&["--storage", "s3", "--s3-bucket", "A_B"], "--s3-bucket: 'A_B' is not a valid bucket name"),
-        (&["--virt-type", "xen"], "--virt-type: 'xen' is not kvm or qemu"),
+        (
+            &["--storage", "tape"],
+            "--storage: 'tape' is not a storage backend",
+        ),
+        (
+            &["--log-level", "loud"],
+            "--log-level: 'loud' is not a level",
+        ),
+        (
+            &["--log-format", "xml"],
+            "--log-format: 'xml' is not text or json",
+        ),
+        (
+            &["--hypervisor", "xen"],
+            "--hypervisor: 'xen' is not a hypervisor",
+        ),
+        (
+            &["--socket-mode", "999"],
+            "--socket-mode: '999' is not an octal mode",
+        ),
+        (
+            &["--registry-url", "ftp://x"],
+            "--registry-url: 'ftp://x' is not an http",
+        ),
+        (
+            &["--storage", "s3"],
+            "--s3-bucket: is required with --storage s3",
+        ),
+        (
+            &["--storage", "s3", "--s3-bucket", "A_B"],
+            "--s3-bucket: 'A_B' is not a valid bucket name",
+        ),
+        (
+            &["--virt-type", "xen"],
+            "--virt-type: 'xen' is not kvm or qemu",
+        ),
     ];
     for (args, expected) in cases {
         let message = resolve(args).unwrap_err().to_string();
@@ -101,13 +144,25 @@ fn yaml_config_files_work_and_unknown_keys_are_refused() {
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "sockett: /x\n").unwrap();
-    let message = resolve(&["--config", bad.to_str().unwrap()]).unwrap_err().to_string();
-    assert!(message.starts_with(&format!("--config {}", bad.display())), "{message}");
+    let message = resolve(&["--config", bad.to_str().unwrap()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.starts_with(&format!("--config {}", bad.display())),
+        "{message}"
+    );
     assert!(message.contains("sockett"), "{message}");
 }
 
 #[test]
 fn skip_bucket_creation_is_a_switch() {
-    let config = resolve(&["--storage", "s3", "--s3-bucket", "vm-images", "--s3-skip-bucket-creation"]).unwrap();
+    let config = resolve(&[
+        "--storage",
+        "s3",
+        "--s3-bucket",
+        "vm-images",
+        "--s3-skip-bucket-creation",
+    ])
+    .unwrap();
     assert!(config.s3.unwrap().skip_bucket_creation);
 }

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use tokio::sync::RwLock;
 use tracing::{info, instrument};
 use vmr_domain::image::{
-    Descriptor, Digest, DiskFormat, ImageConfig, Manifest, Reference, Repository, Tag,
-    annotations, qcow2_virtual_size,
+    Descriptor, Digest, DiskFormat, ImageConfig, Manifest, Reference, Repository, Tag, annotations,
+    qcow2_virtual_size,
 };
 use vmr_domain::vmfile::VmFile;
 use vmr_ports::blobstore::{BlobStore, StoreError};
@@ -62,7 +62,10 @@ impl ImageService {
     }
 
     /// Resolves a reference to its repository and manifest bytes.
-    pub async fn resolve(&self, reference: &Reference) -> Result<(Repository, Bytes), UseCaseError> {
+    pub async fn resolve(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Repository, Bytes), UseCaseError> {
         let repository = reference.repository.clone();
         let bytes = match &reference.digest {
             Some(digest) => self.store.read_blob(digest).await.map_err(|e| match e {
@@ -233,7 +236,11 @@ async fn receive_disk(
 #[async_trait]
 impl ImageUseCases for ImageService {
     #[instrument(skip_all, fields(tags = ?request.tags, size = request.disk_size))]
-    async fn import(&self, request: ImportRequest, disk: UploadStream) -> Result<ImportOutcome, UseCaseError> {
+    async fn import(
+        &self,
+        request: ImportRequest,
+        disk: UploadStream,
+    ) -> Result<ImportOutcome, UseCaseError> {
         let vmfile = VmFile::parse(&request.vmfile)?;
         let tags = parse_tags(&request.tags)?;
         let expected = match request.disk_digest.as_deref().filter(|d| !d.is_empty()) {
@@ -325,7 +332,8 @@ impl ImageUseCases for ImageService {
             .filter(|(r, _, d, _)| r == &repository && d == &digest)
             .map(|(_, t, _, _)| t)
             .collect();
-        let (info, manifest, config_bytes) = self.describe(&repository, tags, &manifest_bytes).await?;
+        let (info, manifest, config_bytes) =
+            self.describe(&repository, tags, &manifest_bytes).await?;
         Ok(ImageDetails {
             info,
             manifest,
@@ -336,7 +344,10 @@ impl ImageUseCases for ImageService {
 
     async fn tag(&self, source: &Reference, target: &Reference) -> Result<Digest, UseCaseError> {
         if target.digest.is_some() {
-            return Err(UseCaseError::invalid("target", "a tag target cannot name a digest"));
+            return Err(UseCaseError::invalid(
+                "target",
+                "a tag target cannot name a digest",
+            ));
         }
         let _writers = self.gc_lock.read().await;
         let (_, bytes) = self.resolve(source).await?;
@@ -351,7 +362,11 @@ impl ImageUseCases for ImageService {
         Ok(digest)
     }
 
-    async fn remove(&self, reference: &Reference, force: bool) -> Result<RemoveOutcome, UseCaseError> {
+    async fn remove(
+        &self,
+        reference: &Reference,
+        force: bool,
+    ) -> Result<RemoveOutcome, UseCaseError> {
         let _gc = self.gc_lock.write().await;
         let (repository, bytes) = self.resolve(reference).await?;
         let digest = Digest::of(&bytes);
@@ -368,7 +383,14 @@ impl ImageUseCases for ImageService {
             .iter()
             .filter(|(r, t, d, _)| d == &digest && !(r == &repository && doomed.contains(t)))
             .count();
-        if remaining == 0 && !force && self.in_use.manifest_digests_in_use().await?.contains(&digest) {
+        if remaining == 0
+            && !force
+            && self
+                .in_use
+                .manifest_digests_in_use()
+                .await?
+                .contains(&digest)
+        {
             return Err(UseCaseError::precondition(format!(
                 "image {reference} is used by a VM; remove the VM first or use --force"
             )));
