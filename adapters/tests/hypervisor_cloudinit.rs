@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use vmr_adapters::cloudinit::{CidataError, MAX_SEED_FILE_BYTES, build_cidata_iso, write_cidata_iso};
+use vmr_adapters::cloudinit::{
+    CidataError, MAX_SEED_FILE_BYTES, build_cidata_iso, write_cidata_iso,
+};
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 
 fn isoinfo(args: &[&str], iso: &Path) -> String {
@@ -17,7 +19,11 @@ fn isoinfo(args: &[&str], iso: &Path) -> String {
         .arg(iso)
         .output()
         .expect("isoinfo (genisoimage) is installed");
-    assert!(out.status.success(), "isoinfo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "isoinfo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -41,9 +47,15 @@ async fn cidata_iso_is_labelled_and_holds_the_three_documents() {
     assert!(descriptor.contains("Joliet"), "{descriptor}");
     assert!(descriptor.contains("Rock Ridge"), "{descriptor}");
 
-    assert_eq!(isoinfo(&["-J", "-x", "/user-data"], &iso).as_bytes(), seed.user_data);
+    assert_eq!(
+        isoinfo(&["-J", "-x", "/user-data"], &iso).as_bytes(),
+        seed.user_data
+    );
     assert_eq!(isoinfo(&["-J", "-x", "/meta-data"], &iso), seed.meta_data);
-    assert_eq!(isoinfo(&["-R", "-x", "/network-config"], &iso), seed.network_config);
+    assert_eq!(
+        isoinfo(&["-R", "-x", "/network-config"], &iso),
+        seed.network_config
+    );
     let listing = isoinfo(&["-R", "-l"], &iso);
     for name in ["user-data", "meta-data", "network-config"] {
         assert!(listing.contains(name), "{listing}");
@@ -66,7 +78,13 @@ fn empty_network_config_is_left_out() {
 #[test]
 fn generated_network_config_survives_the_round_trip() {
     let meta = MetaData::new("iid", "host");
-    let seed = CloudInitSeed::build(None, &meta, &NetworkConfigV2::from_attachments(&[], &[]), None).unwrap();
+    let seed = CloudInitSeed::build(
+        None,
+        &meta,
+        &NetworkConfigV2::from_attachments(&[], &[]),
+        None,
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let iso = dir.path().join("seed.iso");
     std::fs::write(&iso, build_cidata_iso(&seed).unwrap()).unwrap();

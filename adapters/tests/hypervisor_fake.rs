@@ -47,7 +47,10 @@ async fn scripted_failure_hits_once() {
     assert_eq!(state, VmState::Created);
     hv.start_vm(&def.spec.name).await.unwrap();
     let calls = fake.calls();
-    let starts: Vec<_> = calls.iter().filter(|c| c.call == FakeCall::StartVm).collect();
+    let starts: Vec<_> = calls
+        .iter()
+        .filter(|c| c.call == FakeCall::StartVm)
+        .collect();
     assert_eq!(starts.len(), 2);
     assert!(!starts[0].ok && starts[1].ok);
 }
@@ -61,9 +64,16 @@ async fn failure_for_another_target_waits() {
     let b = fx.definition(&hv, "b", Vec::new()).await;
     hv.define_vm(&a).await.unwrap();
     hv.define_vm(&b).await.unwrap();
-    fake.fail_next(FakeCall::StartVm, Some(b.spec.name.as_str()), HypervisorError::Unavailable("down".into()));
+    fake.fail_next(
+        FakeCall::StartVm,
+        Some(b.spec.name.as_str()),
+        HypervisorError::Unavailable("down".into()),
+    );
     hv.start_vm(&a.spec.name).await.unwrap();
-    assert!(matches!(hv.start_vm(&b.spec.name).await, Err(HypervisorError::Unavailable(_))));
+    assert!(matches!(
+        hv.start_vm(&b.spec.name).await,
+        Err(HypervisorError::Unavailable(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -79,7 +89,11 @@ async fn delayed_calls_overlap_when_run_concurrently() {
     let (ra, rb) = tokio::join!(hv.start_vm(&a.spec.name), hv.start_vm(&b.spec.name));
     ra.unwrap();
     rb.unwrap();
-    let starts: Vec<_> = fake.calls().into_iter().filter(|c| c.call == FakeCall::StartVm).collect();
+    let starts: Vec<_> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.call == FakeCall::StartVm)
+        .collect();
     assert_eq!(starts.len(), 2);
     assert!(starts[0].finished - starts[0].started >= Duration::from_secs(5));
     // Concurrent: the second started before the first finished.
@@ -100,20 +114,41 @@ async fn guest_side_stops_are_reported_with_their_reason() {
     hv.start_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Started).await;
     fake.simulate_crash(&name).unwrap();
-    expect_event(&mut events, &name, LifecycleKind::Stopped(StopReason::Crashed)).await;
-    assert_eq!(hv.inspect_vm(&name).await.unwrap().record.state, VmState::Crashed);
+    expect_event(
+        &mut events,
+        &name,
+        LifecycleKind::Stopped(StopReason::Crashed),
+    )
+    .await;
+    assert_eq!(
+        hv.inspect_vm(&name).await.unwrap().record.state,
+        VmState::Crashed
+    );
     // A crashed VM can be started again, not stopped.
-    assert!(matches!(hv.stop_vm(&name, StopMode::Force).await, Err(HypervisorError::InvalidState { .. })));
+    assert!(matches!(
+        hv.stop_vm(&name, StopMode::Force).await,
+        Err(HypervisorError::InvalidState { .. })
+    ));
 
     hv.start_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Started).await;
     fake.simulate_guest_poweroff(&name).unwrap();
-    expect_event(&mut events, &name, LifecycleKind::Stopped(StopReason::Shutdown)).await;
+    expect_event(
+        &mut events,
+        &name,
+        LifecycleKind::Stopped(StopReason::Shutdown),
+    )
+    .await;
 
     hv.start_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Started).await;
     fake.simulate_destroy(&name).unwrap();
-    expect_event(&mut events, &name, LifecycleKind::Stopped(StopReason::Destroyed)).await;
+    expect_event(
+        &mut events,
+        &name,
+        LifecycleKind::Stopped(StopReason::Destroyed),
+    )
+    .await;
     assert!(fake.simulate_destroy(&name).is_err());
 }
 
@@ -133,12 +168,20 @@ async fn guest_ignoring_acpi_times_out_or_is_forced() {
         Err(HypervisorError::Timeout { after, .. }) => assert_eq!(after, timeout),
         other => panic!("expected Timeout, got {other:?}"),
     }
-    assert_eq!(hv.inspect_vm(&name).await.unwrap().record.state, VmState::Running);
+    assert_eq!(
+        hv.inspect_vm(&name).await.unwrap().record.state,
+        VmState::Running
+    );
 
     let before = tokio::time::Instant::now();
-    hv.stop_vm(&name, StopMode::GracefulThenForce { timeout }).await.unwrap();
+    hv.stop_vm(&name, StopMode::GracefulThenForce { timeout })
+        .await
+        .unwrap();
     assert!(before.elapsed() >= timeout);
-    assert_eq!(hv.inspect_vm(&name).await.unwrap().record.state, VmState::Stopped);
+    assert_eq!(
+        hv.inspect_vm(&name).await.unwrap().record.state,
+        VmState::Stopped
+    );
 }
 
 #[tokio::test]
@@ -147,21 +190,45 @@ async fn running_vms_get_dhcp_leases_from_the_range() {
     let fx = Fixture::new("fk", 215, "br0", "eth0");
     let spec = fx.nat_network("lan", 1);
     let range = spec.ipv4.unwrap().dhcp.unwrap();
-    hv.define_network(&NetworkDefinition { spec: spec.clone(), project: None }).await.unwrap();
+    hv.define_network(&NetworkDefinition {
+        spec: spec.clone(),
+        project: None,
+    })
+    .await
+    .unwrap();
     hv.start_network(&spec.name).await.unwrap();
-    let a = fx.definition(&hv, "a", vec![nic(&spec.name, "52:54:00:00:00:0a")]).await;
-    let b = fx.definition(&hv, "b", vec![nic(&spec.name, "52:54:00:00:00:0b")]).await;
+    let a = fx
+        .definition(&hv, "a", vec![nic(&spec.name, "52:54:00:00:00:0a")])
+        .await;
+    let b = fx
+        .definition(&hv, "b", vec![nic(&spec.name, "52:54:00:00:00:0b")])
+        .await;
     for def in [&a, &b] {
         hv.define_vm(def).await.unwrap();
-        assert_eq!(hv.inspect_vm(&def.spec.name).await.unwrap().record.interfaces[0].ip, None);
+        assert_eq!(
+            hv.inspect_vm(&def.spec.name)
+                .await
+                .unwrap()
+                .record
+                .interfaces[0]
+                .ip,
+            None
+        );
         hv.start_vm(&def.spec.name).await.unwrap();
     }
-    let ip_a = hv.inspect_vm(&a.spec.name).await.unwrap().record.interfaces[0].ip.unwrap();
-    let ip_b = hv.inspect_vm(&b.spec.name).await.unwrap().record.interfaces[0].ip.unwrap();
+    let ip_a = hv.inspect_vm(&a.spec.name).await.unwrap().record.interfaces[0]
+        .ip
+        .unwrap();
+    let ip_b = hv.inspect_vm(&b.spec.name).await.unwrap().record.interfaces[0]
+        .ip
+        .unwrap();
     assert_ne!(ip_a, ip_b);
     assert!(range.contains(ip_a) && range.contains(ip_b));
     hv.stop_vm(&a.spec.name, StopMode::Force).await.unwrap();
-    assert_eq!(hv.inspect_vm(&a.spec.name).await.unwrap().record.interfaces[0].ip, None);
+    assert_eq!(
+        hv.inspect_vm(&a.spec.name).await.unwrap().record.interfaces[0].ip,
+        None
+    );
 }
 
 #[tokio::test]
@@ -171,9 +238,20 @@ async fn host_devices_are_checked_when_configured() {
     let bad = Fixture::new("fk2", 216, "br9", "eth9");
     for mode in [NetworkMode::Bridged, NetworkMode::Macvtap] {
         let spec = good.network(&format!("ok-{mode}"), mode, 1);
-        hv.define_network(&NetworkDefinition { spec, project: None }).await.unwrap();
+        hv.define_network(&NetworkDefinition {
+            spec,
+            project: None,
+        })
+        .await
+        .unwrap();
         let spec = bad.network(&format!("bad-{mode}"), mode, 1);
-        match hv.define_network(&NetworkDefinition { spec, project: None }).await {
+        match hv
+            .define_network(&NetworkDefinition {
+                spec,
+                project: None,
+            })
+            .await
+        {
             Err(HypervisorError::NotFound { kind, name }) => {
                 assert!(kind.starts_with("host "), "{kind}");
                 assert!(name.ends_with('9'), "{name}");

@@ -82,9 +82,16 @@ async fn wait_for_file_containing(path: &Path, needle: &str, within: Duration) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_boots_firmware_on_an_overlay_and_never_writes_the_base() {
-    let Some((hv, fx)) = system("boot", 230).await else { return };
+    let Some((hv, fx)) = system("boot", 230).await else {
+        return;
+    };
     let net = fx.nat_network("boot", 1);
-    hv.define_network(&NetworkDefinition { spec: net.clone(), project: None }).await.unwrap();
+    hv.define_network(&NetworkDefinition {
+        spec: net.clone(),
+        project: None,
+    })
+    .await
+    .unwrap();
     hv.start_network(&net.name).await.unwrap();
 
     let mut def = fx
@@ -117,14 +124,25 @@ async fn vm_boots_firmware_on_an_overlay_and_never_writes_the_base() {
     expect_event(&mut events, &def.spec.name, LifecycleKind::Defined).await;
     hv.start_vm(&def.spec.name).await.unwrap();
     expect_event(&mut events, &def.spec.name, LifecycleKind::Started).await;
-    assert_eq!(hv.inspect_vm(&def.spec.name).await.unwrap().record.state, VmState::Running);
+    assert_eq!(
+        hv.inspect_vm(&def.spec.name).await.unwrap().record.state,
+        VmState::Running
+    );
 
     // SeaBIOS prints its banner on the serial console, which virtlogd copies.
     wait_for_file_containing(&def.console_log, "SeaBIOS", Duration::from_secs(20)).await;
 
     hv.stop_vm(&def.spec.name, StopMode::Force).await.unwrap();
-    expect_event(&mut events, &def.spec.name, LifecycleKind::Stopped(StopReason::Requested)).await;
-    assert_eq!(hv.inspect_vm(&def.spec.name).await.unwrap().record.state, VmState::Stopped);
+    expect_event(
+        &mut events,
+        &def.spec.name,
+        LifecycleKind::Stopped(StopReason::Requested),
+    )
+    .await;
+    assert_eq!(
+        hv.inspect_vm(&def.spec.name).await.unwrap().record.state,
+        VmState::Stopped
+    );
     hv.undefine_vm(&def.spec.name).await.unwrap();
     expect_event(&mut events, &def.spec.name, LifecycleKind::Undefined).await;
     assert!(hv.inspect_vm(&def.spec.name).await.is_err());
@@ -136,7 +154,9 @@ async fn vm_boots_firmware_on_an_overlay_and_never_writes_the_base() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stops_outside_vmr_are_reported_with_their_reason() {
-    let Some((hv, fx)) = system("outside", 231).await else { return };
+    let Some((hv, fx)) = system("outside", 231).await else {
+        return;
+    };
     let def = fx.definition(&hv, "outside", Vec::new()).await;
     let name = def.spec.name.clone();
     let mut events = hv.events();
@@ -149,39 +169,70 @@ async fn stops_outside_vmr_are_reported_with_their_reason() {
         .args(["-c", &uri, "destroy", name.as_str()])
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-    expect_event(&mut events, &name, LifecycleKind::Stopped(StopReason::Destroyed)).await;
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    expect_event(
+        &mut events,
+        &name,
+        LifecycleKind::Stopped(StopReason::Destroyed),
+    )
+    .await;
     hv.undefine_vm(&name).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nat_network_gets_its_bridge_and_dnsmasq() {
-    let Some((hv, fx)) = system("natdev", 232).await else { return };
+    let Some((hv, fx)) = system("natdev", 232).await else {
+        return;
+    };
     let spec = fx.nat_network("nat", 1);
     let record = hv
-        .define_network(&NetworkDefinition { spec: spec.clone(), project: Some("p".into()) })
+        .define_network(&NetworkDefinition {
+            spec: spec.clone(),
+            project: Some("p".into()),
+        })
         .await
         .unwrap();
     let bridge = record.bridge.unwrap();
     assert!(bridge.len() <= 15);
     hv.start_network(&spec.name).await.unwrap();
 
-    let link = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
     assert!(link.status.success(), "bridge {bridge} missing after start");
     let conf = format!("/var/lib/libvirt/dnsmasq/{}.conf", spec.name);
     let conf_text = std::fs::read_to_string(&conf).unwrap_or_else(|e| panic!("{conf}: {e}"));
     let range = spec.ipv4.unwrap().dhcp.unwrap();
-    assert!(conf_text.contains(&format!("dhcp-range={},{}", range.start, range.end)), "{conf_text}");
-    assert!(dnsmasq_running_with(&conf), "no dnsmasq process uses {conf}");
+    assert!(
+        conf_text.contains(&format!("dhcp-range={},{}", range.start, range.end)),
+        "{conf_text}"
+    );
+    assert!(
+        dnsmasq_running_with(&conf),
+        "no dnsmasq process uses {conf}"
+    );
 
     hv.stop_network(&spec.name).await.unwrap();
-    let link = Command::new("ip").args(["link", "show", &bridge]).output().unwrap();
-    assert!(!link.status.success(), "bridge {bridge} still there after stop");
+    let link = Command::new("ip")
+        .args(["link", "show", &bridge])
+        .output()
+        .unwrap();
+    assert!(
+        !link.status.success(),
+        "bridge {bridge} still there after stop"
+    );
     hv.remove_network(&spec.name).await.unwrap();
 }
 
 fn dnsmasq_running_with(conf: &str) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return false };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     procs.flatten().any(|p| {
         std::fs::read(p.path().join("cmdline"))
             .map(|c| String::from_utf8_lossy(&c).contains(conf))

@@ -20,7 +20,9 @@ async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fi
     std::fs::write(&host, "<node>\n</node>\n").unwrap();
     let mut config = LibvirtConfig::new(format!("test://{}", host.display()));
     config.event_poll_interval = Duration::from_millis(50);
-    let hv = LibvirtHypervisor::connect(config).await.expect("test driver connects");
+    let hv = LibvirtHypervisor::connect(config)
+        .await
+        .expect("test driver connects");
     Some((Arc::new(hv), fx))
 }
 
@@ -36,10 +38,19 @@ async fn default_test_host_is_reachable_and_its_foreign_objects_ignored() {
     assert_eq!(info.uri, "test:///default");
     assert_eq!(info.virt_type, "qemu");
     // The test host's own domain `test` has no vmr metadata: not a vmr VM.
-    assert!(hv.list_vms().await.unwrap().iter().all(|v| v.spec.name.as_str() != "test"));
+    assert!(
+        hv.list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.spec.name.as_str() != "test")
+    );
     // Its `default` network is a plain NAT network vmr can describe.
     let nets = hv.list_networks().await.unwrap();
-    let default = nets.iter().find(|n| n.spec.name.as_str() == "default").expect("default network");
+    let default = nets
+        .iter()
+        .find(|n| n.spec.name.as_str() == "default")
+        .expect("default network");
     assert!(!default.managed);
 }
 
@@ -58,7 +69,10 @@ async fn domain_xml_carries_the_vmr_namespace_and_hardware() {
     assert!(xml.contains("bus='virtio'"), "{xml}");
     assert!(xml.contains("device='cdrom'"), "{xml}");
     assert!(xml.contains("useserial='yes'"), "{xml}");
-    assert!(xml.contains(&def.console_log.display().to_string()), "{xml}");
+    assert!(
+        xml.contains(&def.console_log.display().to_string()),
+        "{xml}"
+    );
     let record = hv.inspect_vm(&def.spec.name).await.unwrap().record;
     assert_eq!(record.cdroms, def.cdroms);
 }

@@ -39,7 +39,7 @@ async fn push_image(
     client
         .put_manifest(
             repo,
-            &ManifestReference::Tag("v1".parse().unwrap()),
+            &ManifestReference::Tag("v1".parse().expect("valid tag")),
             manifest,
             MANIFEST_MEDIA_TYPE,
         )

@@ -51,7 +51,7 @@ struct Proxy {
 
 impl Proxy {
     fn count(&self, method: &Method, path_part: &str) -> usize {
-        let seen = self.seen.lock().unwrap();
+        let seen = self.seen.lock().expect("test proxy");
         seen.iter()
             .filter(|(m, p)| m == method && p.contains(path_part))
             .count()
@@ -66,7 +66,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         .map(|p| p.to_string())
         .unwrap_or_default();
     let fault = {
-        let mut seen = proxy.seen.lock().unwrap();
+        let mut seen = proxy.seen.lock().expect("test proxy");
         seen.push((method.clone(), path_and_query.clone()));
         proxy.rules.iter().find_map(|rule| {
             if rule.method != method || !path_and_query.contains(rule.path_part) {
@@ -96,7 +96,7 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
     headers.remove(header::HOST);
     let body = axum::body::to_bytes(request.into_body(), usize::MAX)
         .await
-        .unwrap();
+        .expect("test proxy");
     let upstream = proxy
         .http
         .request(method, format!("http://{}{path_and_query}", proxy.upstream))
@@ -104,13 +104,13 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         .body(body)
         .send()
         .await
-        .unwrap();
+        .expect("test proxy");
     if matches!(fault, Some(Fault::After)) {
         return (StatusCode::SERVICE_UNAVAILABLE, "injected after forwarding").into_response();
     }
     let status = upstream.status();
     let mut headers = HeaderMap::new();
-    let origin = proxy.origin.lock().unwrap().clone();
+    let origin = proxy.origin.lock().expect("test proxy").clone();
     for (name, value) in upstream.headers() {
         if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
@@ -118,15 +118,15 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         let value = if name == header::LOCATION {
             let rewritten = value
                 .to_str()
-                .unwrap()
+                .expect("test proxy")
                 .replace(&format!("http://{}", proxy.upstream), &origin);
-            HeaderValue::from_str(&rewritten).unwrap()
+            HeaderValue::from_str(&rewritten).expect("test proxy")
         } else {
             value.clone()
         };
         headers.append(name.clone(), value);
     }
-    let body = upstream.bytes().await.unwrap();
+    let body = upstream.bytes().await.expect("test proxy");
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -144,15 +144,17 @@ async fn proxy(upstream: &str, rules: Vec<Rule>) -> (Arc<Proxy>, SocketAddr) {
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .unwrap(),
+            .expect("test proxy"),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    *state.origin.lock().unwrap() = format!("http://{addr}");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test proxy");
+    let addr = listener.local_addr().expect("test proxy");
+    *state.origin.lock().expect("test proxy") = format!("http://{addr}");
     let app = axum::Router::new()
         .fallback(forward)
         .with_state(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("test proxy") });
     (state, addr)
 }
 
@@ -356,7 +358,7 @@ async fn token_registry_answer(
         let mut response = (StatusCode::UNAUTHORIZED, "{}").into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_str(&challenge).unwrap(),
+            HeaderValue::from_str(&challenge).expect("token stand-in"),
         );
         return response;
     }
@@ -370,8 +372,10 @@ async fn token_registry_answer(
 
 async fn token_registry(expires_in: u64) -> Arc<TokenRegistry> {
     init();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("token stand-in");
+    let addr = listener.local_addr().expect("token stand-in");
     let state = Arc::new(TokenRegistry {
         origin: format!("http://{addr}"),
         fetches: AtomicUsize::new(0),
@@ -380,7 +384,7 @@ async fn token_registry(expires_in: u64) -> Arc<TokenRegistry> {
     let app = axum::Router::new()
         .fallback(token_registry_answer)
         .with_state(state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("token stand-in") });
     state
 }
 

@@ -1,5 +1,5 @@
-//! vmrd's settings: flag > environment variable > config file (TOML or YAML)
-//! > default. The original daemon's single-dash flags (`-socket`) are
+//! vmrd's settings, in this order of precedence: flag, environment variable,
+//! config file (TOML or YAML), default. The original daemon's single-dash flags (`-socket`) are
 //! accepted too. A bad value is refused with one line naming the setting.
 
 use std::ffi::OsString;

@@ -482,31 +482,31 @@ async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-/// Who the request's `Authorization` names: `Ok(None)` when anonymous.
-fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<Option<String>, Response> {
+/// Who the request's `Authorization` names: `Ok(None)` when anonymous,
+/// `Err(reason)` when the credential is refused.
+fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<Option<String>, &'static str> {
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     else {
         return Ok(None);
     };
-    let refused = |message: &str| error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
     let (scheme, rest) = value
         .split_once(' ')
-        .ok_or_else(|| refused("malformed Authorization header"))?;
+        .ok_or("malformed Authorization header")?;
     if scheme.eq_ignore_ascii_case("basic") {
         let decoded = STANDARD
             .decode(rest.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| refused("malformed Basic credentials"))?;
+            .ok_or("malformed Basic credentials")?;
         let (username, password) = decoded
             .split_once(':')
-            .ok_or_else(|| refused("malformed Basic credentials"))?;
+            .ok_or("malformed Basic credentials")?;
         if check_password(state, username, password) {
             Ok(Some(username.to_owned()))
         } else {
-            Err(refused("wrong username or password"))
+            Err("wrong username or password")
         }
     } else if scheme.eq_ignore_ascii_case("bearer") {
         let sessions = state.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,11 +514,11 @@ fn authenticate(state: &Inner, headers: &HeaderMap) -> Result<Option<String>, Re
             Some(session) if session.expires > SystemTime::now() => {
                 Ok(Some(session.username.clone()))
             }
-            Some(_) => Err(refused("the access token has expired")),
-            None => Err(refused("unknown or revoked access token")),
+            Some(_) => Err("the access token has expired"),
+            None => Err("unknown or revoked access token"),
         }
     } else {
-        Err(refused("only Basic and Bearer authorization are accepted"))
+        Err("only Basic and Bearer authorization are accepted")
     }
 }
 
@@ -575,7 +575,7 @@ async fn token(
                 "authentication required",
             );
         }
-        Err(response) => return response,
+        Err(reason) => return error(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", reason),
     };
     let service = query
         .iter()

@@ -489,3 +489,96 @@ async fn health_reports_daemon_and_store() {
         "{store:?}"
     );
 }
+
+/// The S3 flags for a daemon on the test S3 server, with a fresh bucket.
+fn s3_flags(bucket: &str) -> Option<Vec<String>> {
+    let endpoint = match std::env::var("VMR_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ if std::env::var("VMR_TEST_SKIP_S3").as_deref() == Ok("1") => {
+            eprintln!("skipped: VMR_TEST_SKIP_S3=1");
+            return None;
+        }
+        _ => panic!(
+            "VMR_TEST_S3_ENDPOINT is not set: run scripts/test-services.sh start and eval its env, \
+             or set VMR_TEST_SKIP_S3=1"
+        ),
+    };
+    let key = std::env::var("VMR_TEST_S3_ACCESS_KEY").expect("VMR_TEST_S3_ACCESS_KEY");
+    let secret = std::env::var("VMR_TEST_S3_SECRET_KEY").expect("VMR_TEST_S3_SECRET_KEY");
+    Some(
+        [
+            "--hypervisor", "fake", "--storage", "s3", "--s3-bucket", bucket, "--s3-endpoint", &endpoint,
+            "--s3-access-key", &key, "--s3-secret-key", &secret,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
+    let bucket = unique("vmr-e2e");
+    let Some(flags) = s3_flags(&bucket) else { return };
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let host_a = Daemon::start_with(&flags);
+    let host_b = Daemon::start_with(&flags);
+
+    let work = tempfile::tempdir().unwrap();
+    let disk = qcow2(work.path(), "s3.qcow2", "32M");
+    let file = vmfile(work.path(), "shared/img", "s3.qcow2", "qcow2");
+    host_a.vmr(&["import", "-f", file.to_str().unwrap(), "-t", "v1"]).ok();
+
+    // Nothing of the image lives in host A's local store but its cache.
+    assert!(!host_a.store.join("manifests").exists());
+    // Host B sees the image through the bucket, with the same digest.
+    let mut a = host_a.client().await;
+    let mut b = host_b.client().await;
+    let list_a = a.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images;
+    let list_b = b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images;
+    assert_eq!(list_a.len(), 1);
+    assert_eq!(list_a, list_b);
+    let inspected = b
+        .inspect_image(pb::InspectImageRequest { reference: "shared/img:v1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let manifest: serde_json::Value = serde_json::from_slice(&inspected.manifest).unwrap();
+    assert_eq!(manifest["layers"][0]["digest"], sha256_file(&disk));
+    assert_eq!(sha256_bytes(&inspected.manifest), list_a[0].digest);
+
+    // Tag on B, remove on A: both see the result.
+    host_b.vmr(&["tag", "shared/img:v1", "shared/img:v2"]).ok();
+    host_a.vmr(&["rmi", "shared/img:v1"]).ok();
+    let tags = b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images[0]
+        .tags
+        .clone();
+    assert_eq!(tags, ["v2"]);
+    host_a.vmr(&["image", "prune", "--all"]).ok();
+    assert!(b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+}
+
+#[test]
+fn a_wrong_s3_secret_is_refused_at_start_with_a_clear_message() {
+    let bucket = unique("vmr-e2e-bad");
+    let Some(mut flags) = s3_flags(&bucket) else { return };
+    let n = flags.len();
+    flags[n - 1] = "not-the-secret".into();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(vmr_tests::bin("vmrd"))
+        .args(["--socket", dir.path().join("s").to_str().unwrap(), "--fs-path", dir.path().to_str().unwrap()])
+        .args(&flags)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("s3"), "{stderr}");
+    assert!(!dir.path().join("s").exists());
+}

@@ -24,7 +24,11 @@ pub const MAX_SEED_FILE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum CidataError {
     #[error("cloud-init {file}: {size} bytes is more than the {max} bytes allowed")]
-    TooLarge { file: &'static str, size: usize, max: usize },
+    TooLarge {
+        file: &'static str,
+        size: usize,
+        max: usize,
+    },
     #[error("cannot build the cidata ISO: {0}")]
     Iso(String),
     #[error("cannot write the cidata ISO to {path}: {source}")]
@@ -66,7 +70,8 @@ pub fn build_cidata_iso(seed: &CloudInitSeed) -> Result<Vec<u8>, CidataError> {
         strict_charset: false,
     };
     let mut out = Cursor::new(Vec::new());
-    IsoImageWriter::create(&mut out, input, options).map_err(|e| CidataError::Iso(e.to_string()))?;
+    IsoImageWriter::create(&mut out, input, options)
+        .map_err(|e| CidataError::Iso(e.to_string()))?;
     Ok(out.into_inner())
 }
 

@@ -56,7 +56,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<(String, Option<String>)> {
     let message = headers
         .get("grpc-message")
         .and_then(|m| m.to_str().ok())
-        .map(|m| percent_decode(m));
+        .map(percent_decode);
     Some((status, message))
 }
 

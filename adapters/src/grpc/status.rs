@@ -17,6 +17,7 @@ pub fn to_status(error: UseCaseError) -> Status {
         ErrorKind::DataLoss => Code::DataLoss,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Unimplemented => Code::Unimplemented,
         ErrorKind::Internal => Code::Internal,
     };

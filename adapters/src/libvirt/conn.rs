@@ -77,13 +77,18 @@ impl Connection {
             result
         })
         .await
-        .map_err(|e| HypervisorError::Backend(format!("libvirt call panicked or was cancelled: {e}")))?
+        .map_err(|e| {
+            HypervisorError::Backend(format!("libvirt call panicked or was cancelled: {e}"))
+        })?
     }
 }
 
 fn open_uri(uri: &str) -> Result<Connect, HypervisorError> {
     Connect::open(Some(uri)).map_err(|e| {
-        HypervisorError::Unavailable(format!("cannot connect to libvirt at {uri}: {}", e.message()))
+        HypervisorError::Unavailable(format!(
+            "cannot connect to libvirt at {uri}: {}",
+            e.message()
+        ))
     })
 }
 
@@ -105,7 +110,10 @@ pub(crate) fn vm(name: &str) -> Subject<'_> {
 }
 
 pub(crate) fn network(name: &str) -> Subject<'_> {
-    Subject { kind: "network", name }
+    Subject {
+        kind: "network",
+        name,
+    }
 }
 
 /// Maps a libvirt error about `subject` to the port's error.

@@ -44,11 +44,16 @@ pub(crate) async fn create_overlay(
 /// Creates an empty qcow2 disk of `size` bytes.
 pub(crate) async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorError> {
     if size == 0 {
-        return Err(HypervisorError::invalid("diskSize", "must be larger than 0 bytes"));
+        return Err(HypervisorError::invalid(
+            "diskSize",
+            "must be larger than 0 bytes",
+        ));
     }
     ensure_absent(path).await?;
     let mut cmd = Command::new(QEMU_IMG);
-    cmd.args(["create", "-q", "-f", "qcow2"]).arg(path).arg(size.to_string());
+    cmd.args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size.to_string());
     run(cmd, "create the blank disk").await
 }
 
@@ -83,13 +88,15 @@ pub(crate) async fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64,
 }
 
 async fn absolute_existing(path: &Path) -> Result<std::path::PathBuf, HypervisorError> {
-    tokio::fs::canonicalize(path).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => HypervisorError::NotFound {
-            kind: "disk",
-            name: path.display().to_string(),
-        },
-        _ => HypervisorError::Backend(format!("cannot resolve {}: {e}", path.display())),
-    })
+    tokio::fs::canonicalize(path)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => HypervisorError::NotFound {
+                kind: "disk",
+                name: path.display().to_string(),
+            },
+            _ => HypervisorError::Backend(format!("cannot resolve {}: {e}", path.display())),
+        })
 }
 
 async fn ensure_absent(path: &Path) -> Result<(), HypervisorError> {
@@ -99,7 +106,10 @@ async fn ensure_absent(path: &Path) -> Result<(), HypervisorError> {
             name: path.display().to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(HypervisorError::Backend(format!("cannot check {}: {e}", path.display()))),
+        Err(e) => Err(HypervisorError::Backend(format!(
+            "cannot check {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -120,5 +130,7 @@ async fn run(mut cmd: Command, what: &str) -> Result<(), HypervisorError> {
 }
 
 fn spawn_error(e: &std::io::Error) -> HypervisorError {
-    HypervisorError::Unavailable(format!("cannot run {QEMU_IMG} (is qemu-utils installed?): {e}"))
+    HypervisorError::Unavailable(format!(
+        "cannot run {QEMU_IMG} (is qemu-utils installed?): {e}"
+    ))
 }

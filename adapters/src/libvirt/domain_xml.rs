@@ -98,12 +98,18 @@ fn write_os(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
             })?;
         }
         if def.boot_from_cdrom {
-            w.create_element("boot").with_attribute(("dev", "cdrom")).write_empty()?;
+            w.create_element("boot")
+                .with_attribute(("dev", "cdrom"))
+                .write_empty()?;
         }
-        w.create_element("boot").with_attribute(("dev", "hd")).write_empty()?;
+        w.create_element("boot")
+            .with_attribute(("dev", "hd"))
+            .write_empty()?;
         // SeaBIOS prints to the serial console only when asked, and its
         // banner is the first sign of life in the console log.
-        w.create_element("bios").with_attribute(("useserial", "yes")).write_empty()?;
+        w.create_element("bios")
+            .with_attribute(("useserial", "yes"))
+            .write_empty()?;
         Ok(())
     })?;
     Ok(())
@@ -118,7 +124,9 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
                 w.create_element("driver")
                     .with_attributes([("name", "qemu"), ("type", disk.format.as_str())])
                     .write_empty()?;
-                w.create_element("source").with_attribute(("file", path.as_ref())).write_empty()?;
+                w.create_element("source")
+                    .with_attribute(("file", path.as_ref()))
+                    .write_empty()?;
                 w.create_element("target")
                     .with_attributes([("dev", "vda"), ("bus", "virtio")])
                     .write_empty()?;
@@ -134,7 +142,9 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
                 w.create_element("driver")
                     .with_attributes([("name", "qemu"), ("type", "raw")])
                     .write_empty()?;
-                w.create_element("source").with_attribute(("file", path.as_ref())).write_empty()?;
+                w.create_element("source")
+                    .with_attribute(("file", path.as_ref()))
+                    .write_empty()?;
                 w.create_element("target")
                     .with_attributes([("dev", dev.as_str()), ("bus", "sata")])
                     .write_empty()?;
@@ -147,11 +157,15 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
         w.create_element("interface")
             .with_attribute(("type", "network"))
             .write_inner_content(|w| {
-                w.create_element("mac").with_attribute(("address", mac.as_str())).write_empty()?;
+                w.create_element("mac")
+                    .with_attribute(("address", mac.as_str()))
+                    .write_empty()?;
                 w.create_element("source")
                     .with_attribute(("network", nic.network.as_str()))
                     .write_empty()?;
-                w.create_element("model").with_attribute(("type", "virtio")).write_empty()?;
+                w.create_element("model")
+                    .with_attribute(("type", "virtio"))
+                    .write_empty()?;
                 Ok(())
             })?;
     }
@@ -164,7 +178,9 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
             w.create_element("log")
                 .with_attributes([("file", log.as_ref()), ("append", "on")])
                 .write_empty()?;
-            w.create_element("target").with_attribute(("port", "0")).write_empty()?;
+            w.create_element("target")
+                .with_attribute(("port", "0"))
+                .write_empty()?;
             Ok(())
         })?;
     w.create_element("console")
@@ -238,7 +254,8 @@ fn write_metadata(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
 }
 
 fn text(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> XmlResult {
-    w.create_element(name).write_text_content(BytesText::new(value))?;
+    w.create_element(name)
+        .write_text_content(BytesText::new(value))?;
     Ok(())
 }
 
@@ -437,8 +454,9 @@ pub(crate) struct ParsedDomain {
 /// Reads a domain's XML. `Ok(None)` for a domain vmr did not define (no
 /// vmr metadata, or a name vmr would not accept).
 pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
-    let doc: DomainDoc = quick_xml::de::from_str(xml)
-        .map_err(|e| HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}")))?;
+    let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
+        HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
+    })?;
     let Some(meta) = doc
         .metadata
         .unwrap_or_default()
@@ -452,7 +470,9 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
         return Ok(None);
     };
     let bad = |what: &str, detail: String| {
-        HypervisorError::Backend(format!("domain {name}: unreadable {what} in its XML: {detail}"))
+        HypervisorError::Backend(format!(
+            "domain {name}: unreadable {what} in its XML: {detail}"
+        ))
     };
 
     let libvirt_memory = memory_bytes(doc.memory.unit.as_deref(), &doc.memory.value)
@@ -492,7 +512,10 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
         ) else {
             continue;
         };
-        let mac: MacAddr = mac.address.parse().map_err(|e| bad("MAC address", format!("{e}")))?;
+        let mac: MacAddr = mac
+            .address
+            .parse()
+            .map_err(|e| bad("MAC address", format!("{e}")))?;
         let network: NetworkName = network
             .parse()
             .map_err(|e| bad("network name", format!("{e}")))?;
@@ -502,11 +525,17 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
             .find(|n| n.mac.parse::<MacAddr>().ok() == Some(mac));
         let static_ip = facts
             .and_then(|n| n.static_ip.as_deref())
-            .map(|ip| ip.parse::<Ipv4Net>().map_err(|e| bad("static address", e.to_string())))
+            .map(|ip| {
+                ip.parse::<Ipv4Net>()
+                    .map_err(|e| bad("static address", e.to_string()))
+            })
             .transpose()?;
         let gateway = facts
             .and_then(|n| n.gateway.as_deref())
-            .map(|g| g.parse::<Ipv4Addr>().map_err(|e| bad("gateway", e.to_string())))
+            .map(|g| {
+                g.parse::<Ipv4Addr>()
+                    .map_err(|e| bad("gateway", e.to_string()))
+            })
             .transpose()?;
         networks.push(NetworkAttachment {
             network,
@@ -541,10 +570,12 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
         }
     }
     let console_log = doc.devices.serial.iter().find_map(|s| {
-        s.log
-            .as_ref()
-            .map(|l| PathBuf::from(&l.file))
-            .or_else(|| s.source.as_ref().and_then(|src| src.path.as_deref()).map(PathBuf::from))
+        s.log.as_ref().map(|l| PathBuf::from(&l.file)).or_else(|| {
+            s.source
+                .as_ref()
+                .and_then(|src| src.path.as_deref())
+                .map(PathBuf::from)
+        })
     });
 
     let image = meta.image.unwrap_or(ImageDoc {
@@ -554,18 +585,30 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
     let image_digest = image
         .digest
         .as_deref()
-        .map(|d| d.parse::<Digest>().map_err(|e| bad("image digest", format!("{e}"))))
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| bad("image digest", format!("{e}")))
+        })
         .transpose()?;
     let restart_policy = meta
         .restart_policy
         .as_deref()
-        .map(|p| p.trim().parse::<RestartPolicy>().map_err(|e| bad("restart policy", format!("{e}"))))
+        .map(|p| {
+            p.trim()
+                .parse::<RestartPolicy>()
+                .map_err(|e| bad("restart policy", format!("{e}")))
+        })
         .transpose()?
         .unwrap_or_default();
     let disk_size = meta
         .disk_size
         .as_deref()
-        .map(|s| s.trim().parse::<u64>().map(ByteSize).map_err(|e| bad("disk size", e.to_string())))
+        .map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .map(ByteSize)
+                .map_err(|e| bad("disk size", e.to_string()))
+        })
         .transpose()?;
     let (project, service) = meta
         .compose
@@ -597,8 +640,9 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
 
 /// The names of the networks a domain's interfaces attach to.
 pub(crate) fn attached_networks(xml: &str) -> Result<Vec<String>, HypervisorError> {
-    let doc: DomainDoc = quick_xml::de::from_str(xml)
-        .map_err(|e| HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}")))?;
+    let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
+        HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
+    })?;
     Ok(doc
         .devices
         .interface

@@ -196,10 +196,15 @@ fn diff(
             .and_then(|p| p.get(&name))
             .filter(|b| b.uuid == uuid)
             .cloned();
-        if let Some(gone) = previous.and_then(|p| p.get(&name)).filter(|b| b.uuid != uuid) {
+        if let Some(gone) = previous
+            .and_then(|p| p.get(&name))
+            .filter(|b| b.uuid != uuid)
+        {
             gone_away(hub, &name, gone);
         }
-        let vmr = before.as_ref().map_or_else(|| is_vmr_domain(dom), |b| b.vmr);
+        let vmr = before
+            .as_ref()
+            .map_or_else(|| is_vmr_domain(dom), |b| b.vmr);
         let (state, reason) = vm_state(dom);
         let active = state.is_active();
         current.insert(name.clone(), Seen { uuid, vmr, active });
@@ -252,6 +257,10 @@ fn gone_away(hub: &EventHub, name: &str, seen: &Seen) {
 }
 
 fn is_vmr_domain(dom: &Domain) -> bool {
-    dom.metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(VM_NS), 0)
-        .is_ok()
+    dom.metadata(
+        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+        Some(VM_NS),
+        0,
+    )
+    .is_ok()
 }

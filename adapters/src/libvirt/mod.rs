@@ -30,8 +30,8 @@ use vmr_domain::image::DiskFormat;
 use vmr_domain::network::{NetworkName, NetworkSpec};
 use vmr_domain::vm::VmName;
 use vmr_ports::{
-    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition,
-    NetworkDetails, NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
+    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition, NetworkDetails,
+    NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
 };
 
 pub use domain_xml::VM_NS;
@@ -76,7 +76,10 @@ impl FromStr for VirtType {
             "qemu" | "tcg" => Ok(Self::Qemu),
             _ => Err(HypervisorError::invalid(
                 "virt-type",
-                format!("`{}` is not a virtualisation type; use kvm or qemu", s.escape_debug()),
+                format!(
+                    "`{}` is not a virtualisation type; use kvm or qemu",
+                    s.escape_debug()
+                ),
             )),
         }
     }
@@ -128,7 +131,9 @@ impl LibvirtHypervisor {
             let conn = Arc::new(Connection::open(&uri)?);
             let hub = Arc::new(EventHub::new());
             let poller = events::spawn_poller(Arc::clone(&conn), Arc::clone(&hub), interval)
-                .map_err(|e| HypervisorError::Backend(format!("cannot start the libvirt event thread: {e}")))?;
+                .map_err(|e| {
+                    HypervisorError::Backend(format!("cannot start the libvirt event thread: {e}"))
+                })?;
             Ok::<_, HypervisorError>((conn, hub, poller))
         })
         .await
@@ -185,7 +190,11 @@ impl LibvirtHypervisor {
         self.conn.uri().starts_with("qemu:///")
     }
 
-    async fn wait_until_stopped(&self, name: &str, timeout: Duration) -> Result<bool, HypervisorError> {
+    async fn wait_until_stopped(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<bool, HypervisorError> {
         let deadline = Instant::now() + timeout;
         loop {
             let owned = name.to_owned();
@@ -227,7 +236,8 @@ impl Hypervisor for LibvirtHypervisor {
         let virt_type = self.virt_type().to_string();
         self.conn
             .run(move |c| {
-                let unavailable = |e: virt::error::Error| HypervisorError::Unavailable(e.message().to_owned());
+                let unavailable =
+                    |e: virt::error::Error| HypervisorError::Unavailable(e.message().to_owned());
                 let lib = c.lib_version().map_err(unavailable)?;
                 let hyp = c.hyp_version().map_err(unavailable)?;
                 let driver = c.driver_type().map_err(unavailable)?;
@@ -246,7 +256,9 @@ impl Hypervisor for LibvirtHypervisor {
         check_definition_files(definition).await?;
         let def = definition.clone();
         let virt_type = self.virt_type().as_str();
-        self.conn.run(move |c| vms::define(c, &def, virt_type)).await
+        self.conn
+            .run(move |c| vms::define(c, &def, virt_type))
+            .await
     }
 
     async fn start_vm(&self, name: &VmName) -> Result<(), HypervisorError> {
@@ -316,10 +328,15 @@ impl Hypervisor for LibvirtHypervisor {
         self.conn.run(move |c| vms::inspect(c, &name)).await
     }
 
-    async fn define_network(&self, definition: &NetworkDefinition) -> Result<NetworkRecord, HypervisorError> {
+    async fn define_network(
+        &self,
+        definition: &NetworkDefinition,
+    ) -> Result<NetworkRecord, HypervisorError> {
         let def = definition.clone();
         let host_checks = self.host_checks();
-        self.conn.run(move |c| networks::define(c, &def, host_checks)).await
+        self.conn
+            .run(move |c| networks::define(c, &def, host_checks))
+            .await
     }
 
     async fn start_network(&self, name: &NetworkName) -> Result<(), HypervisorError> {
@@ -371,12 +388,18 @@ fn version(v: u32) -> String {
 }
 
 /// Re-exported so the fake can render the same XML for `inspect`.
-pub(crate) fn render_domain_xml(def: &VmDefinition, virt_type: &str) -> Result<String, HypervisorError> {
+pub(crate) fn render_domain_xml(
+    def: &VmDefinition,
+    virt_type: &str,
+) -> Result<String, HypervisorError> {
     domain_xml::render(def, virt_type)
 }
 
 /// Re-exported so the fake can render the same XML for `inspect`.
-pub(crate) fn render_network_xml(spec: &NetworkSpec, project: Option<&str>) -> Result<String, HypervisorError> {
+pub(crate) fn render_network_xml(
+    spec: &NetworkSpec,
+    project: Option<&str>,
+) -> Result<String, HypervisorError> {
     network_xml::render(&NetworkDefinition {
         spec: spec.clone(),
         project: project.map(str::to_owned),

@@ -61,18 +61,24 @@ fn write_network(w: &mut Writer<Vec<u8>>, def: &NetworkDefinition) -> XmlResult 
                     NetworkMode::Routed => "route",
                     _ => "open",
                 };
-                w.create_element("forward").with_attribute(("mode", mode)).write_empty()?;
+                w.create_element("forward")
+                    .with_attribute(("mode", mode))
+                    .write_empty()?;
             }
             NetworkMode::Isolated => {}
             NetworkMode::Bridged => {
-                w.create_element("forward").with_attribute(("mode", "bridge")).write_empty()?;
+                w.create_element("forward")
+                    .with_attribute(("mode", "bridge"))
+                    .write_empty()?;
             }
             NetworkMode::Macvtap => {
                 let dev = spec.interface.as_deref().unwrap_or_default();
                 w.create_element("forward")
                     .with_attribute(("mode", "bridge"))
                     .write_inner_content(|w| {
-                        w.create_element("interface").with_attribute(("dev", dev)).write_empty()?;
+                        w.create_element("interface")
+                            .with_attribute(("dev", dev))
+                            .write_empty()?;
                         Ok(())
                     })?;
             }
@@ -83,7 +89,9 @@ fn write_network(w: &mut Writer<Vec<u8>>, def: &NetworkDefinition) -> XmlResult 
             _ => Some(bridge_device_name(spec.name.as_str())),
         };
         if let Some(bridge) = &bridge {
-            let mut el = w.create_element("bridge").with_attribute(("name", bridge.as_str()));
+            let mut el = w
+                .create_element("bridge")
+                .with_attribute(("name", bridge.as_str()));
             if spec.mode != NetworkMode::Bridged {
                 el = el.with_attributes([("stp", "on"), ("delay", "0")]);
             }
@@ -203,8 +211,9 @@ pub(crate) struct ParsedNetwork {
 /// Reads a network's XML. `Ok(None)` for a network vmr cannot describe
 /// (a name vmr would not accept, a forward mode outside the six, IPv6 only).
 pub(crate) fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError> {
-    let doc: NetworkDoc = quick_xml::de::from_str(xml)
-        .map_err(|e| HypervisorError::Backend(format!("unreadable network XML from libvirt: {e}")))?;
+    let doc: NetworkDoc = quick_xml::de::from_str(xml).map_err(|e| {
+        HypervisorError::Backend(format!("unreadable network XML from libvirt: {e}"))
+    })?;
     let Ok(name) = doc.name.parse::<NetworkName>() else {
         return Ok(None);
     };
@@ -215,7 +224,10 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError>
         .into_iter()
         .find(|m| m.ns.as_deref() == Some(NETWORK_NS));
     let bridge = doc.bridge.and_then(|b| b.name);
-    let forward_mode = doc.forward.as_ref().map(|f| f.mode.as_deref().unwrap_or("nat"));
+    let forward_mode = doc
+        .forward
+        .as_ref()
+        .map(|f| f.mode.as_deref().unwrap_or("nat"));
     let forward_dev = doc.forward.as_ref().and_then(|f| {
         f.interface
             .first()
@@ -244,8 +256,12 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError>
         name,
         mode,
         ipv4,
-        bridge: (mode == NetworkMode::Bridged).then(|| bridge.clone()).flatten(),
-        interface: (mode == NetworkMode::Macvtap).then_some(forward_dev).flatten(),
+        bridge: (mode == NetworkMode::Bridged)
+            .then(|| bridge.clone())
+            .flatten(),
+        interface: (mode == NetworkMode::Macvtap)
+            .then_some(forward_dev)
+            .flatten(),
     };
     Ok(Some(ParsedNetwork {
         spec,
@@ -269,12 +285,16 @@ fn ipv4_config(ip: &IpDoc) -> Option<Ipv4Config> {
         (None, None) => 24,
     };
     let subnet = Ipv4Net::new(gateway, prefix).ok()?.trunc();
-    let dhcp = ip.dhcp.as_ref().and_then(|d| d.range.first()).and_then(|r| {
-        Some(DhcpRange {
-            start: r.start.parse().ok()?,
-            end: r.end.parse().ok()?,
-        })
-    });
+    let dhcp = ip
+        .dhcp
+        .as_ref()
+        .and_then(|d| d.range.first())
+        .and_then(|r| {
+            Some(DhcpRange {
+                start: r.start.parse().ok()?,
+                end: r.end.parse().ok()?,
+            })
+        });
     Some(Ipv4Config {
         subnet,
         gateway,

@@ -20,9 +20,7 @@ fn lookup(conn: &Connect, name: &str) -> Result<Network, HypervisorError> {
 }
 
 fn parsed(net: &Network, name: &str) -> Result<Option<ParsedNetwork>, HypervisorError> {
-    let xml = net
-        .xml_desc(0)
-        .map_err(|e| map_err(network(name), &e))?;
+    let xml = net.xml_desc(0).map_err(|e| map_err(network(name), &e))?;
     network_xml::parse(&xml)
 }
 
@@ -63,7 +61,11 @@ pub(crate) fn define(
     if let Some(ipv4) = &spec.ipv4 {
         for other in list(conn)? {
             if overlaps(spec, &other.spec) {
-                let theirs = other.spec.ipv4.map(|i| i.subnet.to_string()).unwrap_or_default();
+                let theirs = other
+                    .spec
+                    .ipv4
+                    .map(|i| i.subnet.to_string())
+                    .unwrap_or_default();
                 return Err(HypervisorError::invalid(
                     "subnet",
                     format!(
@@ -83,7 +85,9 @@ pub(crate) fn define(
         .define_network_xml(&xml)
         .map_err(|e| map_err(network(name), &e))?;
     record(&net, name)?.ok_or_else(|| {
-        HypervisorError::Backend(format!("network {name} was defined but reads back unlike vmr's"))
+        HypervisorError::Backend(format!(
+            "network {name} was defined but reads back unlike vmr's"
+        ))
     })
 }
 

@@ -18,7 +18,8 @@ use super::domain_xml::{self, ParsedDomain};
 use super::events::vm_state;
 
 pub(crate) fn lookup(conn: &Connect, name: &str) -> Result<Domain, HypervisorError> {
-    conn.lookup_domain_by_name(name).map_err(|e| map_err(vm(name), &e))
+    conn.lookup_domain_by_name(name)
+        .map_err(|e| map_err(vm(name), &e))
 }
 
 /// Fails with `NotFound` for a domain that exists but is not vmr's.
@@ -55,7 +56,9 @@ pub(crate) fn define(
     }
     let xml = domain_xml::render(def, virt_type)?;
     tracing::debug!(vm = name, %xml, "defining domain");
-    let dom = conn.define_domain_xml(&xml).map_err(|e| map_err(vm(name), &e))?;
+    let dom = conn
+        .define_domain_xml(&xml)
+        .map_err(|e| map_err(vm(name), &e))?;
     record(&dom, name)
 }
 
@@ -72,7 +75,10 @@ pub(crate) fn start(conn: &Connect, name: &str) -> Result<(), HypervisorError> {
         let net = conn
             .lookup_network_by_name(net_name)
             .map_err(|e| map_err(network(net_name), &e))?;
-        if !net.is_active().map_err(|e| map_err(network(net_name), &e))? {
+        if !net
+            .is_active()
+            .map_err(|e| map_err(network(net_name), &e))?
+        {
             return Err(HypervisorError::InvalidState {
                 kind: "network",
                 name: net_name.to_owned(),
@@ -151,9 +157,7 @@ pub(crate) fn undefine(conn: &Connect, name: &str) -> Result<(), HypervisorError
 }
 
 pub(crate) fn list(conn: &Connect) -> Result<Vec<VmRecord>, HypervisorError> {
-    let domains = conn
-        .list_all_domains(0)
-        .map_err(|e| map_err(vm("*"), &e))?;
+    let domains = conn.list_all_domains(0).map_err(|e| map_err(vm("*"), &e))?;
     let mut records = Vec::new();
     for dom in domains {
         let Ok(name) = dom.name() else { continue };
@@ -178,7 +182,11 @@ pub(crate) fn inspect(conn: &Connect, name: &str) -> Result<VmDetails, Hyperviso
 fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
     let parsed = parsed(dom, name)?;
     let (state, _) = vm_state(dom);
-    let leases = if state.is_active() { leased_addresses(dom) } else { HashMap::new() };
+    let leases = if state.is_active() {
+        leased_addresses(dom)
+    } else {
+        HashMap::new()
+    };
     let interfaces = parsed
         .spec
         .networks
@@ -215,7 +223,10 @@ fn leased_addresses(dom: &Domain) -> HashMap<MacAddr, Ipv4Addr> {
         .into_iter()
         .filter_map(|iface| {
             let mac = iface.hwaddr?.parse::<MacAddr>().ok()?;
-            let ip = iface.addrs.iter().find_map(|a| a.addr.parse::<Ipv4Addr>().ok())?;
+            let ip = iface
+                .addrs
+                .iter()
+                .find_map(|a| a.addr.parse::<Ipv4Addr>().ok())?;
             Some((mac, ip))
         })
         .collect()
@@ -235,9 +246,7 @@ pub(crate) fn users_of_network(
     conn: &Connect,
     network_name: &str,
 ) -> Result<Vec<String>, HypervisorError> {
-    let domains = conn
-        .list_all_domains(0)
-        .map_err(|e| map_err(vm("*"), &e))?;
+    let domains = conn.list_all_domains(0).map_err(|e| map_err(vm("*"), &e))?;
     let mut users = Vec::new();
     for dom in domains {
         let (Ok(name), Ok(xml)) = (dom.name(), dom.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE))
@@ -253,4 +262,3 @@ pub(crate) fn users_of_network(
     }
     Ok(users)
 }
-

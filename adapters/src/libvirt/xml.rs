@@ -39,7 +39,8 @@ pub(crate) fn memory_bytes(unit: Option<&str>, value: &str) -> Result<u64, Strin
         "T" | "TiB" => 1 << 40,
         other => return Err(format!("unknown unit `{}`", other.escape_debug())),
     };
-    n.checked_mul(factor).ok_or_else(|| format!("{n} {} overflows", unit.unwrap_or("KiB")))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{n} {} overflows", unit.unwrap_or("KiB")))
 }
 
 #[cfg(test)]

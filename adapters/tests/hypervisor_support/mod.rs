@@ -15,10 +15,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use vmr_domain::image::{Digest, DiskFormat};
-use vmr_domain::network::{MacAddr, NetworkName, NetworkParams, NetworkSpec};
 use vmr_domain::network::NetworkMode;
+use vmr_domain::network::{MacAddr, NetworkName, NetworkParams, NetworkSpec};
 use vmr_domain::units::ByteSize;
-use vmr_domain::vm::{Bootloader, NetworkAttachment, RestartPolicy, VmLabels, VmName, VmSpec, VmState};
+use vmr_domain::vm::{
+    Bootloader, NetworkAttachment, RestartPolicy, VmLabels, VmName, VmSpec, VmState,
+};
 use vmr_ports::{
     DiskAttachment, Hypervisor, HypervisorError, LifecycleEvent, LifecycleKind, NetworkDefinition,
     StopMode, StopReason, VmDefinition,
@@ -51,7 +53,16 @@ impl HostDevices {
         let mut devices = Self { names: Vec::new() };
         for args in [
             vec!["link", "add", bridge, "type", "bridge"],
-            vec!["link", "add", interface, "type", "veth", "peer", "name", peer.as_str()],
+            vec![
+                "link",
+                "add",
+                interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                peer.as_str(),
+            ],
         ] {
             let name = args[2];
             let _ = Command::new("ip").args(["link", "del", name]).output();
@@ -138,7 +149,12 @@ impl Fixture {
     }
 
     /// A VM definition with a fresh overlay over a fresh base disk.
-    pub async fn definition(&self, hv: &Arc<dyn Hypervisor>, name: &str, networks: Vec<NetworkAttachment>) -> VmDefinition {
+    pub async fn definition(
+        &self,
+        hv: &Arc<dyn Hypervisor>,
+        name: &str,
+        networks: Vec<NetworkAttachment>,
+    ) -> VmDefinition {
         let base = self.base_disk(&format!("{name}-base.qcow2"));
         let overlay = self.path(&format!("{name}-overlay.qcow2"));
         hv.create_overlay(&base, DiskFormat::Qcow2, &overlay, Some(128 << 20))
@@ -185,9 +201,12 @@ pub fn nic(network: &NetworkName, mac: &str) -> NetworkAttachment {
 
 async fn define_active_network(hv: &Arc<dyn Hypervisor>, spec: NetworkSpec) -> NetworkName {
     let name = spec.name.clone();
-    hv.define_network(&NetworkDefinition { spec, project: None })
-        .await
-        .expect("define network");
+    hv.define_network(&NetworkDefinition {
+        spec,
+        project: None,
+    })
+    .await
+    .expect("define network");
     hv.start_network(&name).await.expect("start network");
     name
 }
@@ -211,12 +230,20 @@ fn assert_invalid_state(result: Result<(), HypervisorError>, kind: &str) {
 /// Best effort: removes what an earlier, failed run may have left behind.
 pub async fn clean(hv: &Arc<dyn Hypervisor>, prefix: &str) {
     let Ok(vms) = hv.list_vms().await else { return };
-    for vm in vms.iter().filter(|v| v.spec.name.as_str().starts_with(prefix)) {
+    for vm in vms
+        .iter()
+        .filter(|v| v.spec.name.as_str().starts_with(prefix))
+    {
         let _ = hv.stop_vm(&vm.spec.name, StopMode::Force).await;
         let _ = hv.undefine_vm(&vm.spec.name).await;
     }
-    let Ok(nets) = hv.list_networks().await else { return };
-    for net in nets.iter().filter(|n| n.spec.name.as_str().starts_with(prefix)) {
+    let Ok(nets) = hv.list_networks().await else {
+        return;
+    };
+    for net in nets
+        .iter()
+        .filter(|n| n.spec.name.as_str().starts_with(prefix))
+    {
         let _ = hv.stop_network(&net.spec.name).await;
         let _ = hv.remove_network(&net.spec.name).await;
     }
@@ -227,13 +254,21 @@ pub async fn clean(hv: &Arc<dyn Hypervisor>, prefix: &str) {
 /// define -> Created -> start -> Running -> stop -> Stopped -> undefine.
 pub async fn vm_lifecycle(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     let net = define_active_network(&hv, fx.nat_network("life", 1)).await;
-    let def = fx.definition(&hv, "life", vec![nic(&net, "52:54:00:10:00:01")]).await;
+    let def = fx
+        .definition(&hv, "life", vec![nic(&net, "52:54:00:10:00:01")])
+        .await;
     let name = def.spec.name.clone();
 
     let record = hv.define_vm(&def).await.expect("define");
     assert_eq!(record.state, VmState::Created);
     assert_eq!(record.spec, def.spec);
-    assert!(hv.list_vms().await.unwrap().iter().any(|v| v.spec.name == name));
+    assert!(
+        hv.list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.spec.name == name)
+    );
 
     hv.start_vm(&name).await.expect("start");
     assert_eq!(state_of(&hv, &name).await, VmState::Running);
@@ -245,22 +280,40 @@ pub async fn vm_lifecycle(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     // A stopped VM cannot be stopped again, gracefully or not.
     assert_invalid_state(hv.stop_vm(&name, force()).await, "VM");
     assert_invalid_state(
-        hv.stop_vm(&name, StopMode::Graceful { timeout: Duration::from_secs(1) }).await,
+        hv.stop_vm(
+            &name,
+            StopMode::Graceful {
+                timeout: Duration::from_secs(1),
+            },
+        )
+        .await,
         "VM",
     );
 
     // Restart of a stopped VM starts it; of a running one, stops and starts it.
-    hv.restart_vm(&name, force()).await.expect("restart stopped");
-    assert_eq!(state_of(&hv, &name).await, VmState::Running);
-    hv.restart_vm(&name, StopMode::GracefulThenForce { timeout: Duration::from_secs(2) })
+    hv.restart_vm(&name, force())
         .await
-        .expect("restart running");
+        .expect("restart stopped");
+    assert_eq!(state_of(&hv, &name).await, VmState::Running);
+    hv.restart_vm(
+        &name,
+        StopMode::GracefulThenForce {
+            timeout: Duration::from_secs(2),
+        },
+    )
+    .await
+    .expect("restart running");
     assert_eq!(state_of(&hv, &name).await, VmState::Running);
 
     // Without an OS the guest may ignore ACPI: then the timeout forces it off.
-    hv.stop_vm(&name, StopMode::GracefulThenForce { timeout: Duration::from_secs(2) })
-        .await
-        .expect("graceful stop");
+    hv.stop_vm(
+        &name,
+        StopMode::GracefulThenForce {
+            timeout: Duration::from_secs(2),
+        },
+    )
+    .await
+    .expect("graceful stop");
     assert_eq!(state_of(&hv, &name).await, VmState::Stopped);
 
     hv.undefine_vm(&name).await.expect("undefine");
@@ -268,7 +321,13 @@ pub async fn vm_lifecycle(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
         hv.inspect_vm(&name).await,
         Err(HypervisorError::NotFound { kind: "VM", .. })
     ));
-    assert!(!hv.list_vms().await.unwrap().iter().any(|v| v.spec.name == name));
+    assert!(
+        !hv.list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.spec.name == name)
+    );
     assert!(matches!(
         hv.start_vm(&name).await,
         Err(HypervisorError::NotFound { kind: "VM", .. })
@@ -298,18 +357,38 @@ pub async fn duplicate_vm_name(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
 /// A VM's networks must exist, and be active for it to start.
 pub async fn networks_must_exist(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     let missing = fx.net_name("missing");
-    let def = fx.definition(&hv, "nonet", vec![nic(&missing, "52:54:00:10:00:02")]).await;
+    let def = fx
+        .definition(&hv, "nonet", vec![nic(&missing, "52:54:00:10:00:02")])
+        .await;
     match hv.define_vm(&def).await {
-        Err(HypervisorError::NotFound { kind: "network", name }) => assert_eq!(name, missing.as_str()),
+        Err(HypervisorError::NotFound {
+            kind: "network",
+            name,
+        }) => assert_eq!(name, missing.as_str()),
         other => panic!("expected NotFound network, got {other:?}"),
     }
-    assert!(hv.list_vms().await.unwrap().iter().all(|v| v.spec.name != def.spec.name));
+    assert!(
+        hv.list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.spec.name != def.spec.name)
+    );
 
     let spec = fx.nat_network("idle", 2);
     let idle = spec.name.clone();
-    hv.define_network(&NetworkDefinition { spec, project: None }).await.unwrap();
-    let def = fx.definition(&hv, "idlenet", vec![nic(&idle, "52:54:00:10:00:03")]).await;
-    hv.define_vm(&def).await.expect("define on an inactive network");
+    hv.define_network(&NetworkDefinition {
+        spec,
+        project: None,
+    })
+    .await
+    .unwrap();
+    let def = fx
+        .definition(&hv, "idlenet", vec![nic(&idle, "52:54:00:10:00:03")])
+        .await;
+    hv.define_vm(&def)
+        .await
+        .expect("define on an inactive network");
     assert_invalid_state(hv.start_vm(&def.spec.name).await, "network");
     assert_eq!(state_of(&hv, &def.spec.name).await, VmState::Created);
     // A network in use cannot go away.
@@ -361,15 +440,28 @@ pub async fn metadata_round_trip(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     assert_eq!(listed.spec_hash.as_deref(), Some(def.spec_hash.as_str()));
     assert_eq!(listed.disk, def.disk);
     assert_eq!(listed.cdroms, vec![iso]);
-    assert_eq!(listed.console_log.as_deref(), Some(def.console_log.as_path()));
+    assert_eq!(
+        listed.console_log.as_deref(),
+        Some(def.console_log.as_path())
+    );
     assert_eq!(listed.interfaces.len(), 2);
     assert_eq!(listed.interfaces[0].network, a);
-    assert_eq!(listed.interfaces[0].ip, Some(Ipv4Addr::new(10, fx.octet, 3, 10)));
-    assert_eq!(listed.interfaces[1].mac, "52:54:00:10:00:05".parse().unwrap());
+    assert_eq!(
+        listed.interfaces[0].ip,
+        Some(Ipv4Addr::new(10, fx.octet, 3, 10))
+    );
+    assert_eq!(
+        listed.interfaces[1].mac,
+        "52:54:00:10:00:05".parse().unwrap()
+    );
 
     let details = hv.inspect_vm(&def.spec.name).await.unwrap();
     assert_eq!(details.record.spec, def.spec);
-    assert!(details.definition.contains("a&lt;b&gt;&amp;"), "{}", details.definition);
+    assert!(
+        details.definition.contains("a&lt;b&gt;&amp;"),
+        "{}",
+        details.definition
+    );
     assert!(!details.definition.contains("a<b>"), "raw value in XML");
 
     hv.undefine_vm(&def.spec.name).await.unwrap();
@@ -397,7 +489,9 @@ pub async fn network_modes(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
         assert!(record.managed);
         assert_eq!(record.project.as_deref(), Some("proj<&>"));
         match mode {
-            NetworkMode::Bridged => assert_eq!(record.bridge.as_deref(), Some(fx.host_bridge.as_str())),
+            NetworkMode::Bridged => {
+                assert_eq!(record.bridge.as_deref(), Some(fx.host_bridge.as_str()))
+            }
             NetworkMode::Macvtap => assert_eq!(record.bridge, None),
             _ => {
                 let bridge = record.bridge.clone().expect("own bridge");
@@ -405,12 +499,21 @@ pub async fn network_modes(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
             }
         }
         assert!(matches!(
-            hv.define_network(&NetworkDefinition { spec: spec.clone(), project: None }).await,
-            Err(HypervisorError::AlreadyExists { kind: "network", .. })
+            hv.define_network(&NetworkDefinition {
+                spec: spec.clone(),
+                project: None
+            })
+            .await,
+            Err(HypervisorError::AlreadyExists {
+                kind: "network",
+                ..
+            })
         ));
         assert_invalid_state(hv.stop_network(&name).await, "network");
 
-        hv.start_network(&name).await.unwrap_or_else(|e| panic!("start {mode}: {e}"));
+        hv.start_network(&name)
+            .await
+            .unwrap_or_else(|e| panic!("start {mode}: {e}"));
         assert_invalid_state(hv.start_network(&name).await, "network");
         assert_invalid_state(hv.remove_network(&name).await, "network");
         let listed = hv.list_networks().await.unwrap();
@@ -419,17 +522,27 @@ pub async fn network_modes(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
         assert_eq!(found.spec, spec);
         let details = hv.inspect_network(&name).await.unwrap();
         assert_eq!(details.record.spec, spec);
-        assert!(details.definition.contains("proj&lt;&amp;&gt;"), "{}", details.definition);
+        assert!(
+            details.definition.contains("proj&lt;&amp;&gt;"),
+            "{}",
+            details.definition
+        );
 
         hv.stop_network(&name).await.unwrap();
         hv.remove_network(&name).await.unwrap();
         assert!(matches!(
             hv.inspect_network(&name).await,
-            Err(HypervisorError::NotFound { kind: "network", .. })
+            Err(HypervisorError::NotFound {
+                kind: "network",
+                ..
+            })
         ));
         assert!(matches!(
             hv.start_network(&name).await,
-            Err(HypervisorError::NotFound { kind: "network", .. })
+            Err(HypervisorError::NotFound {
+                kind: "network",
+                ..
+            })
         ));
     }
 }
@@ -437,16 +550,22 @@ pub async fn network_modes(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
 /// Two vmr networks never share addresses.
 pub async fn overlapping_subnets_refused(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     let first = fx.nat_network("ovl-a", 20);
-    hv.define_network(&NetworkDefinition { spec: first.clone(), project: None })
-        .await
-        .unwrap();
+    hv.define_network(&NetworkDefinition {
+        spec: first.clone(),
+        project: None,
+    })
+    .await
+    .unwrap();
     let params = NetworkParams {
         subnet: Some(format!("10.{}.20.128/25", fx.octet).parse().unwrap()),
         ..NetworkParams::default()
     };
     let second = NetworkSpec::new(fx.net_name("ovl-b"), NetworkMode::Isolated, params).unwrap();
     match hv
-        .define_network(&NetworkDefinition { spec: second.clone(), project: None })
+        .define_network(&NetworkDefinition {
+            spec: second.clone(),
+            project: None,
+        })
         .await
     {
         Err(HypervisorError::Invalid { field, reason }) => {
@@ -467,17 +586,22 @@ pub async fn overlay_rules(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     let base = fx.base_disk("ov-base.qcow2");
     let overlay = fx.path("ov-overlay.qcow2");
     assert!(matches!(
-        hv.create_overlay(&fx.path("absent.qcow2"), DiskFormat::Qcow2, &overlay, None).await,
+        hv.create_overlay(&fx.path("absent.qcow2"), DiskFormat::Qcow2, &overlay, None)
+            .await,
         Err(HypervisorError::NotFound { kind: "disk", .. })
     ));
     assert!(matches!(
-        hv.create_overlay(&base, DiskFormat::Iso, &overlay, None).await,
+        hv.create_overlay(&base, DiskFormat::Iso, &overlay, None)
+            .await,
         Err(HypervisorError::Invalid { .. })
     ));
-    hv.create_overlay(&base, DiskFormat::Qcow2, &overlay, Some(1 << 30)).await.unwrap();
+    hv.create_overlay(&base, DiskFormat::Qcow2, &overlay, Some(1 << 30))
+        .await
+        .unwrap();
     assert!(overlay.exists());
     assert!(matches!(
-        hv.create_overlay(&base, DiskFormat::Qcow2, &overlay, None).await,
+        hv.create_overlay(&base, DiskFormat::Qcow2, &overlay, None)
+            .await,
         Err(HypervisorError::AlreadyExists { kind: "disk", .. })
     ));
     let blank = fx.path("blank.qcow2");
@@ -509,13 +633,22 @@ pub async fn lifecycle_events(hv: Arc<dyn Hypervisor>, fx: &Fixture) {
     hv.start_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Started).await;
     hv.stop_vm(&name, StopMode::Force).await.unwrap();
-    expect_event(&mut events, &name, LifecycleKind::Stopped(StopReason::Requested)).await;
+    expect_event(
+        &mut events,
+        &name,
+        LifecycleKind::Stopped(StopReason::Requested),
+    )
+    .await;
     hv.undefine_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Undefined).await;
 }
 
 /// Waits (up to 10 s) for `kind` about `vm`, skipping other VMs' events.
-pub async fn expect_event(events: &mut BoxStream<'static, LifecycleEvent>, vm: &VmName, kind: LifecycleKind) {
+pub async fn expect_event(
+    events: &mut BoxStream<'static, LifecycleEvent>,
+    vm: &VmName,
+    kind: LifecycleKind,
+) {
     let wait = async {
         while let Some(event) = events.next().await {
             if &event.vm == vm {
@@ -537,47 +670,65 @@ macro_rules! contract_tests {
     ($make:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn vm_lifecycle() {
-            let Some((hv, fx)) = $make("life", 201).await else { return };
+            let Some((hv, fx)) = $make("life", 201).await else {
+                return;
+            };
             hypervisor_support::vm_lifecycle(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn duplicate_vm_name() {
-            let Some((hv, fx)) = $make("dup", 202).await else { return };
+            let Some((hv, fx)) = $make("dup", 202).await else {
+                return;
+            };
             hypervisor_support::duplicate_vm_name(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn networks_must_exist() {
-            let Some((hv, fx)) = $make("nets", 203).await else { return };
+            let Some((hv, fx)) = $make("nets", 203).await else {
+                return;
+            };
             hypervisor_support::networks_must_exist(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn metadata_round_trip() {
-            let Some((hv, fx)) = $make("meta", 204).await else { return };
+            let Some((hv, fx)) = $make("meta", 204).await else {
+                return;
+            };
             hypervisor_support::metadata_round_trip(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn network_modes() {
-            let Some((hv, fx)) = $make("modes", 205).await else { return };
+            let Some((hv, fx)) = $make("modes", 205).await else {
+                return;
+            };
             hypervisor_support::network_modes(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn overlapping_subnets_refused() {
-            let Some((hv, fx)) = $make("ovl", 206).await else { return };
+            let Some((hv, fx)) = $make("ovl", 206).await else {
+                return;
+            };
             hypervisor_support::overlapping_subnets_refused(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn overlay_rules() {
-            let Some((hv, fx)) = $make("disk", 207).await else { return };
+            let Some((hv, fx)) = $make("disk", 207).await else {
+                return;
+            };
             hypervisor_support::overlay_rules(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn missing_files_refused() {
-            let Some((hv, fx)) = $make("files", 208).await else { return };
+            let Some((hv, fx)) = $make("files", 208).await else {
+                return;
+            };
             hypervisor_support::missing_files_refused(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn lifecycle_events() {
-            let Some((hv, fx)) = $make("events", 209).await else { return };
+            let Some((hv, fx)) = $make("events", 209).await else {
+                return;
+            };
             hypervisor_support::lifecycle_events(hv, &fx).await;
         }
     };

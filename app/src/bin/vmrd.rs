@@ -14,6 +14,9 @@ fn main() -> ExitCode {
         }
     };
     vmr_app::daemon::init_logging(&config);
+    // TLS for S3 and registries goes through rustls with ring (no aws-lc
+    // build); installing twice is harmless, so the result is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

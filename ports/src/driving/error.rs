@@ -4,6 +4,7 @@
 use vmr_domain::validation::ValidationError;
 
 use crate::blobstore::StoreError;
+use crate::hypervisor::HypervisorError;
 
 /// How a failure is classified for callers (maps 1:1 onto gRPC codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum ErrorKind {
     DataLoss,
     ResourceExhausted,
     Cancelled,
+    /// A wait the caller asked for ran out (a graceful stop the guest did
+    /// not honour in time).
+    DeadlineExceeded,
     Unimplemented,
     Internal,
 }
@@ -102,5 +106,88 @@ impl From<StoreError> for UseCaseError {
             field: None,
             source: Some(Box::new(e)),
         }
+    }
+}
+
+impl From<HypervisorError> for UseCaseError {
+    fn from(e: HypervisorError) -> Self {
+        let (kind, field) = match &e {
+            HypervisorError::NotFound { .. } => (ErrorKind::NotFound, None),
+            HypervisorError::AlreadyExists { .. } => (ErrorKind::AlreadyExists, None),
+            HypervisorError::InvalidState { .. } => (ErrorKind::FailedPrecondition, None),
+            HypervisorError::Invalid { field, .. } => {
+                (ErrorKind::InvalidArgument, Some(field.clone()))
+            }
+            HypervisorError::Timeout { .. } => (ErrorKind::DeadlineExceeded, None),
+            HypervisorError::Unavailable(_) => (ErrorKind::Unavailable, None),
+            HypervisorError::Backend(_) => (ErrorKind::Internal, None),
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+            field,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn hypervisor_errors_keep_their_sentence_and_get_a_kind() {
+        let cases = [
+            (
+                HypervisorError::NotFound {
+                    kind: "network",
+                    name: "lan".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                HypervisorError::AlreadyExists {
+                    kind: "VM",
+                    name: "web".into(),
+                },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                HypervisorError::InvalidState {
+                    kind: "VM",
+                    name: "web".into(),
+                    state: "stopped".into(),
+                    wanted: "running".into(),
+                },
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                HypervisorError::Timeout {
+                    kind: "VM",
+                    name: "web".into(),
+                    what: "shut down",
+                    after: Duration::from_secs(3),
+                },
+                ErrorKind::DeadlineExceeded,
+            ),
+            (
+                HypervisorError::Unavailable("libvirtd is down".into()),
+                ErrorKind::Unavailable,
+            ),
+            (HypervisorError::Backend("boom".into()), ErrorKind::Internal),
+        ];
+        for (error, kind) in cases {
+            let message = error.to_string();
+            let converted = UseCaseError::from(error);
+            assert_eq!(converted.kind, kind, "{message}");
+            assert_eq!(converted.message, message);
+            assert!(converted.field.is_none());
+        }
+        let invalid = UseCaseError::from(HypervisorError::invalid("subnet", "overlaps lan"));
+        assert_eq!(invalid.kind, ErrorKind::InvalidArgument);
+        assert_eq!(invalid.field.as_deref(), Some("subnet"));
+        assert_eq!(invalid.message, "subnet: overlaps lan");
     }
 }

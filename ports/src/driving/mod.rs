@@ -2,13 +2,22 @@
 //! depends only on these traits, so a library user can embed the core
 //! without gRPC (see `app/examples/`).
 
+pub mod compose;
 pub mod error;
 pub mod health;
 pub mod images;
+pub mod networks;
+pub mod vms;
 
+pub use compose::{
+    ComposeConfig, ComposeDownOutcome, ComposeEvent, ComposeEventKind, ComposeEventStream,
+    ComposeServiceStatus, ComposeSource, ComposeStatus, ComposeUseCases,
+};
 pub use error::{ErrorKind, UseCaseError};
 pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
 pub use images::{
     ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
     RemoveOutcome, UploadStream,
 };
+pub use networks::NetworkUseCases;
+pub use vms::{CreateVm, NicRequest, StaticAddress, StopVm, VmFilter, VmUseCases};

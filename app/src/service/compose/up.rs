@@ -1,0 +1,459 @@
+//! `up` as a plan of idempotent steps. [`UpSteps::observe`] compares the
+//! validated [`ComposePlan`] with what exists and decides, for each network
+//! and service, what still needs doing (a step that needs nothing is
+//! reported, not run): that is also where everything that can be checked
+//! before creating anything is checked (images, external networks, name
+//! clashes with VMs and networks of other owners, overlapping subnets).
+//! [`UpSteps::run`] then creates the missing networks and brings the
+//! services up level by level, the services of one level concurrently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, info, info_span};
+use vmr_domain::compose::{ComposePlan, DependencyCondition};
+use vmr_domain::network::{NetworkName, NetworkSpec, overlaps};
+use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError};
+use vmr_ports::{NetworkRecord, VmRecord};
+
+use super::readiness::{log_len, wait_ready};
+use super::runtime::{ComposeRuntime, PreparedVm};
+
+/// Timing of the readiness gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadySettings {
+    /// How long a `condition: ready` dependency may take to report that
+    /// cloud-init finished.
+    pub timeout: Duration,
+    /// How often the console log is read.
+    pub poll: Duration,
+}
+
+/// What a network of the project still needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkStep {
+    /// Absent: define and start it.
+    Create(NetworkSpec),
+    /// Defined by the project but inactive: start it.
+    Start(NetworkName),
+    /// Active (or external and present): nothing.
+    Present(NetworkName),
+}
+
+/// What a service still needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAction {
+    /// No VM: create and start it.
+    Create,
+    /// The VM differs from the file: remove it, create and start it anew.
+    Recreate,
+    /// The VM matches but does not run: start it.
+    Start,
+    /// The VM matches and runs: nothing.
+    Unchanged,
+}
+
+/// One service's step.
+#[derive(Debug, Clone)]
+pub struct ServiceStep {
+    pub vm: PreparedVm,
+    pub action: ServiceAction,
+    /// A later service waits until this one's guest is ready.
+    pub wait_ready: bool,
+}
+
+/// Everything `up` will do, decided before anything is done.
+#[derive(Debug, Clone)]
+pub struct UpSteps {
+    pub project: String,
+    pub networks: Vec<NetworkStep>,
+    pub levels: Vec<Vec<ServiceStep>>,
+}
+
+impl UpSteps {
+    /// Whether running these steps would change anything.
+    pub fn changes_anything(&self) -> bool {
+        self.networks
+            .iter()
+            .any(|n| !matches!(n, NetworkStep::Present(_)))
+            || self
+                .levels
+                .iter()
+                .flatten()
+                .any(|s| s.action != ServiceAction::Unchanged)
+    }
+
+    /// Decides each step from what exists, checking on the way everything
+    /// that would otherwise fail half-way.
+    pub async fn observe(
+        runtime: &dyn ComposeRuntime,
+        plan: &ComposePlan,
+    ) -> Result<Self, UseCaseError> {
+        let project = plan.project.as_str();
+        let existing_networks: BTreeMap<String, NetworkRecord> = runtime
+            .networks()
+            .await?
+            .into_iter()
+            .map(|n| (n.spec.name.to_string(), n))
+            .collect();
+        let mut networks = Vec::new();
+        for planned in &plan.networks {
+            let field = format!("networks.{}", planned.key);
+            let existing = existing_networks.get(planned.name.as_str());
+            let step = match (&planned.spec, existing) {
+                (None, Some(_)) => NetworkStep::Present(planned.name.clone()),
+                (None, None) => {
+                    return Err(UseCaseError::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "{field}: the external network {} does not exist",
+                            planned.name
+                        ),
+                    )
+                    .with_field(field));
+                }
+                (Some(spec), Some(record)) => existing_network_step(project, &field, spec, record)?,
+                (Some(spec), None) => {
+                    if let Some(other) = existing_networks
+                        .values()
+                        .find(|other| overlaps(spec, &other.spec))
+                    {
+                        let subnet = spec.ipv4.map(|v| v.subnet.to_string()).unwrap_or_default();
+                        return Err(UseCaseError::invalid(
+                            format!("{field}.subnet"),
+                            format!("{subnet} overlaps the existing network {}", other.spec.name),
+                        ));
+                    }
+                    NetworkStep::Create(spec.clone())
+                }
+            };
+            networks.push(step);
+        }
+
+        let existing_vms: BTreeMap<String, VmRecord> = runtime
+            .vms()
+            .await?
+            .into_iter()
+            .map(|vm| (vm.spec.name.to_string(), vm))
+            .collect();
+        let awaited: BTreeSet<&str> = plan
+            .services()
+            .flat_map(|s| &s.depends_on)
+            .filter(|d| d.condition == DependencyCondition::Ready)
+            .map(|d| d.service.as_str())
+            .collect();
+        let mut levels = Vec::new();
+        for level in &plan.levels {
+            let mut steps = Vec::new();
+            for service in level {
+                let field = format!("services.{}", service.service);
+                let vm = runtime
+                    .prepare(project, service)
+                    .await
+                    .map_err(|e| e.within_service(&service.service, "image"))?;
+                let action = match existing_vms.get(service.vm_name.as_str()) {
+                    None => ServiceAction::Create,
+                    Some(record) => {
+                        if record.spec.labels.project.as_deref() != Some(project) {
+                            return Err(UseCaseError::precondition(format!(
+                                "{field}: a VM named {} already exists and is not part of project {project}; remove it or rename the service",
+                                service.vm_name
+                            ))
+                            .with_field(field));
+                        }
+                        if record.spec_hash.as_deref() != Some(vm.spec_hash.as_str()) {
+                            ServiceAction::Recreate
+                        } else if record.state.is_active() {
+                            ServiceAction::Unchanged
+                        } else {
+                            ServiceAction::Start
+                        }
+                    }
+                };
+                steps.push(ServiceStep {
+                    wait_ready: awaited.contains(service.service.as_str()),
+                    vm,
+                    action,
+                });
+            }
+            levels.push(steps);
+        }
+        Ok(Self {
+            project: project.to_owned(),
+            networks,
+            levels,
+        })
+    }
+
+    /// Runs the steps, sending events as they happen; the first level with
+    /// a failed service is the last one run. Returns the first failure.
+    pub async fn run(
+        self,
+        runtime: Arc<dyn ComposeRuntime>,
+        events: Events,
+        ready: ReadySettings,
+    ) -> Result<(), UseCaseError> {
+        for step in &self.networks {
+            run_network_step(runtime.as_ref(), &self.project, step, &events).await?;
+        }
+        for (index, level) in self.levels.into_iter().enumerate() {
+            let span = info_span!("compose level", project = %self.project, level = index);
+            let mut tasks = JoinSet::new();
+            for step in level {
+                let runtime = runtime.clone();
+                let events = events.clone();
+                let span = info_span!(parent: &span, "service", service = %step.vm.service);
+                tasks.spawn(
+                    async move { run_service_step(runtime.as_ref(), step, &events, ready).await }
+                        .instrument(span),
+                );
+            }
+            // The whole level finishes (a half-created VM is worse than a
+            // late error); its first failure stops the levels after it.
+            let mut first_error = None;
+            while let Some(joined) = tasks.join_next().await {
+                let result = joined.unwrap_or_else(|e| {
+                    Err(UseCaseError::internal(format!("a service task failed: {e}")))
+                });
+                if let Err(e) = result
+                    && first_error.is_none()
+                {
+                    first_error = Some(e);
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+        events.project(ComposeEventKind::Done, "");
+        Ok(())
+    }
+}
+
+fn existing_network_step(
+    project: &str,
+    field: &str,
+    spec: &NetworkSpec,
+    record: &NetworkRecord,
+) -> Result<NetworkStep, UseCaseError> {
+    if record.project.as_deref() != Some(project) {
+        return Err(UseCaseError::precondition(format!(
+            "{field}: a network named {} already exists and is not part of project {project}; remove it, rename the network, or mark it `external: true`",
+            spec.name
+        ))
+        .with_field(field));
+    }
+    let subnet = |s: &NetworkSpec| s.ipv4.map(|v| v.subnet);
+    if record.spec.mode != spec.mode || subnet(&record.spec) != subnet(spec) {
+        let describe = |s: &NetworkSpec| match subnet(s) {
+            Some(net) => format!("{} {net}", s.mode),
+            None => s.mode.to_string(),
+        };
+        return Err(UseCaseError::precondition(format!(
+            "{field}: network {} exists as {} but the file asks for {}; run `vmr compose down` first to recreate it",
+            spec.name,
+            describe(&record.spec),
+            describe(spec)
+        ))
+        .with_field(field));
+    }
+    Ok(if record.active {
+        NetworkStep::Present(spec.name.clone())
+    } else {
+        NetworkStep::Start(spec.name.clone())
+    })
+}
+
+async fn run_network_step(
+    runtime: &dyn ComposeRuntime,
+    project: &str,
+    step: &NetworkStep,
+    events: &Events,
+) -> Result<(), UseCaseError> {
+    let (name, result) = match step {
+        NetworkStep::Present(name) => {
+            events.network(name, ComposeEventKind::NetworkExists, "");
+            return Ok(());
+        }
+        NetworkStep::Start(name) => (name, runtime.start_network(name).await),
+        NetworkStep::Create(spec) => (&spec.name, runtime.create_network(spec, project).await),
+    };
+    match (step, result) {
+        (NetworkStep::Create(_), Ok(())) => {
+            info!(network = %name, "network created");
+            events.network(name, ComposeEventKind::NetworkCreated, "");
+            Ok(())
+        }
+        (_, Ok(())) => {
+            events.network(name, ComposeEventKind::NetworkExists, "started");
+            Ok(())
+        }
+        (_, Err(e)) => {
+            events.network(name, ComposeEventKind::Failed, &e.message);
+            Err(UseCaseError {
+                message: format!("network {name} failed: {}", e.message),
+                ..e
+            })
+        }
+    }
+}
+
+async fn run_service_step(
+    runtime: &dyn ComposeRuntime,
+    step: ServiceStep,
+    events: &Events,
+    ready: ReadySettings,
+) -> Result<(), UseCaseError> {
+    let service = step.vm.service.clone();
+    let result = bring_up(runtime, &step, events, ready).await;
+    if let Err(e) = &result {
+        events.service(&service, ComposeEventKind::Failed, &e.message);
+    }
+    result.map_err(|e| UseCaseError {
+        message: format!("service {service} failed: {}", e.message),
+        ..e
+    })
+}
+
+async fn bring_up(
+    runtime: &dyn ComposeRuntime,
+    step: &ServiceStep,
+    events: &Events,
+    ready: ReadySettings,
+) -> Result<(), UseCaseError> {
+    let vm = &step.vm;
+    let name = vm.name();
+    let service = vm.service.as_str();
+    // Where this boot's console output starts: a restarted VM appends to
+    // the log of its earlier boots, a new VM starts a new log.
+    let mut boot_offset = 0;
+    match step.action {
+        ServiceAction::Unchanged => {
+            events.service(service, ComposeEventKind::Unchanged, name.as_str());
+        }
+        ServiceAction::Start => {
+            boot_offset = log_len(&runtime.console_log(name)).await;
+            events.service(service, ComposeEventKind::Starting, name.as_str());
+            runtime.start_vm(name).await?;
+            events.service(service, ComposeEventKind::Started, name.as_str());
+        }
+        ServiceAction::Create | ServiceAction::Recreate => {
+            if step.action == ServiceAction::Recreate {
+                events.service(service, ComposeEventKind::Recreating, name.as_str());
+                runtime.remove_vm(name).await?;
+            } else {
+                events.service(service, ComposeEventKind::Creating, name.as_str());
+            }
+            runtime.create_vm(vm).await?;
+            events.service(service, ComposeEventKind::Starting, name.as_str());
+            runtime.start_vm(name).await?;
+            info!(vm = %name, "service started");
+            events.service(service, ComposeEventKind::Started, name.as_str());
+        }
+    }
+    if step.wait_ready {
+        wait_ready(runtime, name, boot_offset, ready.timeout, ready.poll).await?;
+        events.service(service, ComposeEventKind::Ready, name.as_str());
+    }
+    Ok(())
+}
+
+/// Sends `up`'s events; sending never blocks, and a client that went away
+/// does not stop the run (half-done steps would be worse).
+#[derive(Clone)]
+pub struct Events {
+    project: String,
+    tx: mpsc::UnboundedSender<Result<ComposeEvent, UseCaseError>>,
+}
+
+impl Events {
+    pub fn new(
+        project: &str,
+    ) -> (
+        Self,
+        mpsc::UnboundedReceiver<Result<ComposeEvent, UseCaseError>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                project: project.to_owned(),
+                tx,
+            },
+            rx,
+        )
+    }
+
+    fn send(
+        &self,
+        service: Option<&str>,
+        network: Option<&str>,
+        kind: ComposeEventKind,
+        message: &str,
+    ) {
+        let _ = self.tx.send(Ok(ComposeEvent {
+            project: self.project.clone(),
+            service: service.map(str::to_owned),
+            network: network.map(str::to_owned),
+            kind,
+            message: message.to_owned(),
+            at: SystemTime::now(),
+        }));
+    }
+
+    pub fn service(&self, service: &str, kind: ComposeEventKind, message: &str) {
+        self.send(Some(service), None, kind, message);
+    }
+
+    pub fn network(&self, network: &NetworkName, kind: ComposeEventKind, message: &str) {
+        self.send(None, Some(network.as_str()), kind, message);
+    }
+
+    pub fn project(&self, kind: ComposeEventKind, message: &str) {
+        self.send(None, None, kind, message);
+    }
+
+    /// Ends the stream with the run's failure.
+    pub fn fail(&self, error: UseCaseError) {
+        let _ = self.tx.send(Err(error));
+    }
+}
+
+/// Names the service (and, unless the error names one, its field `sub`) in
+/// an error's message and field.
+trait WithinService {
+    fn within_service(self, service: &str, sub: &str) -> Self;
+}
+
+impl WithinService for UseCaseError {
+    fn within_service(self, service: &str, sub: &str) -> Self {
+        let field = match &self.field {
+            Some(field) if field.starts_with("services.") => field.clone(),
+            _ => format!("services.{service}.{sub}"),
+        };
+        let message = if self.message.starts_with("services.") {
+            self.message.clone()
+        } else {
+            format!("{field}: {}", self.message)
+        };
+        UseCaseError {
+            message,
+            field: Some(field),
+            ..self
+        }
+    }
+}
+
+/// `with_field` for errors made with a message that already names the field.
+trait WithField {
+    fn with_field(self, field: String) -> Self;
+}
+
+impl WithField for UseCaseError {
+    fn with_field(mut self, field: String) -> Self {
+        self.field = Some(field);
+        self
+    }
+}
