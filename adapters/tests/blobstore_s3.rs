@@ -6,6 +6,10 @@
 //! `VMR_TEST_S3_SECRET_KEY` and `VMR_TEST_S3_REGION` (default us-east-1).
 //! Without an endpoint these tests fail, unless `VMR_TEST_SKIP_S3=1`.
 
+// Integration tests: a failed unwrap is the test failing (clippy.toml allows
+// it in #[test] functions, not in the helpers they share).
+#![allow(clippy::unwrap_used)]
+
 mod blobstore_suite;
 
 use std::fs;

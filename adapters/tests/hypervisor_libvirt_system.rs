@@ -239,3 +239,25 @@ fn dnsmasq_running_with(conf: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virt_type_defaults_to_kvm_only_with_hardware_virtualisation() {
+    let Some(uri) = libvirt_uri() else { return };
+    let hv = LibvirtHypervisor::connect(LibvirtConfig::new(uri))
+        .await
+        .unwrap();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let hardware = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let info = hv.ping().await.unwrap();
+    assert!(info.version.starts_with("libvirt "), "{}", info.version);
+    if hardware {
+        assert!(["kvm", "qemu"].contains(&info.virt_type.as_str()));
+    } else {
+        // e.g. kvm-pvm: libvirt offers KVM, but guests would hang at boot.
+        assert_eq!(info.virt_type, "qemu");
+        assert_eq!(hv.virt_type(), VirtType::Qemu);
+    }
+}

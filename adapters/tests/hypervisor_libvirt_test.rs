@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use hypervisor_support::Fixture;
 use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VM_NS};
+use vmr_domain::image::DiskFormat;
 use vmr_ports::Hypervisor;
 
 async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {
@@ -75,4 +76,58 @@ async fn domain_xml_carries_the_vmr_namespace_and_hardware() {
     );
     let record = hv.inspect_vm(&def.spec.name).await.unwrap().record;
     assert_eq!(record.cdroms, def.cdroms);
+}
+
+fn qemu_img_info(path: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn overlays_grow_to_the_disk_size_but_never_below_the_base() {
+    let (hv, fx) = test_driver("ovsize", 221).await.unwrap();
+    let base = fx.base_disk("base.qcow2");
+    let before = hypervisor_support::sha256_file(&base);
+
+    let small = fx.path("small.qcow2");
+    hv.create_overlay(&base, DiskFormat::Qcow2, &small, Some(32 << 20))
+        .await
+        .unwrap();
+    assert_eq!(qemu_img_info(&small)["virtual-size"], 64 << 20);
+
+    let big = fx.path("big.qcow2");
+    hv.create_overlay(&base, DiskFormat::Qcow2, &big, Some(1 << 30))
+        .await
+        .unwrap();
+    let info = qemu_img_info(&big);
+    assert_eq!(info["virtual-size"], 1 << 30);
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["backing-filename"], base.display().to_string());
+    assert_eq!(info["backing-filename-format"], "qcow2");
+
+    let raw = fx.path("base.raw");
+    std::fs::write(&raw, vec![0u8; 16 << 20]).unwrap();
+    let over_raw = fx.path("over-raw.qcow2");
+    hv.create_overlay(&raw, DiskFormat::Raw, &over_raw, None)
+        .await
+        .unwrap();
+    let info = qemu_img_info(&over_raw);
+    assert_eq!(info["virtual-size"], 16 << 20);
+    assert_eq!(info["backing-filename-format"], "raw");
+
+    let blank = fx.path("blank.qcow2");
+    hv.create_blank_disk(&blank, 2 << 30).await.unwrap();
+    assert_eq!(qemu_img_info(&blank)["virtual-size"], 2u64 << 30);
+    assert!(qemu_img_info(&blank).get("backing-filename").is_none());
+
+    assert_eq!(hypervisor_support::sha256_file(&base), before);
 }

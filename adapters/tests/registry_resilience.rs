@@ -250,6 +250,39 @@ async fn a_completion_whose_answer_is_lost_is_checked_with_head() {
 }
 
 #[tokio::test]
+async fn a_completion_the_registry_never_saw_is_resent() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let rule = Rule {
+        method: Method::PUT,
+        path_part: "digest=",
+        hits: vec![1],
+        fault: Fault::Before,
+    };
+    let (proxy, addr) = proxy(&registry, vec![rule]).await;
+    let client = connect_with(chunked_options(), &addr.to_string(), None);
+    let repo = unique_repo("resendput");
+    let blob = noise(10_000, 15);
+    let digest = push_blob(client.as_ref(), &repo, &blob).await;
+    assert_eq!(
+        proxy.count(&Method::PUT, "digest="),
+        2,
+        "the PUT is resent once"
+    );
+    assert_eq!(
+        proxy.count(&Method::HEAD, "/blobs/sha256:"),
+        1,
+        "after a HEAD"
+    );
+    let direct = connect(&registry, None);
+    assert_eq!(
+        collect(direct.get_blob(&repo, &digest, 0).await.unwrap().stream).await,
+        blob
+    );
+}
+
+#[tokio::test]
 async fn transient_answers_are_retried_then_reported() {
     let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
         return;

@@ -10,7 +10,7 @@ use vmr_ports::blobstore::BlobStore;
 
 use crate::config::{DaemonConfig, StorageKind};
 use crate::service::health::{Component, Probe};
-use crate::service::{HealthService, ImageService, NoVms};
+use crate::service::{ContextService, HealthService, ImageService, NoVms};
 
 /// The assembled daemon core.
 pub struct Assembled {
@@ -78,8 +78,17 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
         name: "store",
         probe: Some(store_probe(store.clone())),
     }]));
+    let contexts = Arc::new(ContextService::new(
+        config.fs_path.join("contexts.json"),
+        config.registry_url.clone(),
+        config.auth_url.clone(),
+    ));
     Ok(Assembled {
-        grpc: Core { images, health },
+        grpc: Core {
+            images,
+            health,
+            contexts,
+        },
         store_description: store.describe(),
         hypervisor_description: "none".to_string(),
     })

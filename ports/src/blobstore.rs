@@ -62,7 +62,8 @@ pub trait BlobStore: Send + Sync {
     async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
     /// Starts or continues a blob whose digest is known in advance (a pull):
     /// what an earlier, interrupted writer for the same digest left is kept,
-    /// re-hashed, and `written()` tells where to continue.
+    /// re-hashed, and `written()` tells where to continue. Its `commit` also
+    /// checks against `expected`; `abort` or a mismatch drops the partial.
     async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
     /// Whether a committed blob exists.
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError>;
@@ -72,7 +73,9 @@ pub trait BlobStore: Send + Sync {
     /// longer hashes to its name.
     async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError>;
     /// Streams a blob, or a byte range of it. A full read verifies the digest
-    /// at the end and fails the stream with `Corrupt` on mismatch.
+    /// at the end and fails the stream with `Corrupt` on mismatch. A range
+    /// reaching past the end is cut there (as HTTP Range is); one starting
+    /// past the end is an error. Ranged reads are not verified.
     async fn open_blob(
         &self,
         digest: &Digest,

@@ -1,34 +1,149 @@
 //! VMCompose projects: up (streamed events), down, ps, config.
 
+use std::time::UNIX_EPOCH;
+
+use futures::StreamExt;
 use tonic::{Request, Response, Status};
+use vmr_domain::vm::VmState;
+use vmr_ports::VmRecord;
+use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ComposeSource};
 use vmr_proto::v1 as pb;
 
-use super::service::{Core, ServerStream, unimplemented};
+use super::service::{Core, ServerStream};
+use super::status::to_status;
+
+fn source(source: Option<pb::ComposeSource>) -> Result<ComposeSource, Status> {
+    let source = source.ok_or_else(|| Status::invalid_argument("source: is required"))?;
+    Ok(ComposeSource {
+        yaml: source.yaml,
+        files: source.files.into_iter().collect(),
+        project: Some(source.project).filter(|p| !p.is_empty()),
+        directory_name: source.directory_name,
+    })
+}
+
+fn event_kind(kind: ComposeEventKind) -> pb::ComposeEventKind {
+    match kind {
+        ComposeEventKind::NetworkCreated => pb::ComposeEventKind::NetworkCreated,
+        ComposeEventKind::NetworkExists => pb::ComposeEventKind::NetworkExists,
+        ComposeEventKind::Creating => pb::ComposeEventKind::Creating,
+        ComposeEventKind::Starting => pb::ComposeEventKind::Starting,
+        ComposeEventKind::Started => pb::ComposeEventKind::Started,
+        ComposeEventKind::Ready => pb::ComposeEventKind::Ready,
+        ComposeEventKind::Unchanged => pb::ComposeEventKind::Unchanged,
+        ComposeEventKind::Recreating => pb::ComposeEventKind::Recreating,
+        ComposeEventKind::Failed => pb::ComposeEventKind::Failed,
+        ComposeEventKind::Done => pb::ComposeEventKind::Done,
+    }
+}
+
+fn event(event: ComposeEvent) -> pb::ComposeEvent {
+    let nanos = event
+        .at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    pb::ComposeEvent {
+        project: event.project,
+        service: event.service.unwrap_or_default(),
+        network: event.network.unwrap_or_default(),
+        kind: event_kind(event.kind) as i32,
+        message: event.message,
+        timestamp_unix_nanos: nanos,
+    }
+}
+
+fn vm_state(state: VmState) -> pb::VmState {
+    match state {
+        VmState::Created => pb::VmState::Created,
+        VmState::Running => pb::VmState::Running,
+        VmState::Paused => pb::VmState::Paused,
+        VmState::Stopping => pb::VmState::Stopping,
+        VmState::Stopped => pb::VmState::Stopped,
+        VmState::Crashed => pb::VmState::Crashed,
+    }
+}
+
+fn vm_info(vm: &VmRecord) -> pb::VmInfo {
+    let spec = &vm.spec;
+    pb::VmInfo {
+        name: spec.name.to_string(),
+        state: vm_state(vm.state) as i32,
+        image: spec.labels.image.clone(),
+        image_digest: spec
+            .labels
+            .image_digest
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        cpu: spec.cpu,
+        memory_bytes: spec.memory.bytes(),
+        disk_size_bytes: spec.disk_size.map(|d| d.bytes()).unwrap_or_default(),
+        interfaces: vm
+            .interfaces
+            .iter()
+            .map(|i| pb::InterfaceInfo {
+                network: i.network.to_string(),
+                mac: i.mac.to_string(),
+                ip: i.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        project: spec.labels.project.clone().unwrap_or_default(),
+        service: spec.labels.service.clone().unwrap_or_default(),
+        restart_policy: spec.restart_policy.to_string(),
+        bootloader: spec.bootloader.to_string(),
+    }
+}
 
 pub async fn compose_up(
-    _core: &Core,
-    _request: Request<pb::ComposeUpRequest>,
+    core: &Core,
+    request: Request<pb::ComposeUpRequest>,
 ) -> Result<Response<ServerStream<pb::ComposeEvent>>, Status> {
-    Err(unimplemented("compose"))
+    let source = source(request.into_inner().source)?;
+    let events = core.compose.up(source).await.map_err(to_status)?;
+    let stream = events.map(|item| item.map(event).map_err(to_status));
+    Ok(Response::new(Box::pin(stream)))
 }
 
 pub async fn compose_down(
-    _core: &Core,
-    _request: Request<pb::ComposeDownRequest>,
+    core: &Core,
+    request: Request<pb::ComposeDownRequest>,
 ) -> Result<Response<pb::ComposeDownResponse>, Status> {
-    Err(unimplemented("compose"))
+    let source = source(request.into_inner().source)?;
+    let outcome = core.compose.down(source).await.map_err(to_status)?;
+    Ok(Response::new(pb::ComposeDownResponse {
+        removed_vms: outcome.removed_vms,
+        removed_networks: outcome.removed_networks,
+    }))
 }
 
 pub async fn compose_ps(
-    _core: &Core,
-    _request: Request<pb::ComposePsRequest>,
+    core: &Core,
+    request: Request<pb::ComposePsRequest>,
 ) -> Result<Response<pb::ComposePsResponse>, Status> {
-    Err(unimplemented("compose"))
+    let source = source(request.into_inner().source)?;
+    let status = core.compose.ps(source).await.map_err(to_status)?;
+    Ok(Response::new(pb::ComposePsResponse {
+        project: status.project,
+        services: status
+            .services
+            .iter()
+            .map(|s| pb::ComposeServiceStatus {
+                service: s.service.clone(),
+                vm: s.vm.as_ref().map(vm_info),
+            })
+            .collect(),
+    }))
 }
 
 pub async fn compose_config(
-    _core: &Core,
-    _request: Request<pb::ComposeConfigRequest>,
+    core: &Core,
+    request: Request<pb::ComposeConfigRequest>,
 ) -> Result<Response<pb::ComposeConfigResponse>, Status> {
-    Err(unimplemented("compose"))
+    let source = source(request.into_inner().source)?;
+    let config = core.compose.config(source).await.map_err(to_status)?;
+    Ok(Response::new(pb::ComposeConfigResponse {
+        project: config.project,
+        normalized_yaml: config.normalized_yaml,
+    }))
 }

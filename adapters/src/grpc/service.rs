@@ -8,8 +8,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vmr_ports::driving::{
+    ContextUseCases,
     ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, UploadStream, UseCaseError,
 };
+use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 
@@ -26,6 +28,10 @@ pub(super) type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> +
 pub struct Core {
     pub images: Arc<dyn ImageUseCases>,
     pub health: Arc<dyn HealthUseCases>,
+    pub contexts: Arc<dyn ContextUseCases>,
+    pub vms: Arc<dyn VmUseCases>,
+    pub networks: Arc<dyn NetworkUseCases>,
+    pub compose: Arc<dyn ComposeUseCases>,
 }
 
 /// The tonic service over a `Core`.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, Once};
 
 use tokio::task;
 use virt::connect::Connect;
-use virt::error::{Error as VirtError, ErrorNumber};
+use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
 use vmr_ports::HypervisorError;
 
 /// A shared, self-healing libvirt connection.
@@ -119,6 +119,10 @@ pub(crate) fn network(name: &str) -> Subject<'_> {
 /// Maps a libvirt error about `subject` to the port's error.
 pub(crate) fn map_err(subject: Subject<'_>, err: &VirtError) -> HypervisorError {
     let message = err.message().to_owned();
+    // A connection that broke mid-call reports whatever code, from the RPC layer.
+    if err.domain().unwrap_or(ErrorDomain::None) == ErrorDomain::Rpc {
+        return HypervisorError::Unavailable(message);
+    }
     let not_found = || HypervisorError::NotFound {
         kind: subject.kind,
         name: subject.name.to_owned(),

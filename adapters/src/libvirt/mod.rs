@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tokio::time::{Instant, sleep};
 use vmr_domain::image::DiskFormat;
-use vmr_domain::network::{NetworkName, NetworkSpec};
+use vmr_domain::network::NetworkName;
 use vmr_domain::vm::VmName;
 use vmr_ports::{
     Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition, NetworkDetails,
@@ -396,12 +396,6 @@ pub(crate) fn render_domain_xml(
 }
 
 /// Re-exported so the fake can render the same XML for `inspect`.
-pub(crate) fn render_network_xml(
-    spec: &NetworkSpec,
-    project: Option<&str>,
-) -> Result<String, HypervisorError> {
-    network_xml::render(&NetworkDefinition {
-        spec: spec.clone(),
-        project: project.map(str::to_owned),
-    })
+pub(crate) fn render_network_xml(def: &NetworkDefinition) -> Result<String, HypervisorError> {
+    network_xml::render(def)
 }

@@ -165,6 +165,11 @@ pub(crate) fn list(conn: &Connect) -> Result<Vec<VmRecord>, HypervisorError> {
             Ok(r) => records.push(r),
             // Not vmr's, or undefined between the listing and now.
             Err(HypervisorError::NotFound { .. }) => {}
+            // One domain whose metadata was mangled by hand must not hide
+            // all the others; inspecting it reports the error.
+            Err(HypervisorError::Backend(reason)) => {
+                tracing::warn!(vm = %name, %reason, "skipping a domain vmr cannot read");
+            }
             Err(e) => return Err(e),
         }
     }

@@ -381,8 +381,9 @@ impl<'a> Uploader<'a> {
         Ok((next, stored))
     }
 
-    /// The closing PUT. If its answer is lost, the blob may still have
-    /// landed: a HEAD decides.
+    /// The closing PUT. After a transient failure a HEAD tells whether the
+    /// blob landed anyway; if not, the PUT is sent again (the session is
+    /// still open when the registry never saw it).
     async fn finish(
         &self,
         repository: &Repository,
@@ -390,32 +391,45 @@ impl<'a> Uploader<'a> {
         size: u64,
         request: &Request,
     ) -> Result<(), RegistryError> {
+        use vmr_ports::RegistryClient as _;
         let transport = &self.client.transport;
         let mut request = request.clone();
-        // Resending a closed session fails, so the PUT is not retried blindly.
+        // Resending a session the registry already closed fails, so the PUT
+        // is only resent after the HEAD below.
         request.idempotent = false;
-        let outcome = transport.send(&request).await;
-        match outcome {
-            Ok(response) if response.status() == StatusCode::CREATED => Ok(()),
-            Ok(response) if !is_transient_status(response.status()) => Err(transport
-                .error(&Self::what(digest, repository), response)
-                .await),
-            failed => {
-                let reason = match failed {
-                    Ok(response) => format!("HTTP {}", response.status()),
-                    Err(e) => e.to_string(),
-                };
-                tokio::time::sleep(transport.retry().delay(1, None).unwrap_or(Duration::ZERO))
-                    .await;
-                use vmr_ports::RegistryClient as _;
-                match self.client.blob_exists(repository, digest).await {
-                    Ok(Some(stored)) if stored == size => Ok(()),
-                    _ => Err(RegistryError::Unavailable {
-                        registry: transport.registry(),
-                        message: format!("completing the upload of blob {digest} failed: {reason}"),
-                    }),
+        let mut retry = 0;
+        loop {
+            retry += 1;
+            let (reason, headers) = match transport.send(&request).await {
+                Ok(response) if response.status() == StatusCode::CREATED => return Ok(()),
+                Ok(response) if !is_transient_status(response.status()) => {
+                    return Err(transport
+                        .error(&Self::what(digest, repository), response)
+                        .await);
                 }
+                Ok(response) => (
+                    format!("HTTP {}", response.status()),
+                    Some(response.headers().clone()),
+                ),
+                Err(RegistryError::Unavailable { message, .. }) => (message, None),
+                Err(other) => return Err(other),
+            };
+            let delay = transport.retry().delay(retry, headers.as_ref());
+            tokio::time::sleep(delay.unwrap_or(Duration::ZERO)).await;
+            if let Ok(Some(stored)) = self.client.blob_exists(repository, digest).await
+                && stored == size
+            {
+                return Ok(());
             }
+            if delay.is_none() {
+                return Err(RegistryError::Unavailable {
+                    registry: transport.registry(),
+                    message: format!(
+                        "completing the upload of blob {digest} failed: {reason} (still failing after retries)"
+                    ),
+                });
+            }
+            tracing::debug!(%digest, reason = %reason, "completing the upload failed, sending it again");
         }
     }
 

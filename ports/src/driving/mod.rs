@@ -3,6 +3,7 @@
 //! without gRPC (see `app/examples/`).
 
 pub mod compose;
+pub mod contexts;
 pub mod error;
 pub mod health;
 pub mod images;
@@ -13,6 +14,7 @@ pub use compose::{
     ComposeConfig, ComposeDownOutcome, ComposeEvent, ComposeEventKind, ComposeEventStream,
     ComposeServiceStatus, ComposeSource, ComposeStatus, ComposeUseCases,
 };
+pub use contexts::{Context, ContextUseCases, ContextView};
 pub use error::{ErrorKind, UseCaseError};
 pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
 pub use images::{

@@ -1,58 +1,58 @@
-//! [`ComposeRuntime`] over the driven ports: images come from the local
-//! store (through [`ImageService`]), VMs and networks from the hypervisor.
-//! A VM's files live in `runtime/<vm>/`: `disk.qcow2` (an overlay over the
-//! image's disk blob, or a blank disk for an `iso` image given a
-//! `diskSize`), `cidata.iso` (the cloud-init seed) and `console.log`.
+//! [`ComposeRuntime`] over the VM and network use cases: starting and
+//! removing VMs, and everything about networks, go through them (so the
+//! stop marker restart policies read, the per-VM exclusion and the network
+//! checks apply to compose too). What compose needs that they do not offer
+//! is here: a VM prepared from a *validated plan* (whose addresses, MACs
+//! and cloud-init the domain already checked, and whose VM may exist, to
+//! compare hashes), and its creation into `runtime/<vm>/` with the same
+//! layout and rollback as `vmr create`.
 
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use vmr_adapters::cloudinit::write_cidata_iso;
-use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
+use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2, NicConfig};
 use vmr_domain::compose::PlannedService;
 use vmr_domain::image::{Digest, DiskFormat, ImageConfig, Manifest};
 use vmr_domain::network::{NetworkName, NetworkSpec};
 use vmr_domain::units::ByteSize;
 use vmr_domain::vm::{VmLabels, VmName, VmSpec, VmState};
-use vmr_ports::driving::{ErrorKind, UseCaseError};
+use vmr_ports::driving::{
+    ErrorKind, NetworkUseCases, UseCaseError, VmFilter, VmUseCases,
+};
 use vmr_ports::{
-    DiskAttachment, Hypervisor, HypervisorError, NetworkDefinition, NetworkRecord, StopMode,
-    VmDefinition, VmRecord,
+    DiskAttachment, Hypervisor, HypervisorError, NetworkRecord, VmDefinition, VmRecord,
 };
 
 use super::runtime::{ComposeRuntime, PreparedVm, ResolvedImage};
-use crate::service::ImageService;
+use crate::service::{ImageService, RuntimeDirs, VmService};
 
-const DISK_FILE: &str = "disk.qcow2";
-const SEED_FILE: &str = "cidata.iso";
-const CONSOLE_FILE: &str = "console.log";
-
-/// Compose's runtime over a hypervisor and the local image store.
-pub struct HypervisorRuntime {
+/// Compose's runtime over vmr's own use cases.
+pub struct ServiceRuntime {
     hypervisor: Arc<dyn Hypervisor>,
     images: Arc<ImageService>,
-    /// `<fs-path>/runtime`.
-    runtime_root: PathBuf,
+    vms: Arc<VmService>,
+    networks: Arc<dyn NetworkUseCases>,
 }
 
-impl HypervisorRuntime {
+impl ServiceRuntime {
     pub fn new(
         hypervisor: Arc<dyn Hypervisor>,
         images: Arc<ImageService>,
-        runtime_root: PathBuf,
+        vms: Arc<VmService>,
+        networks: Arc<dyn NetworkUseCases>,
     ) -> Self {
         Self {
             hypervisor,
             images,
-            runtime_root,
+            vms,
+            networks,
         }
     }
 
-    fn vm_dir(&self, name: &VmName) -> PathBuf {
-        // VmName is a simple name (no separators, no `..`): safe as a path.
-        self.runtime_root.join(name.as_str())
+    fn dirs(&self) -> &RuntimeDirs {
+        self.vms.runtime()
     }
 
     /// The image's manifest digest, config and disk layer.
@@ -61,63 +61,73 @@ impl HypervisorRuntime {
         service: &PlannedService,
     ) -> Result<(ResolvedImage, ImageConfig), UseCaseError> {
         let (_, manifest_bytes) = self.images.resolve(&service.image).await?;
-        let manifest = Manifest::from_json(&manifest_bytes)?;
+        let unusable = |reason: String| {
+            UseCaseError::precondition(format!(
+                "image {} cannot be run: {reason}",
+                service.image
+            ))
+        };
+        let manifest = Manifest::from_json(&manifest_bytes).map_err(|e| unusable(e.to_string()))?;
+        let layer = manifest
+            .disk_layers()
+            .first()
+            .copied()
+            .cloned()
+            .ok_or_else(|| unusable("its manifest has no disk layer".into()))?;
         let config_bytes = self
             .images
             .store()
             .read_blob(&manifest.config.digest)
             .await?;
-        let config = ImageConfig::from_json(&config_bytes)?;
-        let layer = manifest.disk_layers().first().copied().ok_or_else(|| {
-            UseCaseError::new(
-                ErrorKind::FailedPrecondition,
-                format!("image {} has no disk layer", service.image),
-            )
-        })?;
+        let config = ImageConfig::from_json(&config_bytes).map_err(|e| unusable(e.to_string()))?;
         Ok((
             ResolvedImage {
                 manifest: Digest::of(&manifest_bytes),
-                disk: layer.digest.clone(),
+                disk: layer.digest,
                 format: config.spec.disk_format,
             },
             config,
         ))
     }
 
-    /// Creates the disk and the seed in `dir` and defines the VM.
-    async fn create_in(&self, vm: &PreparedVm, dir: &Path) -> Result<(), UseCaseError> {
-        let store = self.images.store();
-        let base = store.local_path(&vm.image.disk).await?;
-        let seed_path = dir.join(SEED_FILE);
-        let disk_path = dir.join(DISK_FILE);
-        let size = vm.spec.disk_size.map(ByteSize::bytes);
-        let (disk, cdroms, boot_from_cdrom) = if vm.image.format == DiskFormat::Iso {
-            let disk = match size {
-                Some(size) => {
-                    self.hypervisor
-                        .create_blank_disk(&disk_path, size)
-                        .await
-                        .map_err(hypervisor_error)?;
-                    Some(DiskAttachment {
-                        path: disk_path,
-                        format: DiskFormat::Qcow2,
-                    })
-                }
-                None => None,
-            };
-            (disk, vec![base, seed_path.clone()], true)
-        } else {
-            self.hypervisor
-                .create_overlay(&base, vm.image.format, &disk_path, size)
-                .await
-                .map_err(hypervisor_error)?;
-            let disk = DiskAttachment {
-                path: disk_path,
-                format: DiskFormat::Qcow2,
-            };
-            (Some(disk), vec![seed_path.clone()], false)
+    /// Makes the disk and the seed in the VM's (new) directory and defines
+    /// the VM.
+    async fn build(&self, vm: &PreparedVm) -> Result<(), UseCaseError> {
+        let name = vm.name();
+        let dirs = self.dirs();
+        let base = self.images.store().local_path(&vm.image.disk).await?;
+        let disk_path = dirs.disk(name);
+        let cidata = dirs.cidata(name);
+        let qcow2 = |path: PathBuf| DiskAttachment {
+            path,
+            format: DiskFormat::Qcow2,
         };
-        write_cidata_iso(&vm.seed, &seed_path)
+        let (disk, cdroms, boot_from_cdrom) = match vm.image.format {
+            DiskFormat::Iso => {
+                let disk = match vm.spec.disk_size {
+                    Some(size) => {
+                        self.hypervisor
+                            .create_blank_disk(&disk_path, size.bytes())
+                            .await?;
+                        Some(qcow2(disk_path))
+                    }
+                    None => None,
+                };
+                (disk, vec![base, cidata.clone()], true)
+            }
+            format @ (DiskFormat::Qcow2 | DiskFormat::Raw) => {
+                self.hypervisor
+                    .create_overlay(
+                        &base,
+                        format,
+                        &disk_path,
+                        vm.spec.disk_size.map(ByteSize::bytes),
+                    )
+                    .await?;
+                (Some(qcow2(disk_path)), vec![cidata.clone()], false)
+            }
+        };
+        write_cidata_iso(&vm.seed, &cidata)
             .await
             .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
         let definition = VmDefinition {
@@ -125,80 +135,64 @@ impl HypervisorRuntime {
             disk,
             cdroms,
             boot_from_cdrom,
-            console_log: dir.join(CONSOLE_FILE),
+            console_log: dirs.console_log(name),
             spec_hash: vm.spec_hash.clone(),
         };
-        self.hypervisor
-            .define_vm(&definition)
-            .await
-            .map_err(hypervisor_error)?;
+        self.hypervisor.define_vm(&definition).await?;
         Ok(())
     }
 }
 
-/// The seed of a compose VM: hostname = service, instance-id = VM name (a
-/// recreated VM gets a fresh disk, so cloud-init runs again anyway), the
-/// static NICs' gateways as nameservers (libvirt's dnsmasq answers there).
-fn seed_for(service: &PlannedService) -> Result<CloudInitSeed, UseCaseError> {
-    let mut meta = MetaData::new(service.vm_name.as_str(), service.service.as_str());
+/// The seed of a compose VM, like `vmr create`'s: hostname = VM name
+/// (unique on a shared network), an instance-id that changes with the spec,
+/// each static NIC's gateway as its nameserver (libvirt's dnsmasq answers
+/// there).
+fn seed_for(spec: &VmSpec, service: &PlannedService) -> Result<CloudInitSeed, UseCaseError> {
+    let instance_id = format!("vmr-{}-{}", spec.name, &spec.spec_hash()[..12]);
+    let mut meta = MetaData::new(instance_id, spec.name.as_str());
     meta.extra = service.extra_meta_data.clone();
-    let mut nameservers: Vec<Ipv4Addr> = Vec::new();
-    for nic in &service.networks {
-        if let (Some(_), Some(gw)) = (nic.static_ip, nic.gateway)
-            && !nameservers.contains(&gw)
-        {
-            nameservers.push(gw);
-        }
-    }
-    let nics = NetworkConfigV2::from_attachments(&service.networks, &nameservers);
-    let seed = CloudInitSeed::build(
+    let nics = service
+        .networks
+        .iter()
+        .map(|nic| {
+            let nameservers: Vec<_> = match (nic.static_ip, nic.gateway) {
+                (Some(_), Some(gateway)) => vec![gateway],
+                _ => Vec::new(),
+            };
+            NicConfig::from_attachment(nic, &nameservers)
+        })
+        .collect();
+    CloudInitSeed::build(
         Some(service.user_data.clone()),
         &meta,
-        &nics,
+        &NetworkConfigV2 { nics },
         service.network_config.clone(),
     )
     .map_err(|e| {
-        let field = format!("services.{}.{}", service.service, e.field);
-        UseCaseError::invalid(field, &e.reason)
-    })?;
-    Ok(seed)
+        UseCaseError::invalid(
+            format!("services.{}.{}", service.service, e.field),
+            &e.reason,
+        )
+    })
 }
 
-/// Maps a hypervisor failure onto a use-case error of the matching kind.
-pub(crate) fn hypervisor_error(e: HypervisorError) -> UseCaseError {
-    let kind = match &e {
-        HypervisorError::NotFound { .. } => ErrorKind::NotFound,
-        HypervisorError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-        HypervisorError::InvalidState { .. } | HypervisorError::Timeout { .. } => {
-            ErrorKind::FailedPrecondition
-        }
-        HypervisorError::Invalid { .. } => ErrorKind::InvalidArgument,
-        HypervisorError::Unavailable(_) => ErrorKind::Unavailable,
-        HypervisorError::Backend(_) => ErrorKind::Internal,
-    };
-    UseCaseError::new(kind, e.to_string()).with_source(e)
-}
-
-async fn remove_dir(dir: &Path) -> Result<bool, UseCaseError> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(UseCaseError::internal(format!(
-            "cannot remove {}: {e}",
-            dir.display()
-        ))
-        .with_source(e)),
-    }
+fn io_error(what: &str, path: &std::path::Path, e: std::io::Error) -> UseCaseError {
+    UseCaseError::internal(format!("cannot {what} {}: {e}", path.display())).with_source(e)
 }
 
 #[async_trait]
-impl ComposeRuntime for HypervisorRuntime {
+impl ComposeRuntime for ServiceRuntime {
     async fn vms(&self) -> Result<Vec<VmRecord>, UseCaseError> {
-        self.hypervisor.list_vms().await.map_err(hypervisor_error)
+        self.vms
+            .list(VmFilter {
+                all: true,
+                project: None,
+            })
+            .await
     }
 
     async fn networks(&self) -> Result<Vec<NetworkRecord>, UseCaseError> {
-        self.hypervisor.list_networks().await.map_err(hypervisor_error)
+        self.networks.list().await
     }
 
     async fn prepare(
@@ -208,11 +202,22 @@ impl ComposeRuntime for HypervisorRuntime {
     ) -> Result<PreparedVm, UseCaseError> {
         let (image, config) = self.resolve_image(service).await?;
         let resources = config.spec.resources;
+        // As `vmr create`: an overlay is never smaller than the image's
+        // disk, so that is its size when none (or a smaller one) is asked.
+        let disk_size = match image.format {
+            DiskFormat::Iso => service.disk_size,
+            DiskFormat::Qcow2 | DiskFormat::Raw => Some(ByteSize(
+                service
+                    .disk_size
+                    .map_or(0, ByteSize::bytes)
+                    .max(config.disk.virtual_size),
+            )),
+        };
         let spec = VmSpec {
             name: service.vm_name.clone(),
             cpu: service.cpu.unwrap_or(resources.cpu),
             memory: service.memory.unwrap_or(ByteSize(resources.memory)),
-            disk_size: service.disk_size,
+            disk_size,
             bootloader: resources.bootloader,
             networks: service.networks.clone(),
             restart_policy: service.restart_policy,
@@ -223,7 +228,7 @@ impl ComposeRuntime for HypervisorRuntime {
                 service: Some(service.service.clone()),
             },
         };
-        let seed = seed_for(service)?;
+        let seed = seed_for(&spec, service)?;
         let spec_hash = spec.spec_hash_with_seed(Some(&seed));
         Ok(PreparedVm {
             service: service.service.clone(),
@@ -235,87 +240,81 @@ impl ComposeRuntime for HypervisorRuntime {
     }
 
     async fn create_vm(&self, vm: &PreparedVm) -> Result<(), UseCaseError> {
-        let dir = self.vm_dir(vm.name());
-        // Only a crash mid-creation leaves a directory without a VM (the
-        // caller checked that none is defined): start from a clean one.
-        remove_dir(&dir).await?;
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-            UseCaseError::internal(format!("cannot create {}: {e}", dir.display())).with_source(e)
-        })?;
-        let created = self.create_in(vm, &dir).await;
-        if created.is_err()
-            && let Err(e) = remove_dir(&dir).await
-        {
-            tracing::warn!(vm = %vm.name(), error = %e, "cannot clean up after a failed creation");
+        let name = vm.name();
+        let dirs = self.dirs();
+        // The caller saw no VM of this name: a directory is what a crash
+        // during an earlier creation left.
+        dirs.remove(name)
+            .await
+            .map_err(|e| io_error("remove", &dirs.dir(name), e))?;
+        dirs.create(name)
+            .await
+            .map_err(|e| io_error("create", &dirs.dir(name), e))?;
+        let built = self.build(vm).await;
+        if built.is_err() {
+            // Undo: the definition is the last step, so only files exist.
+            if let Err(e) = dirs.remove(name).await {
+                tracing::warn!(vm = %name, error = %e, "rollback: cannot remove the runtime files");
+            }
         }
-        created
+        built
     }
 
     async fn start_vm(&self, name: &VmName) -> Result<(), UseCaseError> {
-        self.hypervisor
-            .start_vm(name)
-            .await
-            .map_err(hypervisor_error)
+        self.vms.start(name).await.map(drop)
     }
 
     async fn vm_state(&self, name: &VmName) -> Result<Option<VmState>, UseCaseError> {
         match self.hypervisor.inspect_vm(name).await {
             Ok(details) => Ok(Some(details.record.state)),
             Err(HypervisorError::NotFound { .. }) => Ok(None),
-            Err(e) => Err(hypervisor_error(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     async fn remove_vm(&self, name: &VmName) -> Result<(), UseCaseError> {
-        match self.hypervisor.stop_vm(name, StopMode::Force).await {
-            Ok(()) | Err(HypervisorError::InvalidState { .. } | HypervisorError::NotFound { .. }) => {
+        match self.vms.remove(name, true).await {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                // Gone already; its files may not be.
+                self.dirs()
+                    .remove(name)
+                    .await
+                    .map_err(|e| io_error("remove", &self.dirs().dir(name), e))
             }
-            Err(e) => return Err(hypervisor_error(e)),
+            other => other,
         }
-        match self.hypervisor.undefine_vm(name).await {
-            Ok(()) | Err(HypervisorError::NotFound { .. }) => {}
-            Err(e) => return Err(hypervisor_error(e)),
-        }
-        remove_dir(&self.vm_dir(name)).await?;
-        Ok(())
     }
 
     async fn remove_runtime_files(&self, name: &VmName) -> Result<bool, UseCaseError> {
-        remove_dir(&self.vm_dir(name)).await
+        let dirs = self.dirs();
+        if !dirs.exists(name).await {
+            return Ok(false);
+        }
+        dirs.remove(name)
+            .await
+            .map_err(|e| io_error("remove", &dirs.dir(name), e))?;
+        Ok(true)
     }
 
     fn console_log(&self, name: &VmName) -> PathBuf {
-        self.vm_dir(name).join(CONSOLE_FILE)
+        self.dirs().console_log(name)
     }
 
     async fn create_network(&self, spec: &NetworkSpec, project: &str) -> Result<(), UseCaseError> {
-        let definition = NetworkDefinition {
-            spec: spec.clone(),
-            project: Some(project.to_owned()),
-        };
-        self.hypervisor
-            .define_network(&definition)
+        self.networks
+            .create(spec.clone(), Some(project.to_owned()))
             .await
-            .map_err(hypervisor_error)?;
-        self.start_network(&spec.name).await
+            .map(drop)
     }
 
     async fn start_network(&self, name: &NetworkName) -> Result<(), UseCaseError> {
-        self.hypervisor
-            .start_network(name)
-            .await
-            .map_err(hypervisor_error)
+        self.networks.start(name).await.map(drop)
     }
 
     async fn remove_network(&self, name: &NetworkName) -> Result<(), UseCaseError> {
-        match self.hypervisor.stop_network(name).await {
-            Ok(()) | Err(HypervisorError::InvalidState { .. } | HypervisorError::NotFound { .. }) => {
-            }
-            Err(e) => return Err(hypervisor_error(e)),
-        }
-        match self.hypervisor.remove_network(name).await {
-            Ok(()) | Err(HypervisorError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(hypervisor_error(e)),
+        match self.networks.remove(name).await {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 }

@@ -448,12 +448,12 @@ impl WithinService for UseCaseError {
 
 /// `with_field` for errors made with a message that already names the field.
 trait WithField {
-    fn with_field(self, field: String) -> Self;
+    fn with_field(self, field: impl Into<String>) -> Self;
 }
 
 impl WithField for UseCaseError {
-    fn with_field(mut self, field: String) -> Self {
-        self.field = Some(field);
+    fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
         self
     }
 }

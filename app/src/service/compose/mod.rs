@@ -1,0 +1,160 @@
+//! The compose use cases: `config` validates a VMCompose file into its plan;
+//! `up` observes what exists, decides each step (see `up`), then runs them
+//! in a task of its own that streams per-service events; `down` removes the
+//! project's VMs, their runtime files and the networks it created, found by
+//! the project label vmr keeps with each of them; `ps` lists the services.
+//! One `up` or `down` per project at a time: a second one is refused with
+//! FAILED_PRECONDITION rather than queued behind a long boot.
+
+mod project;
+mod provision;
+mod readiness;
+mod runtime;
+mod up;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::OwnedMutexGuard;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tracing::{Instrument, info_span};
+use vmr_ports::driving::{
+    ComposeConfig, ComposeDownOutcome, ComposeEventStream, ComposeSource, ComposeStatus,
+    ComposeUseCases, UseCaseError,
+};
+
+pub use provision::ServiceRuntime;
+pub use readiness::is_finished_line;
+pub use runtime::{ComposeRuntime, PreparedVm, ResolvedImage};
+pub use up::{Events, NetworkStep, ReadySettings, ServiceAction, ServiceStep, UpSteps};
+
+/// The environment variable that sets the readiness timeout, in seconds.
+pub const READY_TIMEOUT_ENV: &str = "VM_REGISTRY_COMPOSE_READY_TIMEOUT";
+/// How long a `condition: ready` dependency may take by default: a cloud
+/// image's first boot under TCG emulation takes a few minutes.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Tunables of the compose use cases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComposeSettings {
+    pub ready: ReadySettings,
+}
+
+impl Default for ComposeSettings {
+    fn default() -> Self {
+        Self {
+            ready: ReadySettings {
+                timeout: DEFAULT_READY_TIMEOUT,
+                poll: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
+impl ComposeSettings {
+    /// The defaults, with the readiness timeout taken from
+    /// `VM_REGISTRY_COMPOSE_READY_TIMEOUT` (whole seconds) when it is set.
+    pub fn from_env() -> Result<Self, String> {
+        let mut settings = Self::default();
+        if let Some(raw) = std::env::var_os(READY_TIMEOUT_ENV) {
+            let seconds = raw
+                .to_str()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .filter(|s| *s > 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{READY_TIMEOUT_ENV}: {raw:?} is not a number of seconds larger than 0"
+                    )
+                })?;
+            settings.ready.timeout = Duration::from_secs(seconds);
+        }
+        Ok(settings)
+    }
+}
+
+/// Per-project exclusion of `up` and `down`.
+#[derive(Default)]
+struct ProjectLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ProjectLocks {
+    fn try_lock(&self, project: &str) -> Result<OwnedMutexGuard<()>, UseCaseError> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(project.to_owned())
+            .or_default()
+            .clone();
+        lock.try_lock_owned().map_err(|_| {
+            UseCaseError::precondition(format!(
+                "project {project}: another `compose up` or `compose down` of this project is running; wait for it to finish"
+            ))
+        })
+    }
+}
+
+/// The compose use cases over a [`ComposeRuntime`].
+pub struct ComposeService {
+    runtime: Arc<dyn ComposeRuntime>,
+    settings: ComposeSettings,
+    locks: ProjectLocks,
+}
+
+impl ComposeService {
+    pub fn new(runtime: Arc<dyn ComposeRuntime>, settings: ComposeSettings) -> Self {
+        Self {
+            runtime,
+            settings,
+            locks: ProjectLocks::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl ComposeUseCases for ComposeService {
+    async fn config(&self, source: ComposeSource) -> Result<ComposeConfig, UseCaseError> {
+        let plan = project::plan_of(&source)?;
+        Ok(ComposeConfig {
+            project: plan.project.clone(),
+            normalized_yaml: plan.to_yaml(),
+        })
+    }
+
+    async fn up(&self, source: ComposeSource) -> Result<ComposeEventStream, UseCaseError> {
+        let plan = project::plan_of(&source)?;
+        let guard = self.locks.try_lock(&plan.project)?;
+        let steps = UpSteps::observe(self.runtime.as_ref(), &plan).await?;
+        let (events, rx) = Events::new(&plan.project);
+        let runtime = self.runtime.clone();
+        let ready = self.settings.ready;
+        let span = info_span!("compose up", project = %plan.project);
+        tokio::spawn(
+            async move {
+                // Held until the last step is done, even if the client left.
+                let _guard = guard;
+                if let Err(e) = steps.run(runtime, events.clone(), ready).await {
+                    tracing::warn!(error = %e, "compose up failed");
+                    events.fail(e);
+                }
+            }
+            .instrument(span),
+        );
+        Ok(UnboundedReceiverStream::new(rx).boxed())
+    }
+
+    async fn ps(&self, source: ComposeSource) -> Result<ComposeStatus, UseCaseError> {
+        project::status(self.runtime.as_ref(), &source).await
+    }
+
+    async fn down(&self, source: ComposeSource) -> Result<ComposeDownOutcome, UseCaseError> {
+        let (name, plan) = project::project_of(&source)?;
+        let _guard = self.locks.try_lock(&name)?;
+        project::down(self.runtime.as_ref(), &name, plan.as_ref()).await
+    }
+}

@@ -1,0 +1,298 @@
+//! Restart policies, enforced by a task that follows the hypervisor's
+//! lifecycle events. `no` never restarts; `on-failure` restarts a VM whose
+//! guest or emulator crashed (a killed QEMU included); `always` restarts
+//! after any stop not asked for through vmr; `unless-stopped` likewise.
+//! Restarts back off exponentially (1 s doubling to 60 s), and the count
+//! starts over once a VM has run for five minutes.
+//!
+//! When the daemon starts, VMs that went down while it was away are
+//! reconciled like docker does: `on-failure` ones that crashed, `always`
+//! ones that are stopped (even through vmr), and `unless-stopped` ones that
+//! vmr did not stop are started. VMs never started (`created`) are left
+//! alone. Stops through vmr are known from the event (`Requested`) and from
+//! the marker the VM service leaves in the runtime directory, which survives
+//! daemon restarts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use vmr_domain::vm::{RestartPolicy, VmName, VmState};
+use vmr_ports::{Hypervisor, HypervisorError, LifecycleEvent, LifecycleKind, StopReason};
+
+use super::vms::RuntimeDirs;
+
+/// How long to wait before each restart of a VM that keeps stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay; each further restart doubles it.
+    pub initial: Duration,
+    pub max: Duration,
+    /// A VM that ran this long before stopping starts over at `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            reset_after: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the restart that follows `restarts` earlier ones.
+    pub fn delay(&self, restarts: u32) -> Duration {
+        let factor = 1u32.checked_shl(restarts.min(31)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Whether a VM that just stopped for `reason` is started again.
+pub fn restarts_after_stop(policy: RestartPolicy, reason: StopReason, stopped_by_vmr: bool) -> bool {
+    if reason == StopReason::Requested || stopped_by_vmr {
+        return false;
+    }
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => reason == StopReason::Crashed,
+        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+    }
+}
+
+/// Whether a VM found in `state` when the daemon starts is started.
+pub fn restarts_at_startup(policy: RestartPolicy, state: VmState, stopped_by_vmr: bool) -> bool {
+    if state.is_active() || state == VmState::Created {
+        return false;
+    }
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => state == VmState::Crashed && !stopped_by_vmr,
+        RestartPolicy::Always => true,
+        RestartPolicy::UnlessStopped => !stopped_by_vmr,
+    }
+}
+
+/// What the supervisor remembers about one VM.
+#[derive(Debug, Default)]
+struct Track {
+    /// Restarts since the VM last ran for `reset_after`.
+    restarts: u32,
+    /// When it last started, as far as this daemon saw.
+    started_at: Option<Instant>,
+    /// A restart is scheduled.
+    pending: bool,
+}
+
+/// Enforces restart policies.
+pub struct RestartSupervisor {
+    hypervisor: Arc<dyn Hypervisor>,
+    runtime: RuntimeDirs,
+    backoff: Backoff,
+}
+
+/// The running supervisor; stops it when dropped.
+#[derive(Debug)]
+pub struct RestartTask(JoinHandle<()>);
+
+impl Drop for RestartTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl RestartSupervisor {
+    pub fn new(hypervisor: Arc<dyn Hypervisor>, runtime: RuntimeDirs) -> Self {
+        Self {
+            hypervisor,
+            runtime,
+            backoff: Backoff::default(),
+        }
+    }
+
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Subscribes to lifecycle events (so nothing from now on is missed),
+    /// reconciles the VMs as they are, then follows the events.
+    pub fn spawn(self) -> RestartTask {
+        let events = self.hypervisor.events();
+        RestartTask(tokio::spawn(self.run(events)))
+    }
+
+    async fn run(self, mut events: BoxStream<'static, LifecycleEvent>) {
+        let (due_tx, mut due_rx) = mpsc::unbounded_channel::<VmName>();
+        let mut tracks: HashMap<VmName, Track> = HashMap::new();
+        self.reconcile(&mut tracks, &due_tx).await;
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(event) => self.on_event(event, &mut tracks, &due_tx).await,
+                    None => {
+                        warn!("the hypervisor's lifecycle events ended; restart policies are no longer enforced");
+                        return;
+                    }
+                },
+                Some(name) = due_rx.recv() => self.on_due(name, &mut tracks, &due_tx).await,
+            }
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        tracks: &mut HashMap<VmName, Track>,
+        due: &mpsc::UnboundedSender<VmName>,
+    ) {
+        let vms = match self.hypervisor.list_vms().await {
+            Ok(vms) => vms,
+            Err(e) => {
+                warn!(error = %e, "cannot list VMs to apply restart policies at start");
+                return;
+            }
+        };
+        for vm in vms {
+            let name = vm.spec.name;
+            let policy = vm.spec.restart_policy;
+            let stopped_by_vmr = self.runtime.stopped_by_vmr(&name).await;
+            if !restarts_at_startup(policy, vm.state, stopped_by_vmr) {
+                continue;
+            }
+            if stopped_by_vmr {
+                // `always` ignores a stop through vmr once the daemon restarts.
+                self.runtime.clear_stopped(&name).await;
+            }
+            info!(vm = %name, state = %vm.state, %policy, "starting VM per its restart policy");
+            tracks.entry(name.clone()).or_default().pending = true;
+            let _ = due.send(name);
+        }
+    }
+
+    async fn on_event(
+        &self,
+        event: LifecycleEvent,
+        tracks: &mut HashMap<VmName, Track>,
+        due: &mpsc::UnboundedSender<VmName>,
+    ) {
+        let name = event.vm;
+        let reason = match event.kind {
+            LifecycleKind::Started => {
+                tracks.entry(name).or_default().started_at = Some(Instant::now());
+                return;
+            }
+            LifecycleKind::Undefined => {
+                tracks.remove(&name);
+                return;
+            }
+            LifecycleKind::Defined | LifecycleKind::Stopped(StopReason::Requested) => return,
+            LifecycleKind::Stopped(reason) => reason,
+        };
+        let record = match self.hypervisor.inspect_vm(&name).await {
+            Ok(details) => details.record,
+            Err(e) => {
+                debug!(vm = %name, error = %e, "VM stopped and is gone");
+                return;
+            }
+        };
+        if record.state.is_active() {
+            return;
+        }
+        let policy = record.spec.restart_policy;
+        let stopped_by_vmr = self.runtime.stopped_by_vmr(&name).await;
+        if !restarts_after_stop(policy, reason, stopped_by_vmr) {
+            debug!(vm = %name, reason = reason.as_str(), %policy, "VM stopped; not restarting it");
+            return;
+        }
+        self.schedule(name, reason.as_str(), policy, tracks, due);
+    }
+
+    fn schedule(
+        &self,
+        name: VmName,
+        why: &str,
+        policy: RestartPolicy,
+        tracks: &mut HashMap<VmName, Track>,
+        due: &mpsc::UnboundedSender<VmName>,
+    ) {
+        let track = tracks.entry(name.clone()).or_default();
+        if track.pending {
+            return;
+        }
+        if track
+            .started_at
+            .is_some_and(|at| at.elapsed() >= self.backoff.reset_after)
+        {
+            track.restarts = 0;
+        }
+        let delay = self.backoff.delay(track.restarts);
+        track.restarts = track.restarts.saturating_add(1);
+        track.pending = true;
+        track.started_at = None;
+        info!(vm = %name, why, %policy, delay_ms = delay.as_millis() as u64, "restarting VM");
+        let due = due.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = due.send(name);
+        });
+    }
+
+    async fn on_due(
+        &self,
+        name: VmName,
+        tracks: &mut HashMap<VmName, Track>,
+        due: &mpsc::UnboundedSender<VmName>,
+    ) {
+        let track = tracks.entry(name.clone()).or_default();
+        track.pending = false;
+        // Things may have changed while waiting: removed, started or
+        // stopped through vmr.
+        let record = match self.hypervisor.inspect_vm(&name).await {
+            Ok(details) => details.record,
+            Err(HypervisorError::NotFound { .. }) => {
+                tracks.remove(&name);
+                return;
+            }
+            Err(e) => {
+                warn!(vm = %name, error = %e, "cannot check VM before restarting it; retrying");
+                self.schedule(name, "retry", RestartPolicy::Always, tracks, due);
+                return;
+            }
+        };
+        let policy = record.spec.restart_policy;
+        if record.state.is_active()
+            || policy == RestartPolicy::No
+            || self.runtime.stopped_by_vmr(&name).await
+        {
+            return;
+        }
+        match self.hypervisor.start_vm(&name).await {
+            Ok(()) => {
+                info!(vm = %name, %policy, "VM restarted per its restart policy");
+                if let Some(track) = tracks.get_mut(&name) {
+                    track.started_at = Some(Instant::now());
+                }
+            }
+            Err(HypervisorError::NotFound { .. }) => {
+                tracks.remove(&name);
+            }
+            Err(e) => {
+                warn!(vm = %name, error = %e, "restarting VM failed; trying again later");
+                self.schedule(name, "start failed", policy, tracks, due);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "restart_tests.rs"]
+mod tests;

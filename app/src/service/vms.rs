@@ -1,0 +1,318 @@
+//! VM use cases over the hypervisor and the image store: create (and run),
+//! start, stop, restart, remove, list and inspect. libvirt (or the fake)
+//! holds every VM's state; this service adds the runtime files, the checks
+//! made before anything is created, the rollback when a step fails, and the
+//! record of stops asked for through vmr that restart policies honour.
+//! It also tells image garbage collection which images VMs use.
+
+mod create;
+mod runtime;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tracing::{info, instrument};
+use vmr_domain::image::Digest;
+use vmr_domain::vm::VmName;
+use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
+use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
+
+pub use create::{PreparedVm, VmBlueprint, image_digests, prepare};
+pub use runtime::RuntimeDirs;
+
+use super::images::{ImageService, ImagesInUse};
+
+/// How long a stop or restart waits for the guest when the caller gives no
+/// timeout.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Which images VMs use: those of every defined VM (from the hypervisor's
+/// records) and those of VMs being created right now, so that garbage
+/// collection never takes a disk from under a VM.
+pub struct VmImages {
+    hypervisor: Arc<dyn Hypervisor>,
+    in_flight: Mutex<BTreeMap<Digest, usize>>,
+}
+
+impl VmImages {
+    pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Self {
+        Self {
+            hypervisor,
+            in_flight: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts `digest` as in use until the returned guard is dropped.
+    fn hold(self: &Arc<Self>, digest: Digest) -> ImageHold {
+        *lock(&self.in_flight).entry(digest.clone()).or_insert(0) += 1;
+        ImageHold {
+            images: Arc::clone(self),
+            digest,
+        }
+    }
+}
+
+struct ImageHold {
+    images: Arc<VmImages>,
+    digest: Digest,
+}
+
+impl Drop for ImageHold {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.images.in_flight);
+        if let Some(count) = in_flight.get_mut(&self.digest) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.remove(&self.digest);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ImagesInUse for VmImages {
+    async fn manifest_digests_in_use(&self) -> Result<BTreeSet<Digest>, UseCaseError> {
+        let held: Vec<Digest> = lock(&self.in_flight).keys().cloned().collect();
+        let mut digests = image_digests(&self.hypervisor.list_vms().await?);
+        digests.extend(held);
+        Ok(digests)
+    }
+}
+
+struct Inner {
+    hypervisor: Arc<dyn Hypervisor>,
+    images: Arc<ImageService>,
+    runtime: RuntimeDirs,
+    usage: Arc<VmImages>,
+    /// VMs being created or removed: one such change per name at a time.
+    busy: Mutex<BTreeSet<VmName>>,
+}
+
+/// Marks a name busy until dropped.
+struct Busy {
+    inner: Arc<Inner>,
+    name: VmName,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        lock(&self.inner.busy).remove(&self.name);
+    }
+}
+
+/// The VM use cases.
+#[derive(Clone)]
+pub struct VmService {
+    inner: Arc<Inner>,
+}
+
+impl VmService {
+    pub fn new(
+        hypervisor: Arc<dyn Hypervisor>,
+        images: Arc<ImageService>,
+        runtime: RuntimeDirs,
+        usage: Arc<VmImages>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hypervisor,
+                images,
+                runtime,
+                usage,
+                busy: Mutex::new(BTreeSet::new()),
+            }),
+        }
+    }
+
+    pub fn runtime(&self) -> &RuntimeDirs {
+        &self.inner.runtime
+    }
+
+    fn claim(&self, name: &VmName, kind: ErrorKind) -> Result<Busy, UseCaseError> {
+        if !lock(&self.inner.busy).insert(name.clone()) {
+            return Err(UseCaseError::new(
+                kind,
+                format!("VM {name} is being created or removed right now"),
+            ));
+        }
+        Ok(Busy {
+            inner: Arc::clone(&self.inner),
+            name: name.clone(),
+        })
+    }
+
+    /// Checks a blueprint and builds what it would create, creating nothing
+    /// (compose compares the spec hash with a running VM's).
+    pub async fn prepare(&self, blueprint: &VmBlueprint) -> Result<PreparedVm, UseCaseError> {
+        prepare(self.inner.hypervisor.as_ref(), &self.inner.images, blueprint).await
+    }
+
+    /// Creates a VM from a blueprint; see [`VmUseCases::create`].
+    #[instrument(skip_all, fields(vm = %blueprint.request.name))]
+    pub async fn create_from(&self, blueprint: VmBlueprint) -> Result<VmRecord, UseCaseError> {
+        let busy = self.claim(&blueprint.request.name, ErrorKind::AlreadyExists)?;
+        let prepared = self.prepare(&blueprint).await?;
+        let hold = prepared
+            .spec
+            .labels
+            .image_digest
+            .clone()
+            .map(|digest| self.inner.usage.hold(digest));
+        let inner = Arc::clone(&self.inner);
+        // On its own task: a caller that goes away mid-way must not leave
+        // half a VM behind, so the steps and their rollback always finish.
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            let _hold = hold;
+            create::materialize(
+                &inner.hypervisor,
+                inner.images.store(),
+                &inner.runtime,
+                prepared,
+            )
+            .await
+        });
+        let record = task
+            .await
+            .map_err(|e| UseCaseError::internal(format!("the create task failed: {e}")))??;
+        info!(vm = %record.spec.name, state = %record.state, "VM created");
+        Ok(record)
+    }
+
+    async fn record(&self, name: &VmName) -> Result<VmRecord, UseCaseError> {
+        Ok(self.inner.hypervisor.inspect_vm(name).await?.record)
+    }
+
+    async fn remove_now(inner: &Inner, name: &VmName, force: bool) -> Result<(), UseCaseError> {
+        let record = inner.hypervisor.inspect_vm(name).await?.record;
+        if record.state.is_active() {
+            if !force {
+                return Err(UseCaseError::precondition(format!(
+                    "VM {name} is {}; stop it first or remove it with --force",
+                    record.state
+                )));
+            }
+            inner.runtime.mark_stopped(name).await;
+            match inner.hypervisor.stop_vm(name, StopMode::Force).await {
+                // It went down by itself meanwhile.
+                Ok(()) | Err(HypervisorError::InvalidState { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        inner.hypervisor.undefine_vm(name).await?;
+        inner.runtime.remove(name).await.map_err(|e| {
+            UseCaseError::internal(format!(
+                "VM {name} is removed, but its runtime files in {} are not: {e}",
+                inner.runtime.dir(name).display()
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// The hypervisor's stop mode for a request: forced at once when forced
+/// without a timeout; ACPI then forced when forced with one; ACPI only
+/// (with the default timeout) otherwise.
+pub fn stop_mode(how: StopVm) -> StopMode {
+    match (how.force, how.timeout) {
+        (true, None) => StopMode::Force,
+        (true, Some(timeout)) => StopMode::GracefulThenForce { timeout },
+        (false, timeout) => StopMode::Graceful {
+            timeout: timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+        },
+    }
+}
+
+#[async_trait]
+impl VmUseCases for VmService {
+    async fn create(&self, request: CreateVm) -> Result<VmRecord, UseCaseError> {
+        self.create_from(request.into()).await
+    }
+
+    #[instrument(skip(self))]
+    async fn start(&self, name: &VmName) -> Result<VmRecord, UseCaseError> {
+        self.inner.hypervisor.start_vm(name).await?;
+        self.inner.runtime.clear_stopped(name).await;
+        info!(vm = %name, "VM started");
+        self.record(name).await
+    }
+
+    #[instrument(skip(self))]
+    async fn stop(&self, name: &VmName, how: StopVm) -> Result<VmRecord, UseCaseError> {
+        // Known before the VM goes down, so that no restart policy races it;
+        // kept even if the stop fails: the user wants the VM down.
+        self.inner.hypervisor.inspect_vm(name).await?;
+        self.inner.runtime.mark_stopped(name).await;
+        self.inner
+            .hypervisor
+            .stop_vm(name, stop_mode(how))
+            .await?;
+        info!(vm = %name, "VM stopped");
+        self.record(name).await
+    }
+
+    #[instrument(skip(self))]
+    async fn restart(
+        &self,
+        name: &VmName,
+        timeout: Option<Duration>,
+    ) -> Result<VmRecord, UseCaseError> {
+        let timeout = timeout.unwrap_or(DEFAULT_STOP_TIMEOUT);
+        self.inner
+            .hypervisor
+            .restart_vm(name, StopMode::GracefulThenForce { timeout })
+            .await?;
+        self.inner.runtime.clear_stopped(name).await;
+        info!(vm = %name, "VM restarted");
+        self.record(name).await
+    }
+
+    #[instrument(skip(self))]
+    async fn remove(&self, name: &VmName, force: bool) -> Result<(), UseCaseError> {
+        let busy = self.claim(name, ErrorKind::FailedPrecondition)?;
+        let inner = Arc::clone(&self.inner);
+        let name = name.clone();
+        // Like create: once begun, a removal finishes even if the caller
+        // goes away.
+        tokio::spawn(async move {
+            let _busy = busy;
+            Self::remove_now(&inner, &name, force).await?;
+            info!(vm = %name, "VM removed");
+            Ok(())
+        })
+        .await
+        .map_err(|e| UseCaseError::internal(format!("the remove task failed: {e}")))?
+    }
+
+    async fn list(&self, filter: VmFilter) -> Result<Vec<VmRecord>, UseCaseError> {
+        let mut vms: Vec<VmRecord> = self
+            .inner
+            .hypervisor
+            .list_vms()
+            .await?
+            .into_iter()
+            .filter(|vm| filter.all || vm.state.is_active())
+            .filter(|vm| {
+                filter
+                    .project
+                    .as_ref()
+                    .is_none_or(|p| vm.spec.labels.project.as_ref() == Some(p))
+            })
+            .collect();
+        vms.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        Ok(vms)
+    }
+
+    async fn inspect(&self, name: &VmName) -> Result<VmDetails, UseCaseError> {
+        Ok(self.inner.hypervisor.inspect_vm(name).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests;
