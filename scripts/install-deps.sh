@@ -8,7 +8,9 @@ SUDO=""
 
 want_debs=(libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-config
            docker-registry skopeo apache2-utils genisoimage xorriso openssl iproute2
-           ovmf python3-venv curl ca-certificates make)
+           ovmf python3-venv curl ca-certificates make
+           # the bootable guest of the compose readiness test (tests/tests/compose.rs)
+           linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio)
 missing=()
 for p in "${want_debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -46,4 +48,6 @@ SRC
   $SUDO apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo apache2-utils genisoimage xorriso openssl iproute2 python3-venv curl ca-certificates \
     make
+  $SUDO apt-get install -y -qq --no-install-recommends \
+    linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio
 fi

@@ -261,3 +261,28 @@ async fn virt_type_defaults_to_kvm_only_with_hardware_virtualisation() {
         assert_eq!(hv.virt_type(), VirtType::Qemu);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uefi_vm_starts_with_ovmf() {
+    let Some((hv, fx)) = system("uefi", 233).await else {
+        return;
+    };
+    let mut def = fx.definition(&hv, "uefi", Vec::new()).await;
+    def.spec.bootloader = vmr_domain::vm::Bootloader::Uefi;
+    hv.define_vm(&def).await.unwrap();
+    let details = hv.inspect_vm(&def.spec.name).await.unwrap();
+    assert!(
+        details.definition.contains("firmware='efi'"),
+        "{}",
+        details.definition
+    );
+    hv.start_vm(&def.spec.name).await.unwrap();
+    assert_eq!(
+        hv.inspect_vm(&def.spec.name).await.unwrap().record.state,
+        VmState::Running
+    );
+    // OVMF reports on the serial console too (its boot manager's messages).
+    wait_for_file_containing(&def.console_log, "BdsDxe", Duration::from_secs(60)).await;
+    hv.stop_vm(&def.spec.name, StopMode::Force).await.unwrap();
+    hv.undefine_vm(&def.spec.name).await.unwrap();
+}

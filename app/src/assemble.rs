@@ -6,17 +6,50 @@ use std::sync::Arc;
 use anyhow::Context;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings};
 use vmr_adapters::grpc::Core;
+use vmr_adapters::fake::hypervisor::FakeHypervisor;
+use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
+use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
 
-use crate::config::{DaemonConfig, StorageKind};
+use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::health::{Component, Probe};
-use crate::service::{ContextService, HealthService, ImageService, NoVms};
+use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
+use crate::service::{ContextService, HealthService, ImageService};
+use crate::service::{NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService};
 
 /// The assembled daemon core.
 pub struct Assembled {
     pub grpc: Core,
     pub store_description: String,
     pub hypervisor_description: String,
+    /// Enforces restart policies while it lives.
+    pub restart_policies: RestartTask,
+}
+
+/// Connects to the hypervisor the configuration names.
+pub async fn open_hypervisor(
+    config: &DaemonConfig,
+) -> anyhow::Result<(Arc<dyn Hypervisor>, String)> {
+    match config.hypervisor {
+        HypervisorKind::Fake => Ok((
+            Arc::new(FakeHypervisor::new()),
+            "fake (in memory; VMs do not outlive the daemon)".to_string(),
+        )),
+        HypervisorKind::Libvirt => {
+            let mut settings = LibvirtConfig::new(config.libvirt_uri.clone());
+            settings.virt_type = config
+                .virt_type
+                .as_deref()
+                .map(str::parse::<VirtType>)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            let libvirt = LibvirtHypervisor::connect(settings)
+                .await
+                .with_context(|| format!("--libvirt-uri {}", config.libvirt_uri))?;
+            let description = format!("libvirt {} ({})", config.libvirt_uri, libvirt.virt_type());
+            Ok((Arc::new(libvirt), description))
+        }
+    }
 }
 
 /// Opens the store the configuration names, and sweeps what a crash left.
@@ -57,6 +90,24 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
     Ok(store)
 }
 
+fn hypervisor_probe(hypervisor: Arc<dyn Hypervisor>) -> Probe {
+    Arc::new(move || {
+        let hypervisor = hypervisor.clone();
+        Box::pin(async move {
+            hypervisor
+                .ping()
+                .await
+                .map(|info| {
+                    format!(
+                        "{} {} ({}, {})",
+                        info.backend, info.uri, info.version, info.virt_type
+                    )
+                })
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 fn store_probe(store: Arc<dyn BlobStore>) -> Probe {
     Arc::new(move || {
         let store = store.clone();
@@ -73,11 +124,43 @@ fn store_probe(store: Arc<dyn BlobStore>) -> Probe {
 /// Builds the whole core from the configuration.
 pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
     let store = open_store(config).await?;
-    let images = Arc::new(ImageService::new(store.clone(), Arc::new(NoVms)));
-    let health = Arc::new(HealthService::new(vec![Component {
-        name: "store",
-        probe: Some(store_probe(store.clone())),
-    }]));
+    let (hypervisor, hypervisor_description) = open_hypervisor(config).await?;
+    // Libvirt resolves paths in its own process: they must be absolute.
+    let runtime_root = std::path::absolute(config.fs_path.join("runtime"))
+        .with_context(|| format!("--fs-path {}", config.fs_path.display()))?;
+    tokio::fs::create_dir_all(&runtime_root)
+        .await
+        .with_context(|| format!("creating {}", runtime_root.display()))?;
+    let runtime = RuntimeDirs::new(runtime_root);
+    let usage = Arc::new(VmImages::new(hypervisor.clone()));
+    let images = Arc::new(ImageService::new(store.clone(), usage.clone()));
+    let vms = Arc::new(VmService::new(
+        hypervisor.clone(),
+        images.clone(),
+        runtime.clone(),
+        usage,
+    ));
+    let networks = Arc::new(NetworkService::new(hypervisor.clone()));
+    let compose = Arc::new(ComposeService::new(
+        Arc::new(ServiceRuntime::new(
+            hypervisor.clone(),
+            images.clone(),
+            vms.clone(),
+            networks.clone(),
+        )),
+        ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
+    ));
+    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let health = Arc::new(HealthService::new(vec![
+        Component {
+            name: "hypervisor",
+            probe: Some(hypervisor_probe(hypervisor.clone())),
+        },
+        Component {
+            name: "store",
+            probe: Some(store_probe(store.clone())),
+        },
+    ]));
     let contexts = Arc::new(ContextService::new(
         config.fs_path.join("contexts.json"),
         config.registry_url.clone(),
@@ -88,8 +171,12 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
             images,
             health,
             contexts,
+            vms,
+            networks,
+            compose,
         },
         store_description: store.describe(),
-        hypervisor_description: "none".to_string(),
+        hypervisor_description,
+        restart_policies,
     })
 }

@@ -4,5 +4,6 @@
 pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
+pub mod libvirt;
 
 pub use daemon::{Daemon, VmrOutput, bin, connect};

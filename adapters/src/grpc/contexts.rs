@@ -17,7 +17,7 @@ fn info(view: ContextView) -> pb::ContextInfo {
     }
 }
 
-fn non_empty(s: String) -> Option<String> {
+fn non_empty(s: &str) -> Option<String> {
     Some(s.trim_end_matches('/').to_string()).filter(|s| !s.is_empty())
 }
 
@@ -28,8 +28,8 @@ pub async fn create_context(
     let r = request.into_inner();
     let context = Context {
         name: r.name,
-        registry_url: non_empty(r.registry_url),
-        auth_url: non_empty(r.auth_url),
+        registry_url: non_empty(&r.registry_url),
+        auth_url: non_empty(&r.auth_url),
         insecure: r.insecure,
     };
     let view = core.contexts.create(context).await.map_err(to_status)?;

@@ -20,7 +20,7 @@ mod xml;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,7 +108,7 @@ impl LibvirtConfig {
 /// The libvirt [`Hypervisor`].
 pub struct LibvirtHypervisor {
     conn: Arc<Connection>,
-    virt_type: OnceLock<VirtType>,
+    virt_type: VirtType,
     hub: Arc<EventHub>,
     _poller: PollerGuard,
 }
@@ -117,7 +117,7 @@ impl fmt::Debug for LibvirtHypervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LibvirtHypervisor")
             .field("uri", &self.conn.uri())
-            .field("virt_type", &self.virt_type.get())
+            .field("virt_type", &self.virt_type)
             .finish_non_exhaustive()
     }
 }
@@ -138,52 +138,22 @@ impl LibvirtHypervisor {
         })
         .await
         .map_err(|e| HypervisorError::Backend(format!("libvirt connect task failed: {e}")))??;
-        let this = Self {
-            conn,
-            virt_type: OnceLock::new(),
-            hub,
-            _poller: poller,
-        };
         let virt_type = match config.virt_type {
             Some(t) => t,
-            None => this.detect_virt_type().await?,
+            None => detect_virt_type(&conn).await?,
         };
-        let _ = this.virt_type.set(virt_type);
         tracing::info!(uri = %config.uri, %virt_type, "connected to libvirt");
-        Ok(this)
+        Ok(Self {
+            conn,
+            virt_type,
+            hub,
+            _poller: poller,
+        })
     }
 
     /// The domain type VMs are defined with.
     pub fn virt_type(&self) -> VirtType {
-        self.virt_type.get().copied().unwrap_or(VirtType::Qemu)
-    }
-
-    /// KVM when libvirt offers it and the CPU really has hardware
-    /// virtualisation: some hosts expose a `/dev/kvm` (kvm-pvm) on which
-    /// libvirt accepts KVM domains that then hang at boot.
-    async fn detect_virt_type(&self) -> Result<VirtType, HypervisorError> {
-        let caps = self
-            .conn
-            .run(|c| {
-                c.capabilities()
-                    .map_err(|e| HypervisorError::Unavailable(e.message().to_owned()))
-            })
-            .await?;
-        let libvirt_offers_kvm = caps.contains("type='kvm'") || caps.contains("type=\"kvm\"");
-        let local = self.conn.uri().starts_with("qemu:///");
-        let cpu_has_vmx = tokio::fs::read_to_string("/proc/cpuinfo")
-            .await
-            .map(|info| {
-                info.lines()
-                    .filter(|l| l.starts_with("flags"))
-                    .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-            })
-            .unwrap_or(false);
-        Ok(if libvirt_offers_kvm && (!local || cpu_has_vmx) {
-            VirtType::Kvm
-        } else {
-            VirtType::Qemu
-        })
+        self.virt_type
     }
 
     fn host_checks(&self) -> bool {
@@ -207,6 +177,33 @@ impl LibvirtHypervisor {
             sleep(STOP_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
+}
+
+/// KVM when libvirt offers it and the CPU really has hardware
+/// virtualisation: some hosts expose a `/dev/kvm` (kvm-pvm) on which
+/// libvirt accepts KVM domains that then hang at boot.
+async fn detect_virt_type(conn: &Arc<Connection>) -> Result<VirtType, HypervisorError> {
+    let caps = conn
+        .run(|c| {
+            c.capabilities()
+                .map_err(|e| HypervisorError::Unavailable(e.message().to_owned()))
+        })
+        .await?;
+    let libvirt_offers_kvm = caps.contains("type='kvm'") || caps.contains("type=\"kvm\"");
+    let local = conn.uri().starts_with("qemu:///");
+    let cpu_has_vmx = tokio::fs::read_to_string("/proc/cpuinfo")
+        .await
+        .map(|info| {
+            info.lines()
+                .filter(|l| l.starts_with("flags"))
+                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+        })
+        .unwrap_or(false);
+    Ok(if libvirt_offers_kvm && (!local || cpu_has_vmx) {
+        VirtType::Kvm
+    } else {
+        VirtType::Qemu
+    })
 }
 
 async fn missing_file(path: &Path) -> Option<HypervisorError> {

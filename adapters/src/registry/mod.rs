@@ -8,6 +8,7 @@
 
 mod challenge;
 mod client;
+mod download;
 pub(crate) mod errors;
 pub mod http;
 mod transport;

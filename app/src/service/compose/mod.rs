@@ -25,7 +25,7 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{Instrument, info_span};
 use vmr_ports::driving::{
-    ComposeConfig, ComposeDownOutcome, ComposeEventStream, ComposeSource, ComposeStatus,
+    ComposeConfig, ComposeDownOutcome, ComposeEventKind, ComposeEventStream, ComposeSource, ComposeStatus,
     ComposeUseCases, UseCaseError,
 };
 
@@ -136,11 +136,17 @@ impl ComposeUseCases for ComposeService {
         let span = info_span!("compose up", project = %plan.project);
         tokio::spawn(
             async move {
-                // Held until the last step is done, even if the client left.
-                let _guard = guard;
-                if let Err(e) = steps.run(runtime, events.clone(), ready).await {
-                    tracing::warn!(error = %e, "compose up failed");
-                    events.fail(e);
+                // Held until the last step is done, even if the client left,
+                // and released before the client hears the end, so that it
+                // may run the next `up` or `down` at once.
+                let result = steps.run(runtime, events.clone(), ready).await;
+                drop(guard);
+                match result {
+                    Ok(()) => events.project(ComposeEventKind::Done, ""),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "compose up failed");
+                        events.fail(e);
+                    }
                 }
             }
             .instrument(span),

@@ -10,13 +10,35 @@ use serde_yaml::Value;
 use vmr_domain::compose::{ComposeInput, ComposePlan, plan};
 use vmr_ports::VmRecord;
 use vmr_ports::driving::{
-    ComposeDownOutcome, ComposeServiceStatus, ComposeSource, ComposeStatus, UseCaseError,
+    ComposeDownOutcome, ErrorKind, ComposeServiceStatus, ComposeSource, ComposeStatus, UseCaseError,
 };
 
 use super::runtime::ComposeRuntime;
 
+/// Most files a compose source may carry (three per service at most).
+const MAX_SOURCE_FILES: usize = 3 * 1024;
+/// Most bytes those files may hold together.
+const MAX_SOURCE_FILE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bounds what a client may send; each file and the YAML are bounded again
+/// where they are parsed.
+fn check_source(source: &ComposeSource) -> Result<(), UseCaseError> {
+    let total: usize = source.files.values().map(Vec::len).sum();
+    if source.files.len() > MAX_SOURCE_FILES || total > MAX_SOURCE_FILE_BYTES {
+        return Err(UseCaseError::new(
+            ErrorKind::ResourceExhausted,
+            format!(
+                "files: {} files of {total} bytes is more than the {MAX_SOURCE_FILES} files of at most {MAX_SOURCE_FILE_BYTES} bytes a compose project may send",
+                source.files.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates the whole project.
 pub fn plan_of(source: &ComposeSource) -> Result<ComposePlan, UseCaseError> {
+    check_source(source)?;
     Ok(plan(&ComposeInput {
         yaml: &source.yaml,
         files: &source.files,
@@ -31,6 +53,7 @@ pub fn plan_of(source: &ComposeSource) -> Result<ComposePlan, UseCaseError> {
 /// `-p`, else the directory. A file that is not YAML names nothing: a guess
 /// could tear down another project.
 pub fn project_of(source: &ComposeSource) -> Result<(String, Option<ComposePlan>), UseCaseError> {
+    check_source(source)?;
     let error = match plan_of(source) {
         Ok(plan) => return Ok((plan.project.clone(), Some(plan))),
         Err(error) => error,
@@ -42,7 +65,7 @@ pub fn project_of(source: &ComposeSource) -> Result<(String, Option<ComposePlan>
     // The domain's own rules decide the name, through a file that has
     // nothing else to fail on.
     let probe = ComposeInput {
-        yaml: "services:\n  p:\n    image: p\n",
+        yaml: "apiVersion: v1\nservices:\n  p:\n    image: p\n",
         files: &BTreeMap::new(),
         project_flag: name.or(source.project.as_deref()),
         directory_name: &source.directory_name,

@@ -189,7 +189,8 @@ impl UpSteps {
     }
 
     /// Runs the steps, sending events as they happen; the first level with
-    /// a failed service is the last one run. Returns the first failure.
+    /// a failed service is the last one run. Returns the first failure (the
+    /// caller ends the stream with it, or with `Done`).
     pub async fn run(
         self,
         runtime: Arc<dyn ComposeRuntime>,
@@ -228,7 +229,6 @@ impl UpSteps {
                 return Err(e);
             }
         }
-        events.project(ComposeEventKind::Done, "");
         Ok(())
     }
 }
