@@ -5,17 +5,22 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings};
-use vmr_adapters::grpc::Core;
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
+use vmr_adapters::grpc::Core;
 use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
+use vmr_adapters::auth::HttpAuthConnector;
+use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
 use vmr_ports::Hypervisor;
+use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 use vmr_ports::blobstore::BlobStore;
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::health::{Component, Probe};
 use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
-use crate::service::{ContextService, HealthService, ImageService};
-use crate::service::{NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService};
+use crate::service::{AuthService, ContextService, HealthService, ImageService, TransferService};
+use crate::service::{
+    NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
+};
 
 /// The assembled daemon core.
 pub struct Assembled {
@@ -121,6 +126,48 @@ fn store_probe(store: Arc<dyn BlobStore>) -> Probe {
     })
 }
 
+/// Whether the default context's registry answers `/v2/`. A registry that
+/// wants a login is up: the probe has no credential to offer.
+fn registry_probe(registries: Arc<dyn RegistryConnector>, url: String) -> Probe {
+    Arc::new(move || {
+        let (registries, url) = (registries.clone(), url.clone());
+        Box::pin(async move {
+            let target = RegistryTarget {
+                base_url: url.clone(),
+                insecure: false,
+                credential: None,
+            };
+            let client = registries.connect(&target).map_err(|e| e.to_string())?;
+            match client.ping().await {
+                Ok(()) => Ok(format!("{url} answers")),
+                Err(RegistryError::Unauthorized { .. } | RegistryError::Denied { .. }) => {
+                    Ok(format!("{url} answers (login required)"))
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    })
+}
+
+/// Whether the default context's auth server answers HTTP.
+fn auth_probe(auth: Arc<dyn AuthConnector>, url: String) -> Probe {
+    Arc::new(move || {
+        let (auth, url) = (auth.clone(), url.clone());
+        Box::pin(async move {
+            let target = AuthTarget {
+                base_url: url.clone(),
+                insecure: false,
+            };
+            let client = auth.connect(&target).map_err(|e| e.to_string())?;
+            client
+                .ping()
+                .await
+                .map(|()| format!("{url} answers"))
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
 /// Builds the whole core from the configuration.
 pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
     let store = open_store(config).await?;
@@ -151,6 +198,23 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let registries: Arc<dyn RegistryConnector> = Arc::new(
+        OciRegistryConnector::new(RegistryOptions::default()).context("registry HTTP client")?,
+    );
+    let auth_servers: Arc<dyn AuthConnector> = Arc::new(
+        HttpAuthConnector::new(RetryPolicy::default()).context("auth server HTTP client")?,
+    );
+    // Probes answer within the health check's bound: no retries.
+    let probe_registries: Arc<dyn RegistryConnector> = Arc::new(
+        OciRegistryConnector::new(RegistryOptions {
+            retry: RetryPolicy::none(),
+            ..RegistryOptions::default()
+        })
+        .context("registry HTTP client")?,
+    );
+    let probe_auth: Arc<dyn AuthConnector> = Arc::new(
+        HttpAuthConnector::new(RetryPolicy::none()).context("auth server HTTP client")?,
+    );
     let health = Arc::new(HealthService::new(vec![
         Component {
             name: "hypervisor",
@@ -160,12 +224,29 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
             name: "store",
             probe: Some(store_probe(store.clone())),
         },
+        Component {
+            name: "registry",
+            probe: config
+                .registry_url
+                .clone()
+                .map(|url| registry_probe(probe_registries, url)),
+        },
+        Component {
+            name: "auth",
+            probe: config.auth_url.clone().map(|url| auth_probe(probe_auth, url)),
+        },
     ]));
     let contexts = Arc::new(ContextService::new(
         config.fs_path.join("contexts.json"),
         config.registry_url.clone(),
         config.auth_url.clone(),
     ));
+    let transfers = Arc::new(TransferService::new(
+        images.clone(),
+        contexts.clone(),
+        registries.clone(),
+    ));
+    let auth = Arc::new(AuthService::new(contexts.clone(), registries, auth_servers));
     Ok(Assembled {
         grpc: Core {
             images,
@@ -174,6 +255,8 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
             vms,
             networks,
             compose,
+            transfers,
+            auth,
         },
         store_description: store.describe(),
         hypervisor_description,

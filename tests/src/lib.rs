@@ -5,5 +5,6 @@ pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
 pub mod libvirt;
+pub mod registry;
 
 pub use daemon::{Daemon, VmrOutput, bin, connect};

@@ -112,7 +112,15 @@ async fn fake_run_ps_inspect_stop_start_restart_rm() {
 
     let lan = daemon
         .vmr(&[
-            "network", "create", "lan", "--mode", "nat", "--subnet", "10.61.0.0/24", "-o", "json",
+            "network",
+            "create",
+            "lan",
+            "--mode",
+            "nat",
+            "--subnet",
+            "10.61.0.0/24",
+            "-o",
+            "json",
         ])
         .json();
     assert_eq!(lan["active"], true);
@@ -121,7 +129,13 @@ async fn fake_run_ps_inspect_stop_start_restart_rm() {
     assert!(lan["bridge"].as_str().unwrap().starts_with("vmr-"));
     daemon
         .vmr(&[
-            "network", "create", "lab", "--mode", "isolated", "--subnet", "10.62.0.0/24",
+            "network",
+            "create",
+            "lab",
+            "--mode",
+            "isolated",
+            "--subnet",
+            "10.62.0.0/24",
         ])
         .ok();
     let networks = daemon.vmr(&["network", "ls", "-o", "json"]).json();
@@ -248,16 +262,32 @@ async fn fake_bad_input_creates_nothing() {
     import_image(&daemon, work.path(), "tests/tiny");
     daemon
         .vmr(&[
-            "network", "create", "lan", "--mode", "nat", "--subnet", "10.61.0.0/24",
+            "network",
+            "create",
+            "lan",
+            "--mode",
+            "nat",
+            "--subnet",
+            "10.61.0.0/24",
         ])
         .ok();
     daemon
-        .vmr(&["run", "tests/tiny:1", "--name", "taken", "--network", "lan:10.61.0.10"])
+        .vmr(&[
+            "run",
+            "tests/tiny:1",
+            "--name",
+            "taken",
+            "--network",
+            "lan:10.61.0.10",
+        ])
         .ok();
 
     let mut client = daemon.client().await;
     let cases = [
-        (create_request("new", vec![attach("nowhere", "")]), Code::NotFound),
+        (
+            create_request("new", vec![attach("nowhere", "")]),
+            Code::NotFound,
+        ),
         (
             create_request("new", vec![attach("lan", "10.99.0.5")]),
             Code::InvalidArgument,
@@ -300,11 +330,21 @@ async fn fake_bad_input_creates_nothing() {
         status.metadata().get("vmr-field").unwrap(),
         "networks[0].static_ip"
     );
-    assert!(status.message().contains("outside the subnet"), "{status:?}");
+    assert!(
+        status.message().contains("outside the subnet"),
+        "{status:?}"
+    );
 
     // The CLI words it in one sentence and fails.
     let err = daemon
-        .vmr(&["run", "tests/tiny:1", "--name", "new", "--network", "nowhere"])
+        .vmr(&[
+            "run",
+            "tests/tiny:1",
+            "--name",
+            "new",
+            "--network",
+            "nowhere",
+        ])
         .err();
     assert!(err.contains("network nowhere not found"), "{err}");
 
@@ -525,13 +565,31 @@ fn libvirt_run_boots_the_firmware_and_leaves_nothing_behind() {
     // Everything comes back from libvirt after a daemon restart.
     let stopped = cleanup.domain(&format!("vmr-e2e-created-{sfx}"));
     daemon
-        .vmr(&["create", "tests/boot:1", "--name", &stopped, "--memory", "64MiB"])
+        .vmr(&[
+            "create",
+            "tests/boot:1",
+            "--name",
+            &stopped,
+            "--memory",
+            "64MiB",
+        ])
         .ok();
-    let before = daemon.vmr(&["ps", "-a", "-o", "json"]).ok();
-    assert_eq!(vm_names(&serde_json::from_str(&before).unwrap()).len(), 2);
+    // Other tests' VMs may share this libvirt: compare this test's own.
+    let ours = |ps: &Value| -> Vec<Value> {
+        ps["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"] == vm.as_str() || v["name"] == stopped.as_str())
+            .cloned()
+            .collect()
+    };
+    let before = ours(&ps(&daemon, true));
+    assert_eq!(before.len(), 2);
+    let states: Vec<&Value> = before.iter().map(|v| &v["state"]).collect();
+    assert_eq!(states, ["created", "running"], "sorted by name");
     daemon.restart();
-    let after = daemon.vmr(&["ps", "-a", "-o", "json"]).ok();
-    assert_eq!(before, after);
+    assert_eq!(ours(&ps(&daemon, true)), before);
     daemon.vmr(&["rm", &stopped]).ok();
     assert!(!domain_exists(&uri, &stopped));
 
@@ -545,7 +603,11 @@ fn libvirt_run_boots_the_firmware_and_leaves_nothing_behind() {
     daemon.vmr(&["rm", &vm]).ok();
     assert!(!domain_exists(&uri, &vm), "the domain is undefined");
     assert!(!dir.exists(), "the runtime directory is removed");
-    assert_eq!(sha256_file(&blob), blob_digest, "the image's disk is untouched");
+    assert_eq!(
+        sha256_file(&blob),
+        blob_digest,
+        "the image's disk is untouched"
+    );
 
     for name in [&nat, &isolated] {
         let bridge = daemon.vmr(&["network", "inspect", name]).json()["bridge"]
@@ -586,6 +648,15 @@ fn libvirt_on_failure_restarts_a_killed_qemu_and_no_does_not() {
             .ok();
         assert_eq!(domstate(&uri, name).as_deref(), Some("running"));
     }
+    // Let both run for a while, as a VM does before it crashes: the
+    // daemon sees libvirt's states by polling.
+    for name in [&failing, &plain] {
+        let console = runtime_dir(&daemon, name).join("console.log");
+        assert!(wait_for(Duration::from_secs(30), || {
+            std::fs::read_to_string(&console).is_ok_and(|log| log.contains("SeaBIOS"))
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(2));
     let killed: Vec<u32> = [&failing, &plain]
         .iter()
         .map(|name| {

@@ -32,6 +32,10 @@ const QUEUE_DEPTH: usize = 4;
 /// How long a resumed writer waits for an earlier writer of the same partial
 /// file (typically one just dropped after a cut connection) to let it go.
 const PARTIAL_HANDOVER: Duration = Duration::from_secs(5);
+/// Written data is pushed towards the disk in windows of this size, one
+/// window behind the writer, so that the disk works while sha256 does and the
+/// final fsync only has the tail left.
+const WRITEBACK_WINDOW: u64 = 16 << 20;
 /// Read size when re-hashing a partial file.
 const REHASH_BUFFER: usize = 1 << 20;
 
@@ -242,6 +246,22 @@ where
         .map_err(|e| io_error(doing, e))
 }
 
+/// Starts writing back `len` bytes at `offset` and lets the kernel drop them
+/// from the page cache once clean (`POSIX_FADV_DONTNEED` on dirty pages
+/// starts their writeback without waiting for it). Only an optimisation: the
+/// fsync at commit is what makes the data durable, so failures are ignored.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = nix::fcntl::posix_fadvise(
+        file,
+        offset,
+        len,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
 enum FileMessage {
     Chunk(Bytes),
     Finish,
@@ -278,9 +298,18 @@ impl Spool {
         let (to_file, mut file_rx) = mpsc::channel::<FileMessage>(QUEUE_DEPTH);
         let (to_hasher, mut hasher_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
         let file_task = tokio::task::spawn_blocking(move || {
+            let mut end = written;
+            let mut flushed = written;
             loop {
                 match file_rx.blocking_recv() {
-                    Some(FileMessage::Chunk(chunk)) => temp.file().write_all(&chunk)?,
+                    Some(FileMessage::Chunk(chunk)) => {
+                        temp.file().write_all(&chunk)?;
+                        end += chunk.len() as u64;
+                        if end - flushed >= 2 * WRITEBACK_WINDOW {
+                            start_writeback(temp.file(), flushed, WRITEBACK_WINDOW);
+                            flushed += WRITEBACK_WINDOW;
+                        }
+                    }
                     Some(FileMessage::Finish) => {
                         temp.file().sync_all()?;
                         return Ok(Some(temp));
@@ -411,4 +440,79 @@ pub(crate) async fn open_fresh(dir: &Path, temps: &Arc<ActiveTemps>) -> Result<O
         })
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spool whose file is `/dev/full` (through a symlink, so nothing in
+    /// this test can ever remove the device itself).
+    fn spool_into_dev_full(dir: &Path, temps: &Arc<ActiveTemps>) -> Option<Spool> {
+        if !Path::new("/dev/full").exists() {
+            eprintln!("no /dev/full here, skipping");
+            return None;
+        }
+        let link = dir.join("partial-full");
+        std::os::unix::fs::symlink("/dev/full", &link).unwrap();
+        let file = OpenOptions::new().append(true).open(&link).unwrap();
+        let temp = TempFile {
+            kind: TempKind::Partial { file, path: link },
+            _guard: temps.try_claim("partial-full").unwrap(),
+        };
+        Some(Spool::start(Opened {
+            temp,
+            hasher: Sha256::new(),
+            written: 0,
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_no_space_and_ends_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let temps = Arc::new(ActiveTemps::default());
+        let Some(mut spool) = spool_into_dev_full(dir.path(), &temps) else {
+            return;
+        };
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        let mut result = Ok(());
+        for _ in 0..=QUEUE_DEPTH + 2 {
+            result = spool.write(chunk.clone()).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(StoreError::NoSpace(_))), "{result:?}");
+        assert!(
+            spool.write(chunk).await.is_err(),
+            "a failed writer stays failed"
+        );
+        assert!(spool.finish().await.is_err());
+        assert!(!temps.contains("partial-full"), "the temporary is let go");
+    }
+
+    #[tokio::test]
+    async fn a_partial_is_handed_over_when_its_writer_lets_go() {
+        let temps = Arc::new(ActiveTemps::default());
+        let guard = temps.try_claim("partial-x").unwrap();
+        assert!(temps.try_claim("partial-x").is_none());
+        let waiter = {
+            let temps = Arc::clone(&temps);
+            tokio::spawn(async move { temps.claim("partial-x", Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(guard);
+        let handed = waiter.await.unwrap();
+        assert!(handed.is_some());
+        assert!(temps.contains("partial-x"));
+        // Nobody lets go within the patience: no claim.
+        assert!(
+            temps
+                .claim("partial-x", Duration::from_millis(50))
+                .await
+                .is_none()
+        );
+        drop(handed);
+        assert!(!temps.contains("partial-x"));
+    }
 }

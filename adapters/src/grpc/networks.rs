@@ -58,11 +58,7 @@ pub async fn create_network(
     request: Request<pb::CreateNetworkRequest>,
 ) -> Result<Response<pb::NetworkInfo>, Status> {
     let spec = spec(&request.into_inner())?;
-    let record = core
-        .networks
-        .create(spec, None)
-        .await
-        .map_err(to_status)?;
+    let record = core.networks.create(spec, None).await.map_err(to_status)?;
     Ok(Response::new(network_info(&record)))
 }
 

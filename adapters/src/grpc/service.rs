@@ -12,6 +12,7 @@ use vmr_ports::driving::{
     ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, UploadStream, UseCaseError,
 };
 use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
+use vmr_ports::driving::{AuthUseCases, TransferUseCases};
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 
@@ -32,6 +33,8 @@ pub struct Core {
     pub vms: Arc<dyn VmUseCases>,
     pub networks: Arc<dyn NetworkUseCases>,
     pub compose: Arc<dyn ComposeUseCases>,
+    pub transfers: Arc<dyn TransferUseCases>,
+    pub auth: Arc<dyn AuthUseCases>,
 }
 
 /// The tonic service over a `Core`.
@@ -44,13 +47,6 @@ impl VmServiceImpl {
     pub fn new(core: Core) -> Self {
         Self { core }
     }
-}
-
-pub(super) fn unimplemented(feature: &str) -> Status {
-    Status::unimplemented(format!(
-        "{feature} is not implemented by vmrd {} yet",
-        env!("CARGO_PKG_VERSION")
-    ))
 }
 
 /// Splits an import stream into its header and an upload stream of chunks.

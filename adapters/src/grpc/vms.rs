@@ -76,10 +76,7 @@ fn nic(index: usize, raw: &pb::NetworkAttachment) -> Result<NicRequest, Status> 
         })
         .transpose()?;
     let mac = non_empty(&raw.mac)
-        .map(|mac| {
-            mac.parse::<MacAddr>()
-                .map_err(|e| relabel(e, field("mac")))
-        })
+        .map(|mac| mac.parse::<MacAddr>().map_err(|e| relabel(e, field("mac"))))
         .transpose()?;
     Ok(NicRequest {
         network,
@@ -314,7 +311,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: Vec<(Box<dyn Fn(&mut pb::CreateVmRequest)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut pb::CreateVmRequest)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|r| r.name = "a/b".into()), "name"),
             (Box::new(|r| r.name = "a<b".into()), "name"),
             (Box::new(|r| r.name = String::new()), "name"),

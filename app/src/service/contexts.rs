@@ -44,11 +44,18 @@ fn check_name(name: &str) -> Result<(), UseCaseError> {
 }
 
 fn check_url(field: &str, url: Option<&str>) -> Result<(), UseCaseError> {
-    match url {
-        None => Ok(()),
-        Some(u) if (u.starts_with("http://") || u.starts_with("https://")) && u.len() > 8 => Ok(()),
-        Some(u) => Err(UseCaseError::invalid(field, format!("'{u}' is not an http:// or https:// URL"))),
+    let Some(url) = url else { return Ok(()) };
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or_default();
+    if host.is_empty() || host.starts_with('/') || host.contains(char::is_whitespace) {
+        return Err(UseCaseError::invalid(
+            field,
+            format!("'{url}' is not an http:// or https:// URL"),
+        ));
     }
+    Ok(())
 }
 
 impl ContextService {
@@ -244,7 +251,7 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("name"));
         let err = svc.create(ctx("ok", "ftp://x")).await.unwrap_err();
         assert_eq!(err.field.as_deref(), Some("registry_url"));
-        let err = svc.create(ctx("default", "http://x")).await.unwrap_err();
+        let err = svc.create(ctx("default", "http://x.example")).await.unwrap_err();
         assert_eq!(err.kind, ErrorKind::AlreadyExists);
         svc.create(ctx("two", "http://x.example")).await.unwrap();
         let err = svc.create(ctx("two", "http://x.example")).await.unwrap_err();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::sync::RwLock;
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tracing::{info, instrument};
 use vmr_domain::image::{
     Descriptor, Digest, DiskFormat, ImageConfig, Manifest, Reference, Repository, Tag, annotations,
@@ -44,7 +44,7 @@ pub struct ImageService {
     in_use: Arc<dyn ImagesInUse>,
     /// Writers (imports, pulls, tags) hold it shared; garbage collection holds
     /// it exclusively, so it never sees a blob committed but not yet tagged.
-    gc_lock: RwLock<()>,
+    gc_lock: Arc<RwLock<()>>,
 }
 
 impl ImageService {
@@ -52,8 +52,15 @@ impl ImageService {
         Self {
             store,
             in_use,
-            gc_lock: RwLock::new(()),
+            gc_lock: Arc::new(RwLock::new(())),
         }
+    }
+
+    /// Holds off garbage collection while a writer in another use case (a
+    /// pull) commits blobs that no tag references yet; hold it from the first
+    /// blob to the last tag.
+    pub async fn writer_guard(&self) -> OwnedRwLockReadGuard<()> {
+        self.gc_lock.clone().read_owned().await
     }
 
     /// The store, for other use cases that read images.

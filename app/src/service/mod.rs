@@ -1,18 +1,22 @@
 //! The use cases: each implements a driving port over the driven ports. This
 //! is where ordering, rollback on partial failure and progress live.
 
+pub mod auth;
 pub mod contexts;
 pub mod compose;
 pub mod health;
 pub mod images;
 pub mod networks;
 pub mod restart;
+pub mod transfer;
 pub mod vms;
 
+pub use auth::AuthService;
 pub use contexts::ContextService;
 pub use compose::{ComposeService, ComposeSettings, ServiceRuntime};
 pub use health::HealthService;
 pub use images::{ImageService, ImagesInUse, NoVms};
 pub use networks::NetworkService;
 pub use restart::{RestartSupervisor, RestartTask};
+pub use transfer::TransferService;
 pub use vms::{RuntimeDirs, VmImages, VmService};

@@ -169,7 +169,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(overlap.kind, ErrorKind::InvalidArgument);
         assert_eq!(overlap.field.as_deref(), Some("subnet"));
-        assert!(overlap.message.contains("network lan"), "{}", overlap.message);
+        assert!(
+            overlap.message.contains("network lan"),
+            "{}",
+            overlap.message
+        );
         let names: Vec<_> = networks
             .list()
             .await

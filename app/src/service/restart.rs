@@ -57,7 +57,11 @@ impl Backoff {
 }
 
 /// Whether a VM that just stopped for `reason` is started again.
-pub fn restarts_after_stop(policy: RestartPolicy, reason: StopReason, stopped_by_vmr: bool) -> bool {
+pub fn restarts_after_stop(
+    policy: RestartPolicy,
+    reason: StopReason,
+    stopped_by_vmr: bool,
+) -> bool {
     if reason == StopReason::Requested || stopped_by_vmr {
         return false;
     }
@@ -194,8 +198,11 @@ impl RestartSupervisor {
                 tracks.remove(&name);
                 return;
             }
-            LifecycleKind::Defined | LifecycleKind::Stopped(StopReason::Requested) => return,
+            LifecycleKind::Stopped(StopReason::Requested) => return,
             LifecycleKind::Stopped(reason) => reason,
+            // A VM first seen already crashed (its start and crash fell
+            // between two looks of a polling backend) crashed all the same.
+            LifecycleKind::Defined => StopReason::Crashed,
         };
         let record = match self.hypervisor.inspect_vm(&name).await {
             Ok(details) => details.record,
@@ -204,7 +211,9 @@ impl RestartSupervisor {
                 return;
             }
         };
-        if record.state.is_active() {
+        if record.state.is_active()
+            || (event.kind == LifecycleKind::Defined && record.state != VmState::Crashed)
+        {
             return;
         }
         let policy = record.spec.restart_policy;

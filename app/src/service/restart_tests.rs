@@ -195,10 +195,7 @@ async fn restarts_back_off_and_start_over_after_a_long_run() {
     world.fake.simulate_crash(&web).unwrap();
     let crashed = Instant::now();
     settle(5).await;
-    assert_eq!(
-        (*world.starts(&web).last().unwrap() - crashed).as_secs(),
-        1
-    );
+    assert_eq!((*world.starts(&web).last().unwrap() - crashed).as_secs(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -217,10 +214,7 @@ async fn a_failed_restart_is_retried_with_back_off() {
     settle(10).await;
     assert_eq!(world.state(&web).await, VmState::Running);
     // 1 s to the failed attempt, 2 s more to the one that worked.
-    assert_eq!(
-        (*world.starts(&web).last().unwrap() - crashed).as_secs(),
-        3
-    );
+    assert_eq!((*world.starts(&web).last().unwrap() - crashed).as_secs(), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,6 +6,8 @@
 //! It also tells image garbage collection which images VMs use.
 
 mod create;
+mod materialize;
+mod nics;
 mod runtime;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,10 +21,18 @@ use vmr_domain::vm::VmName;
 use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
 use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
 
-pub use create::{PreparedVm, VmBlueprint, image_digests, prepare};
+pub use create::{PreparedVm, VmBlueprint, prepare};
+pub use materialize::materialize;
 pub use runtime::RuntimeDirs;
 
 use super::images::{ImageService, ImagesInUse};
+
+/// Digests of the images a set of VMs runs from.
+pub fn image_digests(vms: &[VmRecord]) -> BTreeSet<Digest> {
+    vms.iter()
+        .filter_map(|vm| vm.spec.labels.image_digest.clone())
+        .collect()
+}
 
 /// How long a stop or restart waits for the guest when the caller gives no
 /// timeout.
@@ -150,7 +160,12 @@ impl VmService {
     /// Checks a blueprint and builds what it would create, creating nothing
     /// (compose compares the spec hash with a running VM's).
     pub async fn prepare(&self, blueprint: &VmBlueprint) -> Result<PreparedVm, UseCaseError> {
-        prepare(self.inner.hypervisor.as_ref(), &self.inner.images, blueprint).await
+        prepare(
+            self.inner.hypervisor.as_ref(),
+            &self.inner.images,
+            blueprint,
+        )
+        .await
     }
 
     /// Creates a VM from a blueprint; see [`VmUseCases::create`].
@@ -170,7 +185,7 @@ impl VmService {
         let task = tokio::spawn(async move {
             let _busy = busy;
             let _hold = hold;
-            create::materialize(
+            materialize(
                 &inner.hypervisor,
                 inner.images.store(),
                 &inner.runtime,
@@ -249,10 +264,7 @@ impl VmUseCases for VmService {
         // kept even if the stop fails: the user wants the VM down.
         self.inner.hypervisor.inspect_vm(name).await?;
         self.inner.runtime.mark_stopped(name).await;
-        self.inner
-            .hypervisor
-            .stop_vm(name, stop_mode(how))
-            .await?;
+        self.inner.hypervisor.stop_vm(name, stop_mode(how)).await?;
         info!(vm = %name, "VM stopped");
         self.record(name).await
     }

@@ -3,8 +3,10 @@
 
 use vmr_domain::validation::ValidationError;
 
+use crate::auth::AuthError;
 use crate::blobstore::StoreError;
 use crate::hypervisor::HypervisorError;
+use crate::registry::RegistryError;
 
 /// How a failure is classified for callers (maps 1:1 onto gRPC codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +133,62 @@ impl From<HypervisorError> for UseCaseError {
     }
 }
 
+impl From<RegistryError> for UseCaseError {
+    fn from(e: RegistryError) -> Self {
+        let kind = match &e {
+            RegistryError::InvalidTarget { .. } => ErrorKind::InvalidArgument,
+            // The context (or the reference's host) says http:// where only
+            // https:// may go: fix the context, not the call.
+            RegistryError::InsecureRefused { .. } => ErrorKind::FailedPrecondition,
+            RegistryError::Unauthorized { .. } => ErrorKind::Unauthenticated,
+            RegistryError::Denied { .. } => ErrorKind::PermissionDenied,
+            RegistryError::NotFound { .. } => ErrorKind::NotFound,
+            // A registry that answers nonsense is as good as one that is down.
+            RegistryError::Unavailable { .. } | RegistryError::InvalidResponse { .. } => {
+                ErrorKind::Unavailable
+            }
+            RegistryError::Rejected { .. } => ErrorKind::FailedPrecondition,
+            RegistryError::DigestMismatch { .. } => ErrorKind::DataLoss,
+            RegistryError::Source { source, .. } => match source {
+                StoreError::Corrupt { .. } | StoreError::DigestMismatch { .. } => {
+                    ErrorKind::DataLoss
+                }
+                StoreError::BlobNotFound(_) => ErrorKind::NotFound,
+                StoreError::Backend(_) => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+            field: None,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
+impl From<AuthError> for UseCaseError {
+    fn from(e: AuthError) -> Self {
+        let kind = match &e {
+            AuthError::InvalidTarget { .. } => ErrorKind::InvalidArgument,
+            AuthError::InsecureRefused { .. } => ErrorKind::FailedPrecondition,
+            AuthError::Unauthorized { .. } => ErrorKind::Unauthenticated,
+            AuthError::Denied { .. } => ErrorKind::PermissionDenied,
+            AuthError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            AuthError::InvalidRequest { .. } => ErrorKind::InvalidArgument,
+            AuthError::Unavailable { .. } | AuthError::InvalidResponse { .. } => {
+                ErrorKind::Unavailable
+            }
+        };
+        Self {
+            kind,
+            message: e.to_string(),
+            field: None,
+            source: Some(Box::new(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -189,5 +247,86 @@ mod tests {
         assert_eq!(invalid.kind, ErrorKind::InvalidArgument);
         assert_eq!(invalid.field.as_deref(), Some("subnet"));
         assert_eq!(invalid.message, "subnet: overlaps lan");
+    }
+
+    #[test]
+    fn registry_and_auth_errors_get_their_codes() {
+        let registry = || "127.0.0.1:5000".to_owned();
+        let cases = [
+            (
+                RegistryError::Unauthorized {
+                    registry: registry(),
+                    message: "wrong password".into(),
+                },
+                ErrorKind::Unauthenticated,
+            ),
+            (
+                RegistryError::Denied {
+                    registry: registry(),
+                    message: "no push".into(),
+                },
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                RegistryError::NotFound {
+                    registry: registry(),
+                    what: "manifest team/vm:1".into(),
+                    message: "MANIFEST_UNKNOWN".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                RegistryError::Unavailable {
+                    registry: registry(),
+                    message: "connection refused".into(),
+                },
+                ErrorKind::Unavailable,
+            ),
+            (
+                RegistryError::InsecureRefused {
+                    host: "example.org".into(),
+                },
+                ErrorKind::FailedPrecondition,
+            ),
+            (
+                RegistryError::DigestMismatch {
+                    registry: registry(),
+                    what: "blob".into(),
+                    expected: vmr_domain::image::Digest::of(b"a"),
+                    actual: vmr_domain::image::Digest::of(b"b"),
+                },
+                ErrorKind::DataLoss,
+            ),
+        ];
+        for (error, kind) in cases {
+            let message = error.to_string();
+            let converted = UseCaseError::from(error);
+            assert_eq!(converted.kind, kind, "{message}");
+            assert_eq!(converted.message, message);
+        }
+        let auth = |e: AuthError| UseCaseError::from(e).kind;
+        let server = || "auth.example".to_owned();
+        let message = || "m".to_owned();
+        assert_eq!(
+            auth(AuthError::Unauthorized {
+                server: server(),
+                message: message()
+            }),
+            ErrorKind::Unauthenticated
+        );
+        assert_eq!(
+            auth(AuthError::AlreadyExists {
+                server: server(),
+                message: message()
+            }),
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            auth(AuthError::Unavailable {
+                server: server(),
+                message: message()
+            }),
+            ErrorKind::Unavailable
+        );
     }
 }

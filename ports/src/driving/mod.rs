@@ -2,14 +2,17 @@
 //! depends only on these traits, so a library user can embed the core
 //! without gRPC (see `app/examples/`).
 
+pub mod auth;
 pub mod compose;
 pub mod contexts;
 pub mod error;
 pub mod health;
 pub mod images;
 pub mod networks;
+pub mod transfer;
 pub mod vms;
 
+pub use auth::{AuthUseCases, LoginOutcome};
 pub use compose::{
     ComposeConfig, ComposeDownOutcome, ComposeEvent, ComposeEventKind, ComposeEventStream,
     ComposeServiceStatus, ComposeSource, ComposeStatus, ComposeUseCases,
@@ -22,4 +25,8 @@ pub use images::{
     RemoveOutcome, UploadStream,
 };
 pub use networks::NetworkUseCases;
+pub use transfer::{
+    BlobProgress, TransferDone, TransferEvent, TransferEventStream, TransferRequest,
+    TransferUseCases,
+};
 pub use vms::{CreateVm, NicRequest, StaticAddress, StopVm, VmFilter, VmUseCases};

@@ -25,14 +25,14 @@ use tokio::sync::OwnedMutexGuard;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{Instrument, info_span};
 use vmr_ports::driving::{
-    ComposeConfig, ComposeDownOutcome, ComposeEventKind, ComposeEventStream, ComposeSource, ComposeStatus,
-    ComposeUseCases, UseCaseError,
+    ComposeConfig, ComposeDownOutcome, ComposeEventKind, ComposeEventStream, ComposeSource,
+    ComposeStatus, ComposeUseCases, UseCaseError,
 };
 
 pub use provision::ServiceRuntime;
-pub use readiness::is_finished_line;
 pub use runtime::{ComposeRuntime, PreparedVm, ResolvedImage};
-pub use up::{Events, NetworkStep, ReadySettings, ServiceAction, ServiceStep, UpSteps};
+pub use up::ReadySettings;
+use up::{Events, UpSteps};
 
 /// The environment variable that sets the readiness timeout, in seconds.
 pub const READY_TIMEOUT_ENV: &str = "VM_REGISTRY_COMPOSE_READY_TIMEOUT";
@@ -68,9 +68,7 @@ impl ComposeSettings {
                 .and_then(|s| s.trim().parse::<u64>().ok())
                 .filter(|s| *s > 0)
                 .ok_or_else(|| {
-                    format!(
-                        "{READY_TIMEOUT_ENV}: {raw:?} is not a number of seconds larger than 0"
-                    )
+                    format!("{READY_TIMEOUT_ENV}: {raw:?} is not a number of seconds larger than 0")
                 })?;
             settings.ready.timeout = Duration::from_secs(seconds);
         }

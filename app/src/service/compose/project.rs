@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use vmr_domain::compose::{ComposeInput, ComposePlan, plan};
 use vmr_ports::VmRecord;
 use vmr_ports::driving::{
-    ComposeDownOutcome, ErrorKind, ComposeServiceStatus, ComposeSource, ComposeStatus, UseCaseError,
+    ComposeDownOutcome, ComposeServiceStatus, ComposeSource, ComposeStatus, ErrorKind, UseCaseError,
 };
 
 use super::runtime::ComposeRuntime;
@@ -103,14 +103,16 @@ pub async fn status(
     }
     let mut rest: Vec<&VmRecord> = ours.into_values().collect();
     rest.sort_by_key(|vm| (vm.spec.labels.service.clone(), vm.spec.name.clone()));
-    services.extend(rest.into_iter().map(|vm| ComposeServiceStatus {
-        service: vm
-            .spec
-            .labels
-            .service
-            .clone()
-            .unwrap_or_else(|| vm.spec.name.to_string()),
-        vm: Some(vm.clone()),
+    services.extend(rest.into_iter().map(|vm| {
+        ComposeServiceStatus {
+            service: vm
+                .spec
+                .labels
+                .service
+                .clone()
+                .unwrap_or_else(|| vm.spec.name.to_string()),
+            vm: Some(vm.clone()),
+        }
     }));
     Ok(ComposeStatus { project, services })
 }
@@ -176,14 +178,17 @@ pub async fn down(
             .map(String::as_str)
             .collect();
         let reasons: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
-        Err(UseCaseError::new(*kind, format!(
-            "project {project}: could not remove {}{}; run `vmr compose down` again once the cause is fixed",
-            reasons.join("; "),
-            if removed.is_empty() {
-                String::new()
-            } else {
-                format!(" (removed {})", removed.join(", "))
-            }
-        )))
+        Err(UseCaseError::new(
+            *kind,
+            format!(
+                "project {project}: could not remove {}{}; run `vmr compose down` again once the cause is fixed",
+                reasons.join("; "),
+                if removed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (removed {})", removed.join(", "))
+                }
+            ),
+        ))
     }
 }

@@ -18,9 +18,7 @@ use vmr_domain::image::{Digest, DiskFormat, ImageConfig, Manifest};
 use vmr_domain::network::{NetworkName, NetworkSpec};
 use vmr_domain::units::ByteSize;
 use vmr_domain::vm::{VmLabels, VmName, VmSpec, VmState};
-use vmr_ports::driving::{
-    ErrorKind, NetworkUseCases, UseCaseError, VmFilter, VmUseCases,
-};
+use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError, VmFilter, VmUseCases};
 use vmr_ports::{
     DiskAttachment, Hypervisor, HypervisorError, NetworkRecord, VmDefinition, VmRecord,
 };
@@ -62,10 +60,7 @@ impl ServiceRuntime {
     ) -> Result<(ResolvedImage, ImageConfig), UseCaseError> {
         let (_, manifest_bytes) = self.images.resolve(&service.image).await?;
         let unusable = |reason: String| {
-            UseCaseError::precondition(format!(
-                "image {} cannot be run: {reason}",
-                service.image
-            ))
+            UseCaseError::precondition(format!("image {} cannot be run: {reason}", service.image))
         };
         let manifest = Manifest::from_json(&manifest_bytes).map_err(|e| unusable(e.to_string()))?;
         let layer = manifest

@@ -30,7 +30,10 @@ pub fn is_finished_line(line: &str) -> bool {
 /// The log's current length (0 when it does not exist yet): where a boot
 /// that starts now begins.
 pub async fn log_len(path: &Path) -> u64 {
-    tokio::fs::metadata(path).await.map(|m| m.len()).unwrap_or(0)
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0)
 }
 
 /// Reads a console log from an offset, a line at a time across polls.
@@ -105,7 +108,10 @@ pub async fn wait_ready(
             Some(state) => {
                 return Err(UseCaseError::new(
                     ErrorKind::FailedPrecondition,
-                    format!("VM {vm} is {state} before cloud-init finished (see {})", path.display()),
+                    format!(
+                        "VM {vm} is {state} before cloud-init finished (see {})",
+                        path.display()
+                    ),
                 ));
             }
             None => {

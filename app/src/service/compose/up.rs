@@ -74,18 +74,6 @@ pub struct UpSteps {
 }
 
 impl UpSteps {
-    /// Whether running these steps would change anything.
-    pub fn changes_anything(&self) -> bool {
-        self.networks
-            .iter()
-            .any(|n| !matches!(n, NetworkStep::Present(_)))
-            || self
-                .levels
-                .iter()
-                .flatten()
-                .any(|s| s.action != ServiceAction::Unchanged)
-    }
-
     /// Decides each step from what exists, checking on the way everything
     /// that would otherwise fail half-way.
     pub async fn observe(
@@ -106,14 +94,16 @@ impl UpSteps {
             let step = match (&planned.spec, existing) {
                 (None, Some(_)) => NetworkStep::Present(planned.name.clone()),
                 (None, None) => {
-                    return Err(UseCaseError::new(
-                        ErrorKind::NotFound,
-                        format!(
-                            "{field}: the external network {} does not exist",
-                            planned.name
+                    return Err(with_field(
+                        UseCaseError::new(
+                            ErrorKind::NotFound,
+                            format!(
+                                "{field}: the external network {} does not exist",
+                                planned.name
+                            ),
                         ),
-                    )
-                    .with_field(field));
+                        field,
+                    ));
                 }
                 (Some(spec), Some(record)) => existing_network_step(project, &field, spec, record)?,
                 (Some(spec), None) => {
@@ -153,16 +143,18 @@ impl UpSteps {
                 let vm = runtime
                     .prepare(project, service)
                     .await
-                    .map_err(|e| e.within_service(&service.service, "image"))?;
+                    .map_err(|e| within_service(e, &service.service, "image"))?;
                 let action = match existing_vms.get(service.vm_name.as_str()) {
                     None => ServiceAction::Create,
                     Some(record) => {
                         if record.spec.labels.project.as_deref() != Some(project) {
-                            return Err(UseCaseError::precondition(format!(
-                                "{field}: a VM named {} already exists and is not part of project {project}; remove it or rename the service",
-                                service.vm_name
-                            ))
-                            .with_field(field));
+                            return Err(with_field(
+                                UseCaseError::precondition(format!(
+                                    "{field}: a VM named {} already exists and is not part of project {project}; remove it or rename the service",
+                                    service.vm_name
+                                )),
+                                field,
+                            ));
                         }
                         if record.spec_hash.as_deref() != Some(vm.spec_hash.as_str()) {
                             ServiceAction::Recreate
@@ -217,7 +209,9 @@ impl UpSteps {
             let mut first_error = None;
             while let Some(joined) = tasks.join_next().await {
                 let result = joined.unwrap_or_else(|e| {
-                    Err(UseCaseError::internal(format!("a service task failed: {e}")))
+                    Err(UseCaseError::internal(format!(
+                        "a service task failed: {e}"
+                    )))
                 });
                 if let Err(e) = result
                     && first_error.is_none()
@@ -240,11 +234,13 @@ fn existing_network_step(
     record: &NetworkRecord,
 ) -> Result<NetworkStep, UseCaseError> {
     if record.project.as_deref() != Some(project) {
-        return Err(UseCaseError::precondition(format!(
-            "{field}: a network named {} already exists and is not part of project {project}; remove it, rename the network, or mark it `external: true`",
-            spec.name
-        ))
-        .with_field(field));
+        return Err(with_field(
+            UseCaseError::precondition(format!(
+                "{field}: a network named {} already exists and is not part of project {project}; remove it, rename the network, or mark it `external: true`",
+                spec.name
+            )),
+            field,
+        ));
     }
     let subnet = |s: &NetworkSpec| s.ipv4.map(|v| v.subnet);
     if record.spec.mode != spec.mode || subnet(&record.spec) != subnet(spec) {
@@ -252,13 +248,15 @@ fn existing_network_step(
             Some(net) => format!("{} {net}", s.mode),
             None => s.mode.to_string(),
         };
-        return Err(UseCaseError::precondition(format!(
-            "{field}: network {} exists as {} but the file asks for {}; run `vmr compose down` first to recreate it",
-            spec.name,
-            describe(&record.spec),
-            describe(spec)
-        ))
-        .with_field(field));
+        return Err(with_field(
+            UseCaseError::precondition(format!(
+                "{field}: network {} exists as {} but the file asks for {}; run `vmr compose down` first to recreate it",
+                spec.name,
+                describe(&record.spec),
+                describe(spec)
+            )),
+            field,
+        ));
     }
     Ok(if record.active {
         NetworkStep::Present(spec.name.clone())
@@ -423,37 +421,25 @@ impl Events {
 
 /// Names the service (and, unless the error names one, its field `sub`) in
 /// an error's message and field.
-trait WithinService {
-    fn within_service(self, service: &str, sub: &str) -> Self;
-}
-
-impl WithinService for UseCaseError {
-    fn within_service(self, service: &str, sub: &str) -> Self {
-        let field = match &self.field {
-            Some(field) if field.starts_with("services.") => field.clone(),
-            _ => format!("services.{service}.{sub}"),
-        };
-        let message = if self.message.starts_with("services.") {
-            self.message.clone()
-        } else {
-            format!("{field}: {}", self.message)
-        };
-        UseCaseError {
-            message,
-            field: Some(field),
-            ..self
-        }
+fn within_service(error: UseCaseError, service: &str, sub: &str) -> UseCaseError {
+    let field = match &error.field {
+        Some(field) if field.starts_with("services.") => field.clone(),
+        _ => format!("services.{service}.{sub}"),
+    };
+    let message = if error.message.starts_with("services.") {
+        error.message.clone()
+    } else {
+        format!("{field}: {}", error.message)
+    };
+    UseCaseError {
+        message,
+        field: Some(field),
+        ..error
     }
 }
 
-/// `with_field` for errors made with a message that already names the field.
-trait WithField {
-    fn with_field(self, field: impl Into<String>) -> Self;
-}
-
-impl WithField for UseCaseError {
-    fn with_field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
+/// Sets the field of an error whose message already names it.
+fn with_field(mut error: UseCaseError, field: impl Into<String>) -> UseCaseError {
+    error.field = Some(field.into());
+    error
 }

@@ -1,32 +1,22 @@
-//! Creating a VM in two steps. [`prepare`] checks everything a request can
-//! get wrong (name, resources, image, networks, addresses, MACs, cloud-init)
-//! and builds the spec and the cloud-init seed without touching anything.
-//! [`materialize`] then makes the runtime directory, the disk, the seed ISO
-//! and the definition, and starts the VM when asked, undoing all of it when
-//! a step fails.
+//! The first step of creating a VM: [`prepare`] checks everything a request
+//! can get wrong (name, resources, image, networks, addresses, MACs,
+//! cloud-init) and builds the spec and the cloud-init seed without touching
+//! anything. `materialize` then makes them real.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
-use ipnet::Ipv4Net;
-use vmr_adapters::cloudinit::write_cidata_iso;
-use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2, NicConfig};
+use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::image::{
     CPU_RANGE, Digest, DiskFormat, ImageConfig, MIN_MEMORY_BYTES, Manifest, Reference,
 };
-use vmr_domain::network::{MacAddr, NetworkMode, NetworkName};
+use vmr_domain::network::NetworkName;
 use vmr_domain::units::ByteSize;
 use vmr_domain::validation::check_simple_name;
-use vmr_domain::vm::{NetworkAttachment, VmLabels, VmSpec};
-use vmr_ports::blobstore::BlobStore;
-use vmr_ports::driving::{CreateVm, ErrorKind, NicRequest, UseCaseError};
-use vmr_ports::{
-    DiskAttachment, Hypervisor, HypervisorError, NetworkRecord, StopMode, VmDefinition, VmRecord,
-};
+use vmr_domain::vm::{VmLabels, VmSpec};
+use vmr_ports::driving::{CreateVm, ErrorKind, UseCaseError};
+use vmr_ports::{Hypervisor, NetworkRecord};
 
-use super::runtime::RuntimeDirs;
+use super::nics::{Taken, attach};
 use crate::service::ImageService;
 
 /// A VM request plus what only compose gives: extra meta-data keys and a
@@ -105,187 +95,6 @@ async fn load_image(
     })
 }
 
-/// Addresses and MACs already taken, by whom.
-struct Taken {
-    macs: BTreeMap<MacAddr, String>,
-    addresses: BTreeMap<(NetworkName, Ipv4Addr), String>,
-}
-
-impl Taken {
-    fn of(vms: &[VmRecord]) -> Self {
-        let mut taken = Self {
-            macs: BTreeMap::new(),
-            addresses: BTreeMap::new(),
-        };
-        for vm in vms {
-            let owner = vm.spec.name.to_string();
-            for nic in &vm.spec.networks {
-                taken.macs.insert(nic.mac, owner.clone());
-                if let Some(ip) = nic.static_ip {
-                    taken
-                        .addresses
-                        .insert((nic.network.clone(), ip.addr()), owner.clone());
-                }
-            }
-            for iface in &vm.interfaces {
-                if let Some(ip) = iface.ip {
-                    taken
-                        .addresses
-                        .insert((iface.network.clone(), ip), owner.clone());
-                }
-            }
-        }
-        taken
-    }
-}
-
-/// Builds one NIC: its attachment and its network-config entry.
-fn attach(
-    vm: &str,
-    index: usize,
-    nic: &NicRequest,
-    network: &NetworkRecord,
-    taken: &mut Taken,
-    occurrence: usize,
-) -> Result<(NetworkAttachment, NicConfig), UseCaseError> {
-    let field = |name: &str| format!("networks[{index}].{name}");
-    let ipv4 = network.spec.ipv4;
-    let static_ip = match nic.static_ip {
-        None => None,
-        Some(requested) => {
-            let net = match (ipv4, requested.prefix_len) {
-                (Some(cfg), prefix) => {
-                    if let Some(prefix) = prefix
-                        && prefix != cfg.subnet.prefix_len()
-                    {
-                        return Err(UseCaseError::invalid(
-                            field("static_ip"),
-                            format!(
-                                "{}/{prefix} does not match the subnet {} of network {}",
-                                requested.addr, cfg.subnet, nic.network
-                            ),
-                        ));
-                    }
-                    cfg.check_static_ip(requested.addr).map_err(|reason| {
-                        UseCaseError::invalid(
-                            field("static_ip"),
-                            format!("{reason} of network {}", nic.network),
-                        )
-                    })?;
-                    cfg.with_prefix(requested.addr)
-                }
-                (None, Some(prefix)) => Ipv4Net::new(requested.addr, prefix).map_err(|_| {
-                    UseCaseError::invalid(
-                        field("static_ip"),
-                        format!("/{prefix} is not an IPv4 prefix length"),
-                    )
-                })?,
-                (None, None) => {
-                    return Err(UseCaseError::invalid(
-                        field("static_ip"),
-                        format!(
-                            "network {} is {} and has no subnet vmr knows: give the address with its prefix length, like {}/24",
-                            nic.network, network.spec.mode, requested.addr
-                        ),
-                    ));
-                }
-            };
-            let key = (nic.network.clone(), net.addr());
-            if let Some(owner) = taken.addresses.get(&key) {
-                return Err(UseCaseError::invalid(
-                    field("static_ip"),
-                    format!(
-                        "{} is already used by VM {owner} on network {}",
-                        net.addr(),
-                        nic.network
-                    ),
-                ));
-            }
-            taken.addresses.insert(key, vm.to_owned());
-            Some(net)
-        }
-    };
-    let gateway = match (nic.gateway, ipv4) {
-        (Some(gateway), Some(cfg)) if !cfg.subnet.contains(&gateway) => {
-            return Err(UseCaseError::invalid(
-                field("gateway"),
-                format!(
-                    "{gateway} is outside the subnet {} of network {}",
-                    cfg.subnet, nic.network
-                ),
-            ));
-        }
-        (Some(gateway), _) => Some(gateway),
-        // A static address on a network that forwards routes through the
-        // host, as DHCP would have told the guest.
-        (None, Some(cfg))
-            if static_ip.is_some()
-                && matches!(
-                    network.spec.mode,
-                    NetworkMode::Nat | NetworkMode::Routed | NetworkMode::Open
-                ) =>
-        {
-            Some(cfg.gateway)
-        }
-        (None, _) => None,
-    };
-    let mac = match nic.mac {
-        Some(mac) => {
-            if let Some(owner) = taken.macs.get(&mac) {
-                return Err(UseCaseError::invalid(
-                    field("mac"),
-                    format!("{mac} is already used by VM {owner}"),
-                ));
-            }
-            mac
-        }
-        None => derive_mac(vm, &nic.network, occurrence, &taken.macs),
-    };
-    taken.macs.insert(mac, vm.to_owned());
-    // dnsmasq answers DNS on the gateway of the networks vmr addresses;
-    // DHCP tells a guest so itself, a static one needs it written down.
-    let nameservers = match (static_ip, ipv4) {
-        (Some(_), Some(cfg)) => vec![cfg.gateway],
-        _ => Vec::new(),
-    };
-    let attachment = NetworkAttachment {
-        network: nic.network.clone(),
-        mac,
-        static_ip,
-        gateway,
-    };
-    let config = NicConfig {
-        mac,
-        address: static_ip,
-        gateway,
-        nameservers,
-    };
-    Ok((attachment, config))
-}
-
-/// A stable MAC for the VM's `occurrence`-th NIC on `network`, avoiding the
-/// (unlikely) clash with one already in use.
-fn derive_mac(
-    vm: &str,
-    network: &NetworkName,
-    occurrence: usize,
-    taken: &BTreeMap<MacAddr, String>,
-) -> MacAddr {
-    let seed = if occurrence == 0 {
-        format!("{vm}/{network}")
-    } else {
-        format!("{vm}/{network}/{occurrence}")
-    };
-    let mut mac = MacAddr::derive(&seed);
-    for attempt in 1..=64 {
-        if !taken.contains_key(&mac) {
-            break;
-        }
-        mac = MacAddr::derive(&format!("{seed}#{attempt}"));
-    }
-    mac
-}
-
 /// Checks a request against the image store and the hypervisor's VMs and
 /// networks; creates nothing.
 pub async fn prepare(
@@ -307,7 +116,11 @@ pub async fn prepare(
     {
         return Err(UseCaseError::invalid(
             "cpu",
-            format!("{cpu} is outside {}..={}", CPU_RANGE.start(), CPU_RANGE.end()),
+            format!(
+                "{cpu} is outside {}..={}",
+                CPU_RANGE.start(),
+                CPU_RANGE.end()
+            ),
         ));
     }
     if let Some(memory) = request.memory
@@ -359,14 +172,8 @@ pub async fn prepare(
             )));
         }
         let occurrence = seen.entry(&nic.network).or_insert(0);
-        let (attachment, config) = attach(
-            name.as_str(),
-            index,
-            nic,
-            network,
-            &mut taken,
-            *occurrence,
-        )?;
+        let (attachment, config) =
+            attach(name.as_str(), index, nic, network, &mut taken, *occurrence)?;
         *occurrence += 1;
         attachments.push(attachment);
         nic_configs.push(config);
@@ -423,139 +230,4 @@ pub async fn prepare(
 /// instance to cloud-init.
 fn instance_id(spec: &VmSpec) -> String {
     format!("vmr-{}-{}", spec.name, &spec.spec_hash()[..12])
-}
-
-/// What has been made so far, to undo on failure.
-#[derive(Default)]
-struct Made {
-    dir: bool,
-    defined: bool,
-}
-
-/// Creates the runtime files and the definition, and starts the VM when
-/// asked. On failure, undoes what it made and returns the first error.
-pub async fn materialize(
-    hypervisor: &Arc<dyn Hypervisor>,
-    store: &Arc<dyn BlobStore>,
-    runtime: &RuntimeDirs,
-    prepared: PreparedVm,
-) -> Result<VmRecord, UseCaseError> {
-    let name = prepared.spec.name.clone();
-    let mut made = Made::default();
-    let result = build(hypervisor, store, runtime, prepared, &mut made).await;
-    if let Err(error) = &result {
-        tracing::warn!(vm = %name, %error, "creating the VM failed; undoing");
-        if made.defined {
-            if let Err(e) = hypervisor.stop_vm(&name, StopMode::Force).await
-                && !matches!(e, HypervisorError::InvalidState { .. })
-            {
-                tracing::warn!(vm = %name, error = %e, "rollback: cannot power the VM off");
-            }
-            if let Err(e) = hypervisor.undefine_vm(&name).await {
-                tracing::warn!(vm = %name, error = %e, "rollback: cannot undefine the VM");
-            }
-        }
-        if made.dir
-            && let Err(e) = runtime.remove(&name).await
-        {
-            tracing::warn!(vm = %name, error = %e, "rollback: cannot remove the runtime files");
-        }
-    }
-    result
-}
-
-fn io_error(what: &str, path: &std::path::Path, e: &std::io::Error) -> UseCaseError {
-    UseCaseError::internal(format!("cannot {what} {}: {e}", path.display()))
-}
-
-async fn build(
-    hypervisor: &Arc<dyn Hypervisor>,
-    store: &Arc<dyn BlobStore>,
-    runtime: &RuntimeDirs,
-    prepared: PreparedVm,
-    made: &mut Made,
-) -> Result<VmRecord, UseCaseError> {
-    let PreparedVm {
-        spec,
-        seed,
-        spec_hash,
-        disk_digest,
-        disk_format,
-        start,
-    } = prepared;
-    let name = spec.name.clone();
-    let base = store.local_path(&disk_digest).await?;
-
-    // No VM has this name (checked), so a directory of that name is what a
-    // crash during an earlier create or remove left behind.
-    if runtime.exists(&name).await {
-        tracing::warn!(vm = %name, "removing runtime files left by an earlier VM of that name");
-        runtime
-            .remove(&name)
-            .await
-            .map_err(|e| io_error("remove", &runtime.dir(&name), &e))?;
-    }
-    runtime
-        .create(&name)
-        .await
-        .map_err(|e| io_error("create", &runtime.dir(&name), &e))?;
-    made.dir = true;
-
-    let disk_path = runtime.disk(&name);
-    let qcow2 = |path: PathBuf| DiskAttachment {
-        path,
-        format: DiskFormat::Qcow2,
-    };
-    let cidata = runtime.cidata(&name);
-    let (disk, cdroms, boot_from_cdrom) = match disk_format {
-        DiskFormat::Iso => {
-            let disk = match spec.disk_size {
-                Some(size) => {
-                    hypervisor
-                        .create_blank_disk(&disk_path, size.bytes())
-                        .await?;
-                    Some(qcow2(disk_path))
-                }
-                None => None,
-            };
-            (disk, vec![base, cidata.clone()], true)
-        }
-        DiskFormat::Qcow2 | DiskFormat::Raw => {
-            hypervisor
-                .create_overlay(
-                    &base,
-                    disk_format,
-                    &disk_path,
-                    spec.disk_size.map(ByteSize::bytes),
-                )
-                .await?;
-            (Some(qcow2(disk_path)), vec![cidata.clone()], false)
-        }
-    };
-    write_cidata_iso(&seed, &cidata)
-        .await
-        .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
-
-    let definition = VmDefinition {
-        spec,
-        disk,
-        cdroms,
-        boot_from_cdrom,
-        console_log: runtime.console_log(&name),
-        spec_hash,
-    };
-    let record = hypervisor.define_vm(&definition).await?;
-    made.defined = true;
-    if !start {
-        return Ok(record);
-    }
-    hypervisor.start_vm(&name).await?;
-    Ok(hypervisor.inspect_vm(&name).await?.record)
-}
-
-/// Digests of the images a set of VMs runs from.
-pub fn image_digests(vms: &[VmRecord]) -> BTreeSet<Digest> {
-    vms.iter()
-        .filter_map(|vm| vm.spec.labels.image_digest.clone())
-        .collect()
 }

@@ -218,9 +218,15 @@ async fn prepare_builds_the_seed_documents() {
     assert!(prepared.seed.meta_data.contains("instance-id: vmr-web-"));
     let net = &prepared.seed.network_config;
     assert!(net.contains("10.10.0.5/24"), "{net}");
-    assert!(net.contains(&MacAddr::derive("web/lan").to_string()), "{net}");
+    assert!(
+        net.contains(&MacAddr::derive("web/lan").to_string()),
+        "{net}"
+    );
     // The second NIC on the same network gets its own MAC, and DHCP.
-    assert!(net.contains(&MacAddr::derive("web/lan/1").to_string()), "{net}");
+    assert!(
+        net.contains(&MacAddr::derive("web/lan/1").to_string()),
+        "{net}"
+    );
     assert!(net.contains("dhcp4: true"), "{net}");
     assert_eq!(
         prepared.spec_hash,
@@ -234,7 +240,11 @@ async fn prepare_builds_the_seed_documents() {
 #[tokio::test]
 async fn bad_requests_create_nothing() {
     let world = World::new().await;
-    world.vms.create(request("taken", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("taken", "tests/raw:1"))
+        .await
+        .unwrap();
     let mut clash = request("other", "tests/raw:1");
     clash.networks = vec![nic("lan", Some("10.10.0.9"))];
     world.vms.create(clash).await.unwrap();
@@ -338,7 +348,9 @@ async fn bad_requests_create_nothing() {
 #[tokio::test]
 async fn run_on_an_inactive_network_is_refused_but_create_is_not() {
     let world = World::new().await;
-    world.network("cold", "isolated", "10.30.0.0/24", false).await;
+    world
+        .network("cold", "isolated", "10.30.0.0/24", false)
+        .await;
     let mut run = request("web", "tests/raw:1");
     run.networks = vec![nic("cold", None)];
     let err = world.vms.create(run.clone()).await.unwrap_err();
@@ -354,7 +366,11 @@ async fn run_on_an_inactive_network_is_refused_but_create_is_not() {
 #[tokio::test]
 async fn a_failing_step_is_rolled_back() {
     let world = World::new().await;
-    for call in [FakeCall::CreateOverlay, FakeCall::DefineVm, FakeCall::StartVm] {
+    for call in [
+        FakeCall::CreateOverlay,
+        FakeCall::DefineVm,
+        FakeCall::StartVm,
+    ] {
         world.fake.fail_next(
             call,
             None,
@@ -371,7 +387,11 @@ async fn a_failing_step_is_rolled_back() {
         assert!(world.runtime_entries().is_empty(), "{call:?}");
     }
     // And the name is free again.
-    world.vms.create(request("web", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("web", "tests/raw:1"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -380,7 +400,11 @@ async fn leftover_runtime_files_of_a_missing_vm_are_replaced() {
     let stale = world.tmp.path().join("runtime/web");
     std::fs::create_dir_all(&stale).unwrap();
     std::fs::write(stale.join("disk.qcow2"), b"stale").unwrap();
-    world.vms.create(request("web", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("web", "tests/raw:1"))
+        .await
+        .unwrap();
     assert_ne!(std::fs::read(stale.join("disk.qcow2")).unwrap(), b"stale");
 }
 
@@ -412,10 +436,7 @@ async fn lifecycle_rules() {
     let web = name("web");
     let mut req = request("web", "tests/raw:1");
     req.start = false;
-    assert_eq!(
-        world.vms.create(req).await.unwrap().state,
-        VmState::Created
-    );
+    assert_eq!(world.vms.create(req).await.unwrap().state, VmState::Created);
     let running = |vms: Vec<VmRecord>| -> Vec<String> {
         vms.into_iter().map(|v| v.spec.name.to_string()).collect()
     };
@@ -460,7 +481,11 @@ async fn lifecycle_rules() {
 async fn a_graceful_stop_the_guest_ignores_times_out_unless_forced() {
     let world = World::new().await;
     let web = name("web");
-    world.vms.create(request("web", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("web", "tests/raw:1"))
+        .await
+        .unwrap();
     world.fake.ignore_acpi(&web, true);
     let how = StopVm {
         force: false,
@@ -513,7 +538,11 @@ async fn project_filter() {
     a.project = Some("demo".into());
     a.service = Some("web".into());
     world.vms.create(a).await.unwrap();
-    world.vms.create(request("solo", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("solo", "tests/raw:1"))
+        .await
+        .unwrap();
     let demo = world
         .vms
         .list(VmFilter {
@@ -530,7 +559,11 @@ async fn project_filter() {
 async fn images_used_by_vms_are_kept() {
     let world = World::new().await;
     let reference = "tests/raw:1".parse().unwrap();
-    world.vms.create(request("web", "tests/raw:1")).await.unwrap();
+    world
+        .vms
+        .create(request("web", "tests/raw:1"))
+        .await
+        .unwrap();
 
     let refused = world.images.remove(&reference, false).await.unwrap_err();
     assert_eq!(refused.kind, ErrorKind::FailedPrecondition);
@@ -547,10 +580,14 @@ async fn images_used_by_vms_are_kept() {
     let manifest = vm.spec.labels.image_digest.clone().unwrap();
     assert!(!pruned.deleted.contains(&manifest));
     let store = world.images.store();
-    let manifest = vmr_domain::image::Manifest::from_json(&store.read_blob(&manifest).await.unwrap())
-        .unwrap();
+    let manifest =
+        vmr_domain::image::Manifest::from_json(&store.read_blob(&manifest).await.unwrap()).unwrap();
     for blob in manifest.blobs() {
-        assert!(store.blob_exists(&blob.digest).await.unwrap(), "{}", blob.digest);
+        assert!(
+            store.blob_exists(&blob.digest).await.unwrap(),
+            "{}",
+            blob.digest
+        );
     }
 
     world.vms.remove(&name("web"), true).await.unwrap();
