@@ -213,5 +213,86 @@ ISO, domain definition and the start call, four at a time. The baseline is
 | vmr: overlay + seed ISO + define + start, per VM (4 concurrently) | $REAL_VM |
 MD
 fi
+# Registry: `vmr push` and `vmr pull` of the same disk to and from a private
+# docker-registry on loopback, against `skopeo copy` of the same image (same
+# bytes, same digest) to and from the same registry, in the same run. Every
+# upload goes to an empty registry (its storage is wiped between contenders)
+# and every download into an empty destination, so each contender moves all
+# the bytes. vmr's pull also fsyncs and renames each blob; skopeo's copy to an
+# OCI layout does not fsync.
+if command -v docker-registry > /dev/null && command -v skopeo > /dev/null; then
+  REG_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  REG="127.0.0.1:$REG_PORT"
+  cat > "$WORK/registry.yml" <<YAML
+version: 0.1
+log: {level: error, accesslog: {disabled: true}}
+storage:
+  filesystem: {rootdirectory: $WORK/registry}
+  delete: {enabled: true}
+http: {addr: $REG, secret: vmr-bench}
+YAML
+  REG_PID=
+  registry_fresh() {
+    if [ -n "$REG_PID" ]; then kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK/registry"
+    docker-registry serve "$WORK/registry.yml" > "$WORK/registry.log" 2>&1 &
+    REG_PID=$!
+    for _ in $(seq 100); do
+      [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$REG/v2/")" = 200 ] && return
+      sleep 0.1
+    done
+    echo "bench: docker-registry did not start" >&2; cat "$WORK/registry.log" >&2; exit 1
+  }
+  trap 'kill "${VMRD_PID:-}" "${REG_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  "$BIN/vmrd" --socket "$WORK/r.sock" --fs-path "$WORK/rstore" --hypervisor fake \
+    --registry-url "http://$REG" --log-level warn &
+  VMRD_PID=$!
+  for _ in $(seq 100); do [ -S "$WORK/r.sock" ] && break; sleep 0.05; done
+  VMR=("$BIN/vmr" --socket "$WORK/r.sock")
+  "${VMR[@]}" import -f "$WORK/vmfile.yaml" -t reg > /dev/null
+  # skopeo's source: the same image as an OCI layout, copied out once.
+  registry_fresh
+  "${VMR[@]}" push bench/disk:reg > /dev/null
+  skopeo copy -q --src-tls-verify=false "docker://$REG/bench/disk:reg" "oci:$WORK/layout:reg"
+  push_times=(); spush_times=(); pull_times=(); spull_times=()
+  for _ in $(seq "$REPS"); do
+    registry_fresh
+    push_times+=("$(timed "${VMR[@]}" push bench/disk:reg)")
+    registry_fresh
+    spush_times+=("$(timed skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:reg" "docker://$REG/bench/disk:reg")")
+    # The local image goes; the pull brings it back (for the next push too).
+    "${VMR[@]}" rmi bench/disk:reg > /dev/null
+    pull_times+=("$(timed "${VMR[@]}" pull bench/disk:reg)")
+    rm -rf "$WORK/pulled"
+    spull_times+=("$(timed skopeo copy -q --src-tls-verify=false "docker://$REG/bench/disk:reg" "oci:$WORK/pulled:reg")")
+  done
+  RRSS_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$VMRD_PID/status")
+  kill "$VMRD_PID" "$REG_PID"; wait "$VMRD_PID" "$REG_PID" 2>/dev/null || true; VMRD_PID=; REG_PID=
+  RP=$(median "${push_times[@]}"); SP=$(median "${spush_times[@]}")
+  RL=$(median "${pull_times[@]}"); SL=$(median "${spull_times[@]}")
+  ratio() { python3 -c "print(f'{float(\"$1\")/float(\"$2\"):.2f}')"; }
+  REG_VERSION=$(docker-registry --version 2>/dev/null | awk '{print $3}')
+  SKOPEO_VERSION=$(skopeo --version | awk '{print $3}')
+  cat >> docs/benchmarks.md <<MD
+
+## Push and pull (${SIZE_MIB} MiB raw disk, docker-registry ${REG_VERSION:-?} on loopback)
+
+The same image (one disk blob, one config, one manifest; the same digest)
+pushed to an empty registry and pulled into an empty destination, by vmr and
+by \`skopeo\` $SKOPEO_VERSION, alternately in the same run. vmr reads the disk
+from its store, verifying its digest, and sends it in 16 MiB PATCH chunks; its
+pull verifies every blob's digest while writing, then fsyncs and renames it.
+skopeo's pull writes an OCI layout without fsync.
+
+| what | median s | MB/s | vmr ÷ skopeo (throughput) |
+|---|---|---|---|
+| \`skopeo copy oci:… docker://…\` (push baseline) | $(printf %.2f "$SP") | $(mbps "$SP") | |
+| \`vmr push\` | $(printf %.2f "$RP") | $(mbps "$RP") | $(ratio "$SP" "$RP") |
+| \`skopeo copy docker://… oci:…\` (pull baseline) | $(printf %.2f "$SL") | $(mbps "$SL") | |
+| \`vmr pull\` | $(printf %.2f "$RL") | $(mbps "$RL") | $(ratio "$SL" "$RL") |
+
+Daemon peak RSS (VmHWM) over the push and pull runs: $((RRSS_KIB / 1024)) MiB.
+MD
+fi
 echo "bench: wrote docs/benchmarks.md"
 cat docs/benchmarks.md

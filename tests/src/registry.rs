@@ -284,11 +284,8 @@ pub fn write_oci_layout(
     }))
     .expect("manifest json");
     let manifest_digest = put(&manifest);
-    std::fs::write(
-        dir.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .expect("oci-layout");
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("oci-layout");
     let index = json!({
         "schemaVersion": 2,
         "manifests": [{

@@ -67,9 +67,7 @@ pub(super) fn registry_credential(metadata: &MetadataMap) -> Result<Option<Crede
     let Some(value) = metadata.get(REGISTRY_AUTH_METADATA) else {
         return Ok(None);
     };
-    let value = value
-        .to_str()
-        .map_err(|_| malformed("it is not text"))?;
+    let value = value.to_str().map_err(|_| malformed("it is not text"))?;
     let (scheme, credential) = value
         .trim()
         .split_once(' ')
@@ -120,7 +118,12 @@ pub async fn register(
     let email = Some(request.email.as_str()).filter(|e| !e.is_empty());
     let username = core
         .auth
-        .register(&request.context, &request.username, &request.password, email)
+        .register(
+            &request.context,
+            &request.username,
+            &request.password,
+            email,
+        )
         .await
         .map_err(to_status)?;
     Ok(Response::new(pb::RegisterResponse { username }))
@@ -156,19 +159,35 @@ mod tests {
                 Some(credential)
             );
         }
-        assert_eq!(credential_to_wire(&Credential::Basic {
-            username: "u".into(),
-            password: "p".into()
-        }).1, "dTpw");
-        assert_eq!(registry_credential(&MetadataMap::new()).expect("none"), None);
+        assert_eq!(
+            credential_to_wire(&Credential::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+            .1,
+            "dTpw"
+        );
+        assert_eq!(
+            registry_credential(&MetadataMap::new()).expect("none"),
+            None
+        );
     }
 
     #[test]
     fn a_malformed_credential_is_refused_without_repeating_it() {
-        for (scheme, value) in [("basic", "not base64!"), ("basic", "bm9jb2xvbg=="), ("digest", "secret-value"), ("bearer", " ")] {
+        for (scheme, value) in [
+            ("basic", "not base64!"),
+            ("basic", "bm9jb2xvbg=="),
+            ("digest", "secret-value"),
+            ("bearer", " "),
+        ] {
             let status = credential_from_wire(scheme, value).expect_err("malformed");
             assert_eq!(status.code(), tonic::Code::Unauthenticated);
-            assert!(!status.message().contains(value.trim()) || value.trim().is_empty(), "{}", status.message());
+            assert!(
+                !status.message().contains(value.trim()) || value.trim().is_empty(),
+                "{}",
+                status.message()
+            );
         }
     }
 }

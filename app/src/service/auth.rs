@@ -120,14 +120,13 @@ impl AuthUseCases for AuthService {
     #[instrument(skip(self, credential))]
     async fn logout(&self, context: &str, credential: &Credential) -> Result<(), UseCaseError> {
         let context = self.contexts.resolve(context).await?;
-        match (credential, self.auth_client(&context)?) {
-            (Credential::Bearer { token }, Some(auth)) => {
-                auth.logout(token).await?;
-                info!(server = %auth.describe(), "access token revoked");
-            }
-            // A password, or a token without a server to revoke it at:
-            // forgetting it (the client's part) is all there is to do.
-            _ => {}
+        // A password, or a token without a server to revoke it at: forgetting
+        // it (the client's part) is all there is to do.
+        if let (Credential::Bearer { token }, Some(auth)) =
+            (credential, self.auth_client(&context)?)
+        {
+            auth.logout(token).await?;
+            info!(server = %auth.describe(), "access token revoked");
         }
         Ok(())
     }
@@ -181,10 +180,7 @@ mod tests {
             .await
             .expect("context");
         let registry = Arc::new(FakeRegistry::with_auth(auth.clone()));
-        (
-            AuthService::new(contexts, registry, Arc::new(auth)),
-            dir,
-        )
+        (AuthService::new(contexts, registry, Arc::new(auth)), dir)
     }
 
     #[tokio::test]
@@ -194,12 +190,18 @@ mod tests {
         let outcome = svc.login("", "ana", "secret").await.expect("login");
         assert_eq!(outcome.context, "default");
         assert!(matches!(outcome.credential, Credential::Bearer { .. }));
-        assert_eq!(outcome.registry_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            outcome.registry_url.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
         assert_eq!(auth.active_sessions(), 1);
         svc.logout("", &outcome.credential).await.expect("logout");
         assert_eq!(auth.active_sessions(), 0);
 
-        let err = svc.login("", "ana", "wrong").await.expect_err("wrong password");
+        let err = svc
+            .login("", "ana", "wrong")
+            .await
+            .expect_err("wrong password");
         assert_eq!(err.kind, ErrorKind::Unauthenticated);
         let err = svc.login("", "", "x").await.expect_err("no user");
         assert_eq!(err.field.as_deref(), Some("username"));
@@ -223,7 +225,9 @@ mod tests {
         assert!(err.message.contains("wrong username or password"), "{err}");
         assert!(!err.message.contains("nope"), "{err}");
         // Nothing to revoke for a password.
-        svc.logout("bare", &outcome.credential).await.expect("logout");
+        svc.logout("bare", &outcome.credential)
+            .await
+            .expect("logout");
     }
 
     #[tokio::test]

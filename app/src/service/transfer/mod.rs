@@ -26,8 +26,8 @@ use tracing::{Instrument, Span, info, info_span, warn};
 use vmr_domain::image::{Digest, Repository};
 use vmr_ports::RegistryConnector;
 use vmr_ports::driving::{
-    ErrorKind, TransferDone, TransferEvent, TransferEventStream, TransferRequest,
-    TransferUseCases, UseCaseError,
+    ErrorKind, TransferDone, TransferEvent, TransferEventStream, TransferRequest, TransferUseCases,
+    UseCaseError,
 };
 
 pub use target::registry_target;
@@ -116,7 +116,10 @@ impl Progress {
 }
 
 fn cancelled() -> UseCaseError {
-    UseCaseError::new(ErrorKind::Cancelled, "the client stopped following the transfer")
+    UseCaseError::new(
+        ErrorKind::Cancelled,
+        "the client stopped following the transfer",
+    )
 }
 
 /// Runs `job` as a task that reports on a fresh channel; returns the
@@ -159,13 +162,17 @@ where
 impl TransferUseCases for TransferService {
     async fn push(&self, request: TransferRequest) -> Result<TransferEventStream, UseCaseError> {
         let span = info_span!("push", image = %request.reference);
-        let job = push::prepare(self, request).instrument(span.clone()).await?;
+        let job = push::prepare(self, request)
+            .instrument(span.clone())
+            .await?;
         Ok(spawn_transfer(span, move |progress| job.run(progress)))
     }
 
     async fn pull(&self, request: TransferRequest) -> Result<TransferEventStream, UseCaseError> {
         let span = info_span!("pull", image = %request.reference);
-        let job = pull::prepare(self, request).instrument(span.clone()).await?;
+        let job = pull::prepare(self, request)
+            .instrument(span.clone())
+            .await?;
         Ok(spawn_transfer(span, move |progress| job.run(progress)))
     }
 }

@@ -44,7 +44,11 @@ pub(super) struct PullJob {
     reference: String,
 }
 
-fn not_a_vm_image(reference: &Reference, registry: &str, reason: impl std::fmt::Display) -> UseCaseError {
+fn not_a_vm_image(
+    reference: &Reference,
+    registry: &str,
+    reason: impl std::fmt::Display,
+) -> UseCaseError {
     UseCaseError::precondition(format!(
         "{reference} in registry {registry} is not a vmr VM image: {reason}"
     ))
@@ -180,16 +184,17 @@ impl PullJob {
     async fn check_config(&self) -> Result<(), UseCaseError> {
         let bytes = self.store.read_blob(&self.manifest.config.digest).await?;
         ImageConfig::from_json(&bytes).map_err(|e| {
-            UseCaseError::precondition(format!(
-                "{} is not a vmr VM image: {e}",
-                self.reference
-            ))
+            UseCaseError::precondition(format!("{} is not a vmr VM image: {e}", self.reference))
         })?;
         Ok(())
     }
 
     /// Downloads one blob into the store; returns the bytes that travelled.
-    async fn fetch(&self, descriptor: &Descriptor, progress: &Progress) -> Result<u64, UseCaseError> {
+    async fn fetch(
+        &self,
+        descriptor: &Descriptor,
+        progress: &Progress,
+    ) -> Result<u64, UseCaseError> {
         let digest = &descriptor.digest;
         let mut writer = self.store.resume_blob(digest).await?;
         if writer.written() > descriptor.size {

@@ -125,12 +125,21 @@ impl PushJob {
         descriptor: &Descriptor,
     ) -> Result<bool, UseCaseError> {
         let digest = &descriptor.digest;
-        if self.client.blob_exists(&self.repository, digest).await?.is_some() {
+        if self
+            .client
+            .blob_exists(&self.repository, digest)
+            .await?
+            .is_some()
+        {
             debug!(%digest, "the registry has the blob");
             return Ok(true);
         }
         if let Some(from) = self.known.elsewhere(registry, digest, &self.repository) {
-            if self.client.mount_blob(&self.repository, digest, &from).await? {
+            if self
+                .client
+                .mount_blob(&self.repository, digest, &from)
+                .await?
+            {
                 debug!(%digest, from = %from, "mounted");
                 return Ok(true);
             }
@@ -139,7 +148,11 @@ impl PushJob {
         Ok(false)
     }
 
-    async fn upload(&self, descriptor: &Descriptor, progress: &Progress) -> Result<(), UseCaseError> {
+    async fn upload(
+        &self,
+        descriptor: &Descriptor,
+        progress: &Progress,
+    ) -> Result<(), UseCaseError> {
         // A full read verifies the local blob: a corrupt one fails the
         // upload (DATA_LOSS) instead of reaching the registry.
         let data = self.store.open_blob(&descriptor.digest, None).await?;

@@ -11,13 +11,13 @@ use vmr_ports::{Credential, RegistryTarget};
 /// The `host[:port]` of a URL, lowercased (`http://127.0.0.1:5000/` →
 /// `127.0.0.1:5000`).
 fn authority(url: &str) -> String {
-    let rest = url
-        .split_once("://")
-        .map_or(url, |(_, rest)| rest);
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     // Userinfo never belongs in a registry URL, but must not decide a match.
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     authority.to_ascii_lowercase()
 }
 
@@ -77,9 +77,7 @@ mod tests {
     }
 
     fn token() -> Option<Credential> {
-        Some(Credential::Bearer {
-            token: "t".into(),
-        })
+        Some(Credential::Bearer { token: "t".into() })
     }
 
     #[test]

@@ -151,7 +151,13 @@ async fn push_then_pull_elsewhere_keeps_the_digest_and_a_second_push_skips_every
 
     // The host part of a reference names the registry; locally it is dropped.
     let there = Host::new(Arc::new(registry.clone()));
-    let (_, pulled) = follow(there.transfers.pull(request("127.0.0.1:5000/team/vm:1")).await).await;
+    let (_, pulled) = follow(
+        there
+            .transfers
+            .pull(request("127.0.0.1:5000/team/vm:1"))
+            .await,
+    )
+    .await;
     let pulled = pulled.expect("pull");
     assert_eq!(pulled.digest, digest);
     let details = there
@@ -162,7 +168,12 @@ async fn push_then_pull_elsewhere_keeps_the_digest_and_a_second_push_skips_every
     assert_eq!(details.info.digest, digest);
     let disk_digest = &details.manifest.layers[0].digest;
     assert_eq!(
-        there.images.store().read_blob(disk_digest).await.expect("disk"),
+        there
+            .images
+            .store()
+            .read_blob(disk_digest)
+            .await
+            .expect("disk"),
         Bytes::from(disk(3 << 20))
     );
 
@@ -173,22 +184,84 @@ async fn push_then_pull_elsewhere_keeps_the_digest_and_a_second_push_skips_every
 }
 
 #[tokio::test]
+async fn a_pull_by_digest_alone_stores_the_image_untagged() {
+    let registry = FakeRegistry::new();
+    let source = Host::new(Arc::new(registry.clone()));
+    let digest = source.import("team/vm", "1", disk(4096)).await;
+    follow(source.transfers.push(request("team/vm:1")).await)
+        .await
+        .1
+        .expect("push");
+
+    let host = Host::new(Arc::new(registry));
+    let by_digest = format!("team/vm@{digest}");
+    let (_, pulled) = follow(host.transfers.pull(request(&by_digest)).await).await;
+    assert_eq!(pulled.expect("pull by digest").digest, digest);
+    assert!(
+        host.images.list(None).await.expect("list").is_empty(),
+        "no tag"
+    );
+    let reference: Reference = by_digest.parse().expect("reference");
+    assert_eq!(
+        host.images
+            .inspect(&reference)
+            .await
+            .expect("found by digest")
+            .info
+            .digest,
+        digest
+    );
+    // With a tag too, it is tagged.
+    let tagged = format!("team/vm:2@{digest}");
+    follow(host.transfers.pull(request(&tagged)).await)
+        .await
+        .1
+        .expect("pull by digest with a tag");
+    let listed = host.images.list(None).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].tags, vec!["2".parse::<Tag>().expect("tag")]);
+}
+
+#[tokio::test]
 async fn failures_before_any_transfer_fail_the_call() {
     let registry = FakeRegistry::new();
     let host = Host::new(Arc::new(registry.clone()));
-    let err = host.transfers.push(request("team/none:1")).await.err().expect("no image");
+    let err = host
+        .transfers
+        .push(request("team/none:1"))
+        .await
+        .err()
+        .expect("no image");
     assert_eq!(err.kind, ErrorKind::NotFound);
-    let err = host.transfers.pull(request("team/none:1")).await.err().expect("no image");
+    let err = host
+        .transfers
+        .pull(request("team/none:1"))
+        .await
+        .err()
+        .expect("no image");
     assert_eq!(err.kind, ErrorKind::NotFound);
-    assert!(err.message.contains("team/none:1 not found in registry"), "{err}");
+    assert!(
+        err.message.contains("team/none:1 not found in registry"),
+        "{err}"
+    );
 
     registry.set_unavailable(HOST, true);
-    let err = host.transfers.pull(request("team/none:1")).await.err().expect("down");
+    let err = host
+        .transfers
+        .pull(request("team/none:1"))
+        .await
+        .err()
+        .expect("down");
     assert_eq!(err.kind, ErrorKind::Unavailable);
 
     let mut unknown = request("team/none:1");
     unknown.context = "nope".into();
-    let err = host.transfers.pull(unknown).await.err().expect("no context");
+    let err = host
+        .transfers
+        .pull(unknown)
+        .await
+        .err()
+        .expect("no context");
     assert_eq!(err.kind, ErrorKind::NotFound);
 }
 
@@ -236,11 +309,13 @@ struct TamperingClient {
 fn cut(stream: vmr_ports::RegistryByteStream, after: u64) -> vmr_ports::RegistryByteStream {
     let mut left = after;
     stream
-        .map(move |chunk| chunk.map(|c| {
-            let take = (c.len() as u64).min(left);
-            left -= take;
-            c.slice(..take as usize)
-        }))
+        .map(move |chunk| {
+            chunk.map(|c| {
+                let take = (c.len() as u64).min(left);
+                left -= take;
+                c.slice(..take as usize)
+            })
+        })
         .take_while(|chunk| futures::future::ready(chunk.as_ref().map_or(true, |c| !c.is_empty())))
         .chain(futures::stream::once(async {
             Err(RegistryError::Unavailable {
@@ -259,7 +334,12 @@ impl RegistryClient for TamperingClient {
     async fn blob_exists(&self, r: &Repository, d: &Digest) -> Result<Option<u64>, RegistryError> {
         self.inner.blob_exists(r, d).await
     }
-    async fn mount_blob(&self, r: &Repository, d: &Digest, f: &Repository) -> Result<bool, RegistryError> {
+    async fn mount_blob(
+        &self,
+        r: &Repository,
+        d: &Digest,
+        f: &Repository,
+    ) -> Result<bool, RegistryError> {
         self.inner.mount_blob(r, d, f).await
     }
     async fn upload_blob(
@@ -272,7 +352,12 @@ impl RegistryClient for TamperingClient {
     ) -> Result<(), RegistryError> {
         self.inner.upload_blob(r, d, size, data, progress).await
     }
-    async fn get_blob(&self, r: &Repository, d: &Digest, offset: u64) -> Result<BlobDownload, RegistryError> {
+    async fn get_blob(
+        &self,
+        r: &Repository,
+        d: &Digest,
+        offset: u64,
+    ) -> Result<BlobDownload, RegistryError> {
         self.offsets.lock().expect("offsets").push(offset);
         let mut download = self.inner.get_blob(r, d, offset).await?;
         let received = self.received.clone();
@@ -303,7 +388,8 @@ impl RegistryClient for TamperingClient {
                     .boxed()
             }
             Tamper::CutOnceAfter(after)
-                if download.size - offset > after && !self.cut_once.swap(true, Ordering::SeqCst) =>
+                if download.size - offset > after
+                    && !self.cut_once.swap(true, Ordering::SeqCst) =>
             {
                 cut(download.stream, after)
             }
@@ -315,7 +401,11 @@ impl RegistryClient for TamperingClient {
         download.stream = counted(download.stream);
         Ok(download)
     }
-    async fn get_manifest(&self, r: &Repository, m: &ManifestReference) -> Result<RemoteManifest, RegistryError> {
+    async fn get_manifest(
+        &self,
+        r: &Repository,
+        m: &ManifestReference,
+    ) -> Result<RemoteManifest, RegistryError> {
         self.inner.get_manifest(r, m).await
     }
     async fn put_manifest(
@@ -368,7 +458,14 @@ async fn a_corrupt_blob_is_data_loss_and_nothing_becomes_visible() {
     assert_eq!(err.kind, ErrorKind::DataLoss, "{err}");
     assert!(err.message.contains("nothing was stored"), "{err}");
     assert!(host.images.list(None).await.expect("list").is_empty());
-    assert!(host.images.store().list_blobs().await.expect("blobs").is_empty());
+    assert!(
+        host.images
+            .store()
+            .list_blobs()
+            .await
+            .expect("blobs")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -382,7 +479,10 @@ async fn a_cut_download_resumes_from_where_it_broke() {
     // first stopped; the config was one more download.
     let offsets = connector.offsets.lock().expect("offsets").clone();
     assert!(offsets.contains(&(1 << 20)), "{offsets:?}");
-    assert_eq!(done.bytes_transferred, connector.received.load(Ordering::SeqCst));
+    assert_eq!(
+        done.bytes_transferred,
+        connector.received.load(Ordering::SeqCst)
+    );
     assert!(done.bytes_transferred < len as u64 + 4096);
 }
 
