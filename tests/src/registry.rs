@@ -66,7 +66,8 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 /// A `docker-registry` of the test's own on a free loopback port, anonymous,
 /// with its access log in a file. Killed when dropped.
 pub struct PrivateRegistry {
-    dir: tempfile::TempDir,
+    /// Config, storage and log; removed when dropped.
+    _dir: tempfile::TempDir,
     port: u16,
     config: PathBuf,
     log: PathBuf,
@@ -92,7 +93,7 @@ impl PrivateRegistry {
         std::fs::write(&config, text).expect("registry config");
         let log = dir.path().join("registry.log");
         let mut registry = Self {
-            dir,
+            _dir: dir,
             port,
             config,
             log,
@@ -174,11 +175,6 @@ impl PrivateRegistry {
             .iter()
             .filter(|r| r.starts_with(&format!("{method} ")) && r.contains(path))
             .count()
-    }
-
-    /// The storage directory, for the record.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

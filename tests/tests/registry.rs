@@ -2,7 +2,8 @@
 //! `vmrd` against real `docker-registry` instances (anonymous, htpasswd
 //! Basic, token auth trusting the test auth server) with `skopeo` as the
 //! independent client. Needs `scripts/test-services.sh start` and its `env`
-//! (or `VMR_TEST_SKIP_REGISTRY=1` to skip).
+//! (or `VMR_TEST_SKIP_REGISTRY=1` to skip). The resume test pulls a 1 GiB
+//! image from a registry of its own; `VMR_TEST_RESUME_MIB` makes it smaller.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,8 +1,9 @@
 //! Spooling a blob to a local temporary file while hashing it. Chunks go to
 //! two blocking threads at once, one hashing and one writing, so that sha256
 //! (about 1.1 GB/s here) and the page-cache copy overlap instead of adding up;
-//! the async caller only forwards reference-counted `Bytes`. The file is
-//! fsynced before it is handed back for publishing.
+//! the async caller only forwards reference-counted `Bytes`. Writeback of
+//! what is written starts a window behind the writer, so the disk works while
+//! sha256 does and the fsync before publishing only has the tail to flush.
 //!
 //! Temporaries are registered in an [`ActiveTemps`] set for as long as a
 //! thread may touch them, so cleaning never removes a live one and a resumed

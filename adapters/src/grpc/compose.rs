@@ -4,13 +4,12 @@ use std::time::UNIX_EPOCH;
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
-use vmr_domain::vm::VmState;
-use vmr_ports::VmRecord;
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ComposeSource};
 use vmr_proto::v1 as pb;
 
 use super::service::{Core, ServerStream};
 use super::status::to_status;
+use super::vms::vm_info;
 
 fn source(source: Option<pb::ComposeSource>) -> Result<ComposeSource, Status> {
     let source = source.ok_or_else(|| Status::invalid_argument("source: is required"))?;
@@ -50,48 +49,6 @@ fn event(event: ComposeEvent) -> pb::ComposeEvent {
         kind: event_kind(event.kind) as i32,
         message: event.message,
         timestamp_unix_nanos: nanos,
-    }
-}
-
-fn vm_state(state: VmState) -> pb::VmState {
-    match state {
-        VmState::Created => pb::VmState::Created,
-        VmState::Running => pb::VmState::Running,
-        VmState::Paused => pb::VmState::Paused,
-        VmState::Stopping => pb::VmState::Stopping,
-        VmState::Stopped => pb::VmState::Stopped,
-        VmState::Crashed => pb::VmState::Crashed,
-    }
-}
-
-fn vm_info(vm: &VmRecord) -> pb::VmInfo {
-    let spec = &vm.spec;
-    pb::VmInfo {
-        name: spec.name.to_string(),
-        state: vm_state(vm.state) as i32,
-        image: spec.labels.image.clone(),
-        image_digest: spec
-            .labels
-            .image_digest
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        cpu: spec.cpu,
-        memory_bytes: spec.memory.bytes(),
-        disk_size_bytes: spec.disk_size.map(|d| d.bytes()).unwrap_or_default(),
-        interfaces: vm
-            .interfaces
-            .iter()
-            .map(|i| pb::InterfaceInfo {
-                network: i.network.to_string(),
-                mac: i.mac.to_string(),
-                ip: i.ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            })
-            .collect(),
-        project: spec.labels.project.clone().unwrap_or_default(),
-        service: spec.labels.service.clone().unwrap_or_default(),
-        restart_policy: spec.restart_policy.to_string(),
-        bootloader: spec.bootloader.to_string(),
     }
 }
 

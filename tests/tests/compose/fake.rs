@@ -38,6 +38,23 @@ fn ziti_example_goes_up_shows_in_ps_and_goes_down_leaving_nothing() {
             ),
         ]
     );
+    // The networks exist, active and labelled with the project.
+    let networks = daemon.vmr(&["-o", "json", "network", "ls"]).json();
+    let mut ours: Vec<(String, bool)> = networks["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["project"] == "ziti")
+        .map(|n| (n["name"].as_str().unwrap().to_owned(), n["active"] == true))
+        .collect();
+    ours.sort();
+    assert_eq!(
+        ours,
+        [
+            ("ziti-ziti-private-a".to_owned(), true),
+            ("ziti-ziti-public".to_owned(), true)
+        ]
+    );
     let table = compose(&daemon, &project, &["ps"]).ok();
     assert!(
         table.contains("ziti-ziti-server-a-2") && table.contains("192.168.70.11"),

@@ -205,6 +205,26 @@ pub fn assert_down_removes_everything(
     for (service, state, _) in ps(daemon, project) {
         assert_eq!(state, "absent", "{service} still exists");
     }
+    let project_name = compose_json(daemon, project, &["ps"])["project"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let left_vms: Vec<String> = names(&daemon.vmr(&["-o", "json", "ps", "-a"]).json()["vms"])
+        .into_iter()
+        .filter(|(_, p)| *p == project_name)
+        .map(|(n, _)| n)
+        .collect();
+    assert!(left_vms.is_empty(), "VMs of the project left: {left_vms:?}");
+    let left_nets: Vec<String> =
+        names(&daemon.vmr(&["-o", "json", "network", "ls"]).json()["networks"])
+            .into_iter()
+            .filter(|(n, p)| *p == project_name || nets.contains(&n.as_str()))
+            .map(|(n, _)| n)
+            .collect();
+    assert!(
+        left_nets.is_empty(),
+        "networks of the project left: {left_nets:?}"
+    );
     // Safe to run twice: nothing is left to remove.
     let again = compose_json(daemon, project, &["down"]);
     assert!(
@@ -219,4 +239,21 @@ pub fn assert_down_removes_everything(
             .is_none_or(|v| v.as_array().unwrap().is_empty()),
         "{again}"
     );
+}
+
+/// (name, project) of each VM or network of a listing.
+pub fn names(list: &Value) -> Vec<(String, String)> {
+    list.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    (
+                        i["name"].as_str().unwrap().to_owned(),
+                        i["project"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

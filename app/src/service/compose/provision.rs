@@ -1,17 +1,17 @@
 //! [`ComposeRuntime`] over the VM and network use cases: starting and
 //! removing VMs, and everything about networks, go through them (so the
 //! stop marker restart policies read, the per-VM exclusion and the network
-//! checks apply to compose too). What compose needs that they do not offer
-//! is here: a VM prepared from a *validated plan* (whose addresses, MACs
-//! and cloud-init the domain already checked, and whose VM may exist, to
-//! compare hashes), and its creation into `runtime/<vm>/` with the same
-//! layout and rollback as `vmr create`.
+//! checks apply to compose too), and a VM is created by `vmr create`'s own
+//! second step ([`materialize`]: runtime directory, disk, seed ISO,
+//! definition, rollback). What compose needs that they do not offer is
+//! here: a VM prepared from a *validated plan* (whose addresses, MACs and
+//! cloud-init the domain already checked, and whose VM may exist, so that
+//! its hash can be compared), which `vmr create`'s first step refuses.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2, NicConfig};
 use vmr_domain::compose::PlannedService;
 use vmr_domain::image::{Digest, DiskFormat, ImageConfig, Manifest};
@@ -19,11 +19,10 @@ use vmr_domain::network::{NetworkName, NetworkSpec};
 use vmr_domain::units::ByteSize;
 use vmr_domain::vm::{VmLabels, VmName, VmSpec, VmState};
 use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError, VmFilter, VmUseCases};
-use vmr_ports::{
-    DiskAttachment, Hypervisor, HypervisorError, NetworkRecord, VmDefinition, VmRecord,
-};
+use vmr_ports::{Hypervisor, HypervisorError, NetworkRecord, VmRecord};
 
 use super::runtime::{ComposeRuntime, PreparedVm, ResolvedImage};
+use crate::service::vms::{self, materialize};
 use crate::service::{ImageService, RuntimeDirs, VmService};
 
 /// Compose's runtime over vmr's own use cases.
@@ -83,58 +82,6 @@ impl ServiceRuntime {
             },
             config,
         ))
-    }
-
-    /// Makes the disk and the seed in the VM's (new) directory and defines
-    /// the VM.
-    async fn build(&self, vm: &PreparedVm) -> Result<(), UseCaseError> {
-        let name = vm.name();
-        let dirs = self.dirs();
-        let base = self.images.store().local_path(&vm.image.disk).await?;
-        let disk_path = dirs.disk(name);
-        let cidata = dirs.cidata(name);
-        let qcow2 = |path: PathBuf| DiskAttachment {
-            path,
-            format: DiskFormat::Qcow2,
-        };
-        let (disk, cdroms, boot_from_cdrom) = match vm.image.format {
-            DiskFormat::Iso => {
-                let disk = match vm.spec.disk_size {
-                    Some(size) => {
-                        self.hypervisor
-                            .create_blank_disk(&disk_path, size.bytes())
-                            .await?;
-                        Some(qcow2(disk_path))
-                    }
-                    None => None,
-                };
-                (disk, vec![base, cidata.clone()], true)
-            }
-            format @ (DiskFormat::Qcow2 | DiskFormat::Raw) => {
-                self.hypervisor
-                    .create_overlay(
-                        &base,
-                        format,
-                        &disk_path,
-                        vm.spec.disk_size.map(ByteSize::bytes),
-                    )
-                    .await?;
-                (Some(qcow2(disk_path)), vec![cidata.clone()], false)
-            }
-        };
-        write_cidata_iso(&vm.seed, &cidata)
-            .await
-            .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
-        let definition = VmDefinition {
-            spec: vm.spec.clone(),
-            disk,
-            cdroms,
-            boot_from_cdrom,
-            console_log: dirs.console_log(name),
-            spec_hash: vm.spec_hash.clone(),
-        };
-        self.hypervisor.define_vm(&definition).await?;
-        Ok(())
     }
 }
 
@@ -235,24 +182,19 @@ impl ComposeRuntime for ServiceRuntime {
     }
 
     async fn create_vm(&self, vm: &PreparedVm) -> Result<(), UseCaseError> {
-        let name = vm.name();
-        let dirs = self.dirs();
-        // The caller saw no VM of this name: a directory is what a crash
-        // during an earlier creation left.
-        dirs.remove(name)
+        // `vmr create`'s own second step: runtime directory, disk, seed ISO
+        // and definition, all undone when one fails.
+        let prepared = vms::PreparedVm {
+            spec: vm.spec.clone(),
+            seed: vm.seed.clone(),
+            spec_hash: vm.spec_hash.clone(),
+            disk_digest: vm.image.disk.clone(),
+            disk_format: vm.image.format,
+            start: false,
+        };
+        materialize(&self.hypervisor, self.images.store(), self.dirs(), prepared)
             .await
-            .map_err(|e| io_error("remove", &dirs.dir(name), e))?;
-        dirs.create(name)
-            .await
-            .map_err(|e| io_error("create", &dirs.dir(name), e))?;
-        let built = self.build(vm).await;
-        if built.is_err() {
-            // Undo: the definition is the last step, so only files exist.
-            if let Err(e) = dirs.remove(name).await {
-                tracing::warn!(vm = %name, error = %e, "rollback: cannot remove the runtime files");
-            }
-        }
-        built
+            .map(drop)
     }
 
     async fn start_vm(&self, name: &VmName) -> Result<(), UseCaseError> {
