@@ -149,14 +149,17 @@ impl Defaults {
     pub fn from_env() -> Self {
         Self {
             root: nix::unistd::geteuid().is_root(),
-            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from),
+            runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
+                .filter(|dir| !dir.is_empty())
+                .map(PathBuf::from),
             data_home: std::env::var_os("XDG_DATA_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share"))),
         }
     }
 
-    fn socket(&self) -> PathBuf {
+    /// The daemon's default socket; the CLI looks there too.
+    pub fn socket(&self) -> PathBuf {
         match (&self.root, &self.runtime_dir) {
             (false, Some(dir)) => dir.join("vm-registry.sock"),
             _ => PathBuf::from("/var/run/vm-registry.sock"),

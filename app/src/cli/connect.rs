@@ -21,13 +21,7 @@ const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// `/var/run/vm-registry.sock` otherwise. This mirrors vmrd's own default
 /// (`config::Defaults`), so that both ends meet without flags.
 pub fn default_socket_path() -> PathBuf {
-    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").filter(|dir| !dir.is_empty());
-    match runtime_dir {
-        Some(dir) if !nix::unistd::geteuid().is_root() => {
-            PathBuf::from(dir).join("vm-registry.sock")
-        }
-        _ => PathBuf::from("/var/run/vm-registry.sock"),
-    }
+    crate::config::Defaults::from_env().socket()
 }
 
 /// The daemon could not be reached at all.
