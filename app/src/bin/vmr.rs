@@ -1,11 +1,22 @@
 //! `vmr`, the command-line client of vmrd. Everything lives in
 //! `vmr_app::cli`; this only provides the runtime and the exit code.
 
-#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+/// Restores the default SIGPIPE action, so `vmr ps | head` ends quietly as
+/// other Unix tools do instead of panicking on a closed stdout (Rust ignores
+/// SIGPIPE by default).
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: called first thing in main, before any thread exists; SigDfl
+    // installs no Rust handler.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
