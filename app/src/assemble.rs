@@ -4,20 +4,20 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
 use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
-use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
 use vmr_ports::Hypervisor;
-use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 use vmr_ports::blobstore::BlobStore;
+use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::health::{Component, Probe};
-use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
 use crate::service::{AuthService, ContextService, HealthService, ImageService, TransferService};
+use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
 };
@@ -212,9 +212,8 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
         })
         .context("registry HTTP client")?,
     );
-    let probe_auth: Arc<dyn AuthConnector> = Arc::new(
-        HttpAuthConnector::new(RetryPolicy::none()).context("auth server HTTP client")?,
-    );
+    let probe_auth: Arc<dyn AuthConnector> =
+        Arc::new(HttpAuthConnector::new(RetryPolicy::none()).context("auth server HTTP client")?);
     let health = Arc::new(HealthService::new(vec![
         Component {
             name: "hypervisor",
@@ -233,7 +232,10 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
         },
         Component {
             name: "auth",
-            probe: config.auth_url.clone().map(|url| auth_probe(probe_auth, url)),
+            probe: config
+                .auth_url
+                .clone()
+                .map(|url| auth_probe(probe_auth, url)),
         },
     ]));
     let contexts = Arc::new(ContextService::new(

@@ -507,8 +507,18 @@ fn s3_flags(bucket: &str) -> Option<Vec<String>> {
     let secret = std::env::var("VMR_TEST_S3_SECRET_KEY").expect("VMR_TEST_S3_SECRET_KEY");
     Some(
         [
-            "--hypervisor", "fake", "--storage", "s3", "--s3-bucket", bucket, "--s3-endpoint", &endpoint,
-            "--s3-access-key", &key, "--s3-secret-key", &secret,
+            "--hypervisor",
+            "fake",
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            bucket,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-access-key",
+            &key,
+            "--s3-secret-key",
+            &secret,
         ]
         .map(String::from)
         .to_vec(),
@@ -526,7 +536,9 @@ fn unique(prefix: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
     let bucket = unique("vmr-e2e");
-    let Some(flags) = s3_flags(&bucket) else { return };
+    let Some(flags) = s3_flags(&bucket) else {
+        return;
+    };
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let host_a = Daemon::start_with(&flags);
     let host_b = Daemon::start_with(&flags);
@@ -534,19 +546,33 @@ async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
     let work = tempfile::tempdir().unwrap();
     let disk = qcow2(work.path(), "s3.qcow2", "32M");
     let file = vmfile(work.path(), "shared/img", "s3.qcow2", "qcow2");
-    host_a.vmr(&["import", "-f", file.to_str().unwrap(), "-t", "v1"]).ok();
+    host_a
+        .vmr(&["import", "-f", file.to_str().unwrap(), "-t", "v1"])
+        .ok();
 
     // Nothing of the image lives in host A's local store but its cache.
     assert!(!host_a.store.join("manifests").exists());
     // Host B sees the image through the bucket, with the same digest.
     let mut a = host_a.client().await;
     let mut b = host_b.client().await;
-    let list_a = a.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images;
-    let list_b = b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images;
+    let list_a = a
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let list_b = b
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
     assert_eq!(list_a.len(), 1);
     assert_eq!(list_a, list_b);
     let inspected = b
-        .inspect_image(pb::InspectImageRequest { reference: "shared/img:v1".into() })
+        .inspect_image(pb::InspectImageRequest {
+            reference: "shared/img:v1".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -557,23 +583,42 @@ async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
     // Tag on B, remove on A: both see the result.
     host_b.vmr(&["tag", "shared/img:v1", "shared/img:v2"]).ok();
     host_a.vmr(&["rmi", "shared/img:v1"]).ok();
-    let tags = b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images[0]
+    let tags = b
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images[0]
         .tags
         .clone();
     assert_eq!(tags, ["v2"]);
     host_a.vmr(&["image", "prune", "--all"]).ok();
-    assert!(b.list_images(pb::ListImagesRequest::default()).await.unwrap().into_inner().images.is_empty());
+    assert!(
+        b.list_images(pb::ListImagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .images
+            .is_empty()
+    );
 }
 
 #[test]
 fn a_wrong_s3_secret_is_refused_at_start_with_a_clear_message() {
     let bucket = unique("vmr-e2e-bad");
-    let Some(mut flags) = s3_flags(&bucket) else { return };
+    let Some(mut flags) = s3_flags(&bucket) else {
+        return;
+    };
     let n = flags.len();
     flags[n - 1] = "not-the-secret".into();
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(vmr_tests::bin("vmrd"))
-        .args(["--socket", dir.path().join("s").to_str().unwrap(), "--fs-path", dir.path().to_str().unwrap()])
+        .args([
+            "--socket",
+            dir.path().join("s").to_str().unwrap(),
+            "--fs-path",
+            dir.path().to_str().unwrap(),
+        ])
         .args(&flags)
         .output()
         .unwrap();

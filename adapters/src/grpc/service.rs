@@ -7,12 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use vmr_ports::driving::{
-    ContextUseCases,
-    ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, UploadStream, UseCaseError,
-};
-use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
+use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
+use vmr_ports::driving::{
+    ContextUseCases, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, UploadStream,
+    UseCaseError,
+};
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 

@@ -1,7 +1,6 @@
 //! `vmr`, the command-line client of vmrd. Everything lives in
 //! `vmr_app::cli`; this only provides the runtime and the exit code.
 
-
 use std::process::ExitCode;
 
 /// Restores the default SIGPIPE action, so `vmr ps | head` ends quietly as

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
     // TLS for S3 and registries goes through rustls with ring (no aws-lc
     // build); installing twice is harmless, so the result is ignored.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vmrd: cannot start the async runtime: {e}");

@@ -88,7 +88,11 @@ async fn follow(
     (verb, done_word): (&'static str, &'static str),
 ) -> anyhow::Result<()> {
     let hint = |err: RpcError| -> anyhow::Error {
-        if err.code() == tonic::Code::Unauthenticated && !sent_credential {
+        // The daemon's message may already say it; say it once.
+        if err.code() == tonic::Code::Unauthenticated
+            && !sent_credential
+            && !err.to_string().contains("log in")
+        {
             anyhow::anyhow!("{err} (log in first with `vmr login`)")
         } else {
             err.into()

@@ -29,7 +29,10 @@ pub struct ContextService {
 fn check_name(name: &str) -> Result<(), UseCaseError> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -38,7 +41,9 @@ fn check_name(name: &str) -> Result<(), UseCaseError> {
     } else {
         Err(UseCaseError::invalid(
             "name",
-            format!("'{name}' is not a valid context name (letters, digits, '-', '_', '.'; at most 63)"),
+            format!(
+                "'{name}' is not a valid context name (letters, digits, '-', '_', '.'; at most 63)"
+            ),
         ))
     }
 }
@@ -79,7 +84,10 @@ impl ContextService {
                 UseCaseError::internal(format!("{} is corrupt: {e}", self.path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Saved::default()),
-            Err(e) => Err(UseCaseError::internal(format!("reading {}: {e}", self.path.display()))),
+            Err(e) => Err(UseCaseError::internal(format!(
+                "reading {}: {e}",
+                self.path.display()
+            ))),
         }
     }
 
@@ -139,7 +147,8 @@ impl ContextUseCases for ContextService {
         }
         let _guard = self.lock.lock().await;
         let mut saved = self.load().await?;
-        if context.name == DEFAULT_CONTEXT || saved.contexts.iter().any(|c| c.name == context.name) {
+        if context.name == DEFAULT_CONTEXT || saved.contexts.iter().any(|c| c.name == context.name)
+        {
             return Err(UseCaseError::new(
                 ErrorKind::AlreadyExists,
                 format!("context {} already exists", context.name),
@@ -187,7 +196,10 @@ impl ContextUseCases for ContextService {
     async fn inspect(&self, name: &str) -> Result<ContextView, UseCaseError> {
         let saved = self.load().await?;
         let name = if name.is_empty() {
-            saved.current.clone().unwrap_or_else(|| DEFAULT_CONTEXT.into())
+            saved
+                .current
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONTEXT.into())
         } else {
             name.to_string()
         };
@@ -208,7 +220,11 @@ mod tests {
     use super::*;
 
     fn service(dir: &std::path::Path) -> ContextService {
-        ContextService::new(dir.join("contexts.json"), Some("http://127.0.0.1:5000".into()), None)
+        ContextService::new(
+            dir.join("contexts.json"),
+            Some("http://127.0.0.1:5000".into()),
+            None,
+        )
     }
 
     fn ctx(name: &str, url: &str) -> Context {
@@ -227,9 +243,14 @@ mod tests {
         let list = svc.list().await.unwrap();
         assert_eq!(list.len(), 1);
         assert!(list[0].current);
-        assert_eq!(list[0].context.registry_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            list[0].context.registry_url.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
 
-        svc.create(ctx("prod", "https://registry.example.org")).await.unwrap();
+        svc.create(ctx("prod", "https://registry.example.org"))
+            .await
+            .unwrap();
         svc.use_context("prod").await.unwrap();
         // A new service over the same file (a restarted daemon) sees the same.
         let again = service(dir.path());
@@ -251,13 +272,28 @@ mod tests {
         assert_eq!(err.field.as_deref(), Some("name"));
         let err = svc.create(ctx("ok", "ftp://x")).await.unwrap_err();
         assert_eq!(err.field.as_deref(), Some("registry_url"));
-        let err = svc.create(ctx("default", "http://x.example")).await.unwrap_err();
+        let err = svc
+            .create(ctx("default", "http://x.example"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::AlreadyExists);
         svc.create(ctx("two", "http://x.example")).await.unwrap();
-        let err = svc.create(ctx("two", "http://x.example")).await.unwrap_err();
+        let err = svc
+            .create(ctx("two", "http://x.example"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind, ErrorKind::AlreadyExists);
-        assert_eq!(svc.remove("default").await.unwrap_err().kind, ErrorKind::FailedPrecondition);
-        assert_eq!(svc.remove("nope").await.unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(svc.use_context("nope").await.unwrap_err().kind, ErrorKind::NotFound);
+        assert_eq!(
+            svc.remove("default").await.unwrap_err().kind,
+            ErrorKind::FailedPrecondition
+        );
+        assert_eq!(
+            svc.remove("nope").await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            svc.use_context("nope").await.unwrap_err().kind,
+            ErrorKind::NotFound
+        );
     }
 }

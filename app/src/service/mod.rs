@@ -2,8 +2,8 @@
 //! is where ordering, rollback on partial failure and progress live.
 
 pub mod auth;
-pub mod contexts;
 pub mod compose;
+pub mod contexts;
 pub mod health;
 pub mod images;
 pub mod networks;
@@ -12,8 +12,8 @@ pub mod transfer;
 pub mod vms;
 
 pub use auth::AuthService;
-pub use contexts::ContextService;
 pub use compose::{ComposeService, ComposeSettings, ServiceRuntime};
+pub use contexts::ContextService;
 pub use health::HealthService;
 pub use images::{ImageService, ImagesInUse, NoVms};
 pub use networks::NetworkService;
