@@ -34,16 +34,22 @@ failed=()
 step "cargo build --workspace --bins"
 cargo build --workspace --bins
 
+summary_log=$(mktemp)
 if cargo nextest --version >/dev/null 2>&1; then
-  step "cargo nextest run --workspace --no-fail-fast"
-  cargo nextest run --workspace --no-fail-fast || failed+=("tests")
-  # nextest does not run doctests.
+  # nextest does not run doctests: run them first, so that the suite's own
+  # summary is the last test-runner output.
   step "cargo test --workspace --doc"
   cargo test --workspace --doc || failed+=("doctests")
+  step "cargo nextest run --workspace --no-fail-fast"
+  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$summary_log" || failed+=("tests")
 else
   step "cargo test --workspace --no-fail-fast (cargo-nextest not installed)"
-  cargo test --workspace --no-fail-fast || failed+=("tests")
+  cargo test --workspace --no-fail-fast 2>&1 | tee "$summary_log" || failed+=("tests")
 fi
+# One plain closing line: "tests: N passed, M failed".
+passed=$(grep -oE '[0-9]+ passed' "$summary_log" | tail -1 | grep -oE '[0-9]+' || echo 0)
+failed_count=$(grep -oE 'tests run: .*' "$summary_log" | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
+rm -f "$summary_log"
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check || failed+=("fmt")
@@ -54,6 +60,8 @@ cargo clippy --workspace --all-targets -- -D warnings || failed+=("clippy")
 echo
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "==> FAILED: ${failed[*]}"
+  echo "tests: ${passed} passed, ${failed_count:-0} failed"
   exit 1
 fi
 echo "==> all checks passed"
+echo "tests: ${passed} passed, ${failed_count:-0} failed"

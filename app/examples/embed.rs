@@ -81,6 +81,9 @@ impl BlobStore for CountingStore {
     async fn clean_temporaries(&self) -> Result<usize, StoreError> {
         self.inner.clean_temporaries().await
     }
+    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_temporaries().await
+    }
     fn describe(&self) -> String {
         format!("counting({})", self.inner.describe())
     }

@@ -236,6 +236,7 @@ pub fn check_user_data(field: &str, user_data: &[u8]) -> Result<(), ValidationEr
     if user_data.starts_with(b"#cloud-config") {
         let text = std::str::from_utf8(user_data)
             .map_err(|_| ValidationError::new(field, "a #cloud-config document must be UTF-8"))?;
+        crate::validation::check_flow_depth(field, text)?;
         match serde_yaml::from_str::<Value>(text) {
             Ok(Value::Mapping(_) | Value::Null) => {}
             Ok(_) => {

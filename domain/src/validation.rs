@@ -4,9 +4,12 @@
 //! bounded YAML entry point that turns serde errors into such field paths, so
 //! that every document format reports errors the same way.
 
+mod depth;
 mod locate;
 
 use serde::de::DeserializeOwned;
+
+pub use depth::MAX_FLOW_DEPTH;
 
 /// Largest YAML document (VMFile, VMCompose, inline cloud-init) the domain parses.
 pub const MAX_YAML_BYTES: usize = 1024 * 1024;
@@ -101,12 +104,25 @@ pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ValidationError>
     if text.trim().is_empty() {
         return Err(ValidationError::new(DOCUMENT_FIELD, "is empty"));
     }
+    check_flow_depth(DOCUMENT_FIELD, text)?;
     let deserializer = serde_yaml::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         yaml_error(&path, &inner)
     })
+}
+
+/// Refuses a document nesting flow collections deeper than the parser
+/// allows, before the parser spends quadratic time finding out.
+pub fn check_flow_depth(field: &str, text: &str) -> Result<(), ValidationError> {
+    if depth::flow_depth_exceeds(text, MAX_FLOW_DEPTH) {
+        return Err(ValidationError::new(
+            field,
+            format!("nests `[` or `{{` deeper than {MAX_FLOW_DEPTH} levels"),
+        ));
+    }
+    Ok(())
 }
 
 /// Converts a serde_norway error into a `ValidationError` at `path`.

@@ -218,6 +218,10 @@ impl<'de> Deserialize<'de> for LabelKey {
 
 impl<'de> Deserialize<'de> for Labels {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Labels are for people and filters, not storage: a bound keeps the
+        /// image config far below its size limit.
+        const MAX_LABELS: usize = 256;
+
         struct LabelsVisitor;
 
         impl<'de> Visitor<'de> for LabelsVisitor {
@@ -230,6 +234,11 @@ impl<'de> Deserialize<'de> for Labels {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Labels, A::Error> {
                 let mut labels = BTreeMap::new();
                 while let Some(LabelKey(key)) = map.next_key()? {
+                    if labels.len() == MAX_LABELS {
+                        return Err(de::Error::custom(format!(
+                            "more than {MAX_LABELS} labels"
+                        )));
+                    }
                     let ScalarString(value) = map.next_value()?;
                     check_label_value(&key, &value).map_err(de::Error::custom)?;
                     if labels.insert(key.clone(), value).is_some() {

@@ -169,23 +169,11 @@ pub(crate) async fn clean_temporaries(
     let temps = Arc::clone(temps);
     spawn_io("cleaning temporaries", move || {
         let mut removed = 0;
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if temps.contains(&name) {
-                continue;
-            }
-            let meta = entry.metadata()?;
-            if name.starts_with(PARTIAL_PREFIX) {
-                let age = meta.modified()?.elapsed().unwrap_or_default();
-                if age < PARTIAL_MAX_AGE {
-                    continue;
-                }
-            }
-            let result = if meta.is_dir() {
-                fs::remove_dir_all(entry.path())
+        for (path, is_dir) in leftovers(&dir, &temps)? {
+            let result = if is_dir {
+                fs::remove_dir_all(&path)
             } else {
-                fs::remove_file(entry.path())
+                fs::remove_file(&path)
             };
             match result {
                 Ok(()) => removed += 1,
@@ -196,4 +184,49 @@ pub(crate) async fn clean_temporaries(
         Ok(removed)
     })
     .await
+}
+
+/// The names of what `clean_temporaries` would remove now, sorted.
+pub(crate) async fn list_temporaries(
+    dir: &Path,
+    temps: &Arc<ActiveTemps>,
+) -> Result<Vec<String>, StoreError> {
+    let dir = dir.to_owned();
+    let temps = Arc::clone(temps);
+    spawn_io("listing temporaries", move || {
+        let mut names: Vec<String> = leftovers(&dir, &temps)?
+            .into_iter()
+            .filter_map(|(path, _)| Some(path.file_name()?.to_string_lossy().into_owned()))
+            .collect();
+        names.sort();
+        Ok(names)
+    })
+    .await
+}
+
+/// Entries of `dir` that no live writer owns, except partial downloads
+/// younger than a day, with whether each is a directory.
+fn leftovers(dir: &Path, temps: &ActiveTemps) -> io::Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if temps.contains(&name) {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            // Removed by its writer since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if name.starts_with(PARTIAL_PREFIX) {
+            let age = meta.modified()?.elapsed().unwrap_or_default();
+            if age < PARTIAL_MAX_AGE {
+                continue;
+            }
+        }
+        out.push((entry.path(), meta.is_dir()));
+    }
+    Ok(out)
 }

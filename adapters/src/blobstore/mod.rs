@@ -479,6 +479,10 @@ impl BlobStore for OpendalStore {
         Ok(removed)
     }
 
+    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
+        local::list_temporaries(&self.inner.temp_dir, &self.inner.temps).await
+    }
+
     fn describe(&self) -> String {
         self.inner.description.clone()
     }

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status, Streaming};
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
 use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
 use vmr_ports::driving::{
-    ContextUseCases, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, UploadStream,
-    UseCaseError,
+    ContextUseCases, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, StoreCheck,
+    StoreProblemKind, UploadStream, UseCaseError,
 };
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
@@ -97,6 +97,30 @@ async fn split_import(
         )),
     });
     Ok((request, chunks.boxed()))
+}
+
+fn system_check_response(check: StoreCheck) -> pb::SystemCheckResponse {
+    let problems = check
+        .problems
+        .into_iter()
+        .map(|problem| pb::StoreProblem {
+            kind: match problem.kind {
+                StoreProblemKind::CorruptBlob => pb::StoreProblemKind::CorruptBlob,
+                StoreProblemKind::DanglingManifestBlob => {
+                    pb::StoreProblemKind::DanglingManifestBlob
+                }
+                StoreProblemKind::UnparsableManifest => pb::StoreProblemKind::UnparsableManifest,
+                StoreProblemKind::LeftoverTemporary => pb::StoreProblemKind::LeftoverTemporary,
+            } as i32,
+            subject: problem.subject,
+            message: problem.message,
+        })
+        .collect();
+    pb::SystemCheckResponse {
+        problems,
+        blobs_checked: check.blobs_checked,
+        manifests_checked: check.manifests_checked,
+    }
 }
 
 #[tonic::async_trait]
@@ -279,6 +303,14 @@ impl VmService for VmServiceImpl {
         request: Request<pb::PullImageRequest>,
     ) -> Result<Response<Self::PullImageStream>, Status> {
         transfer::pull_image(&self.core, request).await
+    }
+
+    async fn system_check(
+        &self,
+        _: Request<pb::SystemCheckRequest>,
+    ) -> Result<Response<pb::SystemCheckResponse>, Status> {
+        let check = self.core.images.check().await.map_err(to_status)?;
+        Ok(Response::new(system_check_response(check)))
     }
 
     async fn create_vm(

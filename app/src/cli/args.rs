@@ -109,7 +109,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
-    /// Check the daemon's components; fails when one is not serving
+    /// Check the store (blobs, manifests, temporaries); fails when anything is wrong
     Check,
 }
 

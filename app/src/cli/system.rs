@@ -5,7 +5,7 @@ use vmr_proto::v1 as pb;
 
 use super::Session;
 use super::connect::Reply;
-use super::json::{ToJson, print_json, serving_status_word};
+use super::json::{ToJson, enum_word, print_json, serving_status_word};
 use super::output::{or_dash, print_table, table};
 
 const CLIENT_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -58,36 +58,74 @@ pub async fn version(session: &Session) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails unless every configured component serves: a check for scripts and
-/// monitoring. (It reads the daemon's health check; a deeper store check
-/// can replace it without changing the command.)
+/// Checks the daemon's store (every blob re-hashed, every tag's manifest and
+/// its blobs, leftover temporaries) and fails when anything is wrong, so
+/// that scripts and monitoring can rely on the exit code.
 pub async fn check(session: &Session) -> anyhow::Result<()> {
-    let response = health_check(session).await?;
+    let response = session
+        .client()
+        .await?
+        .system_check(pb::SystemCheckRequest {})
+        .await
+        .reply()?;
     if session.output.is_json() {
-        print_json(&response.to_json());
+        print_json(&check_json(&response));
+    } else if response.problems.is_empty() {
+        println!(
+            "Store is clean: {} blobs and {} manifests checked.",
+            response.blobs_checked, response.manifests_checked
+        );
     } else {
-        print_table(&health_table(&response.components));
+        print_table(&problem_table(&response.problems));
     }
-    let failing = not_serving(&response.components);
-    if failing.is_empty() {
+    if response.problems.is_empty() {
         return Ok(());
     }
-    anyhow::bail!("not serving: {}", failing.join(", "))
+    anyhow::bail!(
+        "the store has {} problem(s) in {} blobs and {} manifests checked",
+        response.problems.len(),
+        response.blobs_checked,
+        response.manifests_checked
+    )
 }
 
-/// Components that are configured but not serving; `not configured` is a
-/// choice, not a failure.
-fn not_serving(components: &[pb::ComponentHealth]) -> Vec<&str> {
-    components
+fn problem_kind_word(kind: i32) -> String {
+    pb::StoreProblemKind::try_from(kind).map_or_else(
+        |_| format!("unknown ({kind})"),
+        |kind| enum_word(kind.as_str_name(), "STORE_PROBLEM_KIND_"),
+    )
+}
+
+fn problem_table(problems: &[pb::StoreProblem]) -> comfy_table::Table {
+    let mut rows = table(["PROBLEM", "SUBJECT", "MESSAGE"]);
+    for problem in problems {
+        rows.add_row([
+            problem_kind_word(problem.kind),
+            problem.subject.clone(),
+            problem.message.clone(),
+        ]);
+    }
+    rows
+}
+
+fn check_json(response: &pb::SystemCheckResponse) -> serde_json::Value {
+    let problems: Vec<serde_json::Value> = response
+        .problems
         .iter()
-        .filter(|component| {
-            !matches!(
-                pb::ServingStatus::try_from(component.status),
-                Ok(pb::ServingStatus::Serving | pb::ServingStatus::NotConfigured)
-            )
+        .map(|problem| {
+            serde_json::json!({
+                "kind": problem_kind_word(problem.kind),
+                "subject": problem.subject,
+                "message": problem.message,
+            })
         })
-        .map(|component| component.name.as_str())
-        .collect()
+        .collect();
+    serde_json::json!({
+        "clean": problems.is_empty(),
+        "problems": problems,
+        "blobsChecked": response.blobs_checked,
+        "manifestsChecked": response.manifests_checked,
+    })
 }
 
 #[cfg(test)]
@@ -103,15 +141,31 @@ mod tests {
     }
 
     #[test]
-    fn check_fails_only_on_configured_components_that_do_not_serve() {
-        let components = [
-            component("daemon", pb::ServingStatus::Serving),
-            component("auth", pb::ServingStatus::NotConfigured),
-            component("store", pb::ServingStatus::NotServing),
-            component("registry", pb::ServingStatus::Unspecified),
-        ];
-        assert_eq!(not_serving(&components), ["store", "registry"]);
-        assert!(not_serving(&components[..2]).is_empty());
+    fn problems_print_as_words_in_table_and_json() {
+        let problems = [pb::StoreProblem {
+            kind: pb::StoreProblemKind::DanglingManifestBlob as i32,
+            subject: "a/b:v1".into(),
+            message: "blob sha256:00 is missing".into(),
+        }];
+        let lines: Vec<String> = problem_table(&problems)
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "PROBLEM SUBJECT MESSAGE",
+                "dangling-manifest-blob a/b:v1 blob sha256:00 is missing"
+            ]
+        );
+        let json = check_json(&pb::SystemCheckResponse {
+            problems: problems.to_vec(),
+            blobs_checked: 3,
+            manifests_checked: 1,
+        });
+        assert_eq!(json["clean"], false);
+        assert_eq!(json["problems"][0]["kind"], "dangling-manifest-blob");
+        assert_eq!(json["blobsChecked"], 3);
     }
 
     #[test]

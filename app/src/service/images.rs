@@ -10,14 +10,14 @@ use futures::StreamExt;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 use tracing::{info, instrument};
 use vmr_domain::image::{
-    Descriptor, Digest, DiskFormat, ImageConfig, Manifest, Reference, Repository, Tag, annotations,
-    qcow2_virtual_size,
+    Descriptor, Digest, DiskFormat, ImageConfig, MAX_CONFIG_BYTES, Manifest, Reference, Repository,
+    Tag, annotations, qcow2_virtual_size,
 };
 use vmr_domain::vmfile::VmFile;
 use vmr_ports::blobstore::{BlobStore, StoreError};
 use vmr_ports::driving::{
     ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
-    RemoveOutcome, UploadStream, UseCaseError,
+    RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
 
 /// Which manifest digests VMs use (so their blobs are never collected and
@@ -260,6 +260,18 @@ impl ImageUseCases for ImageService {
         if request.disk_size == 0 {
             return Err(UseCaseError::invalid("disk_size", "the disk is empty"));
         }
+        // Checked before anything is written, with the largest virtual size:
+        // a tag whose config could not be read back would break listing.
+        let largest = vmfile.image_config(u64::MAX).to_json_bytes().len();
+        if largest > MAX_CONFIG_BYTES {
+            return Err(UseCaseError::invalid(
+                "vmfile",
+                format!(
+                    "its image config would be {largest} bytes, more than the limit of \
+                     {MAX_CONFIG_BYTES}; shorten the description or labels"
+                ),
+            ));
+        }
         let format = vmfile.spec.disk_format;
         let _writers = self.gc_lock.read().await;
 
@@ -427,6 +439,12 @@ impl ImageUseCases for ImageService {
         outcome.deleted = deleted;
         outcome.reclaimed_bytes = reclaimed;
         Ok(outcome)
+    }
+
+    async fn check(&self) -> Result<StoreCheck, UseCaseError> {
+        // Shared, as a writer: imports go on, garbage collection waits.
+        let _writers = self.gc_lock.read().await;
+        super::store_check::check_store(self.store.as_ref()).await
     }
 }
 

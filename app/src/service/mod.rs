@@ -8,6 +8,7 @@ pub mod health;
 pub mod images;
 pub mod networks;
 pub mod restart;
+pub mod store_check;
 pub mod transfer;
 pub mod vms;
 

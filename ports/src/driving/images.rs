@@ -68,6 +68,36 @@ pub struct PruneOutcome {
     pub reclaimed_bytes: u64,
 }
 
+/// What `check` can find wrong in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StoreProblemKind {
+    /// A blob's content no longer hashes to its name.
+    CorruptBlob,
+    /// A tag's manifest names a blob the store does not have.
+    DanglingManifestBlob,
+    /// A tag's manifest is not a valid image manifest.
+    UnparsableManifest,
+    /// A temporary that no writer owns (left by a crash).
+    LeftoverTemporary,
+}
+
+/// One problem `check` found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StoreProblem {
+    pub kind: StoreProblemKind,
+    /// The blob digest, `repository:tag`, or the temporary's name.
+    pub subject: String,
+    pub message: String,
+}
+
+/// The outcome of a store check: problems are findings, not errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreCheck {
+    pub problems: Vec<StoreProblem>,
+    pub blobs_checked: u64,
+    pub manifests_checked: u64,
+}
+
 #[async_trait]
 pub trait ImageUseCases: Send + Sync {
     /// Stores the disk, its config and manifest, then writes the tags. On any
@@ -93,4 +123,7 @@ pub trait ImageUseCases: Send + Sync {
     /// Removes blobs that no manifest and no VM references; with `all`, first
     /// removes every tag no VM uses.
     async fn prune(&self, all: bool) -> Result<PruneOutcome, UseCaseError>;
+    /// Re-hashes every blob, checks that every tag's manifest parses and that
+    /// all its blobs exist, and lists leftover temporaries.
+    async fn check(&self) -> Result<StoreCheck, UseCaseError>;
 }

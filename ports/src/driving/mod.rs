@@ -22,7 +22,7 @@ pub use error::{ErrorKind, UseCaseError};
 pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
 pub use images::{
     ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
-    RemoveOutcome, UploadStream,
+    RemoveOutcome, StoreCheck, StoreProblem, StoreProblemKind, UploadStream,
 };
 pub use networks::NetworkUseCases;
 pub use transfer::{
