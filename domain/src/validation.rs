@@ -170,7 +170,8 @@ pub fn locate_in(err: ValidationError, yaml: &str) -> ValidationError {
 /// `services.web.networks[1].staticIp`) in `yaml`, or of its closest parent
 /// that exists.
 pub fn locate(yaml: &str, field: &str) -> Option<(usize, usize)> {
-    if yaml.len() > MAX_YAML_BYTES {
+    // The search parses the document again: never one the parser refuses.
+    if yaml.len() > MAX_YAML_BYTES || depth::flow_depth_exceeds(yaml, MAX_FLOW_DEPTH) {
         return None;
     }
     let path = locate::segments(field);

@@ -235,9 +235,7 @@ impl<'de> Deserialize<'de> for Labels {
                 let mut labels = BTreeMap::new();
                 while let Some(LabelKey(key)) = map.next_key()? {
                     if labels.len() == MAX_LABELS {
-                        return Err(de::Error::custom(format!(
-                            "more than {MAX_LABELS} labels"
-                        )));
+                        return Err(de::Error::custom(format!("more than {MAX_LABELS} labels")));
                     }
                     let ScalarString(value) = map.next_value()?;
                     check_label_value(&key, &value).map_err(de::Error::custom)?;

@@ -28,7 +28,11 @@ async fn bounded<T>(what: &str, call: impl Future<Output = T>) -> T {
 }
 
 #[track_caller]
-fn assert_refused<T: std::fmt::Debug>(what: &str, result: Result<T, tonic::Status>, allowed: &[Code]) {
+fn assert_refused<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, tonic::Status>,
+    allowed: &[Code],
+) {
     match result {
         Ok(value) => panic!("{what}: accepted: {value:?}"),
         Err(status) => assert!(
@@ -83,7 +87,10 @@ async fn assert_healthy(daemon: &Daemon) {
         .await
         .expect("the daemon still answers")
         .into_inner();
-    assert_eq!(report.components[0].status, pb::ServingStatus::Serving as i32);
+    assert_eq!(
+        report.components[0].status,
+        pb::ServingStatus::Serving as i32
+    );
 }
 
 /// Everything below `dir`, relative, sorted.
@@ -107,7 +114,12 @@ fn image_daemon() -> (Daemon, tempfile::TempDir) {
     let daemon = Daemon::start();
     let work = tempfile::tempdir().unwrap();
     let disk = raw(work.path(), "base.raw", 4096, 7);
-    let file = vmfile(work.path(), "hostile/base", &disk.display().to_string(), "raw");
+    let file = vmfile(
+        work.path(),
+        "hostile/base",
+        &disk.display().to_string(),
+        "raw",
+    );
     daemon.vmr(&["import", "-f", file.to_str().unwrap()]).ok();
     (daemon, work)
 }
@@ -147,7 +159,11 @@ async fn hostile_names_are_invalid_and_nothing_is_written_outside_the_store() {
             start: true,
             ..Default::default()
         });
-        assert_refused(&format!("vm {name:?}"), bounded("create_vm", vm).await, INVALID);
+        assert_refused(
+            &format!("vm {name:?}"),
+            bounded("create_vm", vm).await,
+            INVALID,
+        );
 
         let vm_image = client.create_vm(pb::CreateVmRequest {
             name: "fine".into(),
@@ -196,7 +212,11 @@ async fn hostile_names_are_invalid_and_nothing_is_written_outside_the_store() {
             source: "hostile/base".into(),
             target: name.clone(),
         });
-        assert_refused(&format!("tag {name:?}"), bounded("tag_image", tag).await, INVALID);
+        assert_refused(
+            &format!("tag {name:?}"),
+            bounded("tag_image", tag).await,
+            INVALID,
+        );
 
         let named = import(&daemon, import_messages(base_vmfile(name), vec![], b"disk"));
         assert_refused(
@@ -246,10 +266,7 @@ async fn hostile_names_are_invalid_and_nothing_is_written_outside_the_store() {
         assert_eq!(leaked, Vec::<String>::new(), "in {}", place.display());
     }
     let store = tree(&daemon.store);
-    assert!(
-        store.iter().all(|f| !f.contains(&marker)),
-        "{store:#?}"
-    );
+    assert!(store.iter().all(|f| !f.contains(&marker)), "{store:#?}");
     let images = client
         .list_images(pb::ListImagesRequest::default())
         .await
@@ -289,7 +306,9 @@ async fn hostile_names_are_invalid_and_nothing_is_written_outside_the_store() {
 /// A VMFile and a VMCompose document with `body` spliced in where a value
 /// is expected.
 fn bombs() -> Vec<(&'static str, String)> {
-    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut laughs = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     for (i, prev) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
         let name = (b'b' + i as u8) as char;
         laughs.push_str(&format!(
@@ -298,7 +317,11 @@ fn bombs() -> Vec<(&'static str, String)> {
     }
     laughs.push_str("metadata: *i\n");
     let deep_seq = format!("metadata: {}{}\n", "[".repeat(50_000), "]".repeat(50_000));
-    let deep_map = format!("metadata: {}1{}\n", "{a: ".repeat(50_000), "}".repeat(50_000));
+    let deep_map = format!(
+        "metadata: {}1{}\n",
+        "{a: ".repeat(50_000),
+        "}".repeat(50_000)
+    );
     let mut deep_block = String::from("metadata:\n");
     for depth in 0..2_000 {
         deep_block.push_str(&" ".repeat(depth + 1));
@@ -392,7 +415,11 @@ async fn lying_import_headers_and_endless_streams_leave_nothing_visible() {
     assert_refused(
         "5 GiB header with 1 byte",
         short,
-        &[Code::InvalidArgument, Code::Cancelled, Code::ResourceExhausted],
+        &[
+            Code::InvalidArgument,
+            Code::Cancelled,
+            Code::ResourceExhausted,
+        ],
     );
 
     // A 1 MiB header, then chunks that never end.
@@ -450,18 +477,48 @@ async fn ten_thousand_labels_are_refused_with_a_clear_error() {
     ] {
         let yaml = base_vmfile("hostile/labels")
             .replace("metadata:\n", &format!("metadata:\n  labels:\n{labels}"));
-        let result = bounded(what, import(&daemon, import_messages(yaml, vec![], b"disk"))).await;
+        let result = bounded(
+            what,
+            import(&daemon, import_messages(yaml, vec![], b"disk")),
+        )
+        .await;
         match result {
             Ok(answer) => panic!("{what}: 10k labels accepted: {:?}", answer.references),
             Err(status) => {
                 assert!(TOO_BIG.contains(&status.code()), "{what}: {status:?}");
-                assert!(status.message().contains("labels"), "{what}: {}", status.message());
+                assert!(
+                    status.message().contains("labels"),
+                    "{what}: {}",
+                    status.message()
+                );
             }
         }
     }
+
+    // Under the YAML limit, but twice as long once escaped in the config's
+    // JSON: refused before anything is written, so listing still works.
+    let quotes = "\"".repeat(900_000);
+    let yaml = base_vmfile("hostile/quotes").replace(
+        "metadata:\n",
+        &format!("metadata:\n  description: '{quotes}'\n"),
+    );
+    let status = bounded(
+        "quotes",
+        import(&daemon, import_messages(yaml, vec![], b"disk")),
+    )
+    .await
+    .expect_err("a config over the limit is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("image config"),
+        "{}",
+        status.message()
+    );
+
     assert_healthy(&daemon).await;
     let out = daemon.vmr(&["images", "-o", "json"]).json();
-    assert_eq!(out.as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["images"].as_array().unwrap().len(), 1, "{out}");
+    daemon.vmr(&["system", "check"]).ok();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,7 +533,11 @@ async fn user_data_over_the_limit_is_invalid() {
         start: true,
         ..Default::default()
     });
-    assert_refused("2 MiB user-data", bounded("create_vm", created).await, INVALID);
+    assert_refused(
+        "2 MiB user-data",
+        bounded("create_vm", created).await,
+        INVALID,
+    );
 
     let file = work.path().join("user-data");
     let mut text = b"#cloud-config\n".to_vec();
@@ -505,6 +566,73 @@ async fn user_data_over_the_limit_is_invalid() {
         user_data: bomb,
         ..Default::default()
     });
-    assert_refused("deep user-data", bounded("create_vm", created).await, INVALID);
+    assert_refused(
+        "deep user-data",
+        bounded("create_vm", created).await,
+        INVALID,
+    );
+    assert_healthy(&daemon).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_pointing_outside_the_store_is_refused_and_reported() {
+    let (daemon, _work) = image_daemon();
+    let evil = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.vmregistry.vm.v1",
+        "config": {
+            "mediaType": "application/vnd.vmregistry.vm.config.v1+json",
+            "digest": "sha256:../../../../../../etc/passwd",
+            "size": 10,
+        },
+        "layers": [{
+            "mediaType": "application/vnd.vmregistry.disk.v1.raw",
+            "digest": "sha256:../../../../../../etc/shadow",
+            "size": 10,
+        }],
+    });
+    let dir = daemon.store.join("manifests/hostile/evil/latest");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest.json"), evil.to_string()).unwrap();
+
+    let mut client = daemon.client().await;
+    let inspect = client.inspect_image(pb::InspectImageRequest {
+        reference: "hostile/evil".into(),
+    });
+    let refused = &[
+        Code::InvalidArgument,
+        Code::DataLoss,
+        Code::FailedPrecondition,
+    ];
+    assert_refused("inspect", bounded("inspect", inspect).await, refused);
+    let vm = client.create_vm(pb::CreateVmRequest {
+        name: "evil".into(),
+        image: "hostile/evil".into(),
+        start: true,
+        ..Default::default()
+    });
+    assert_refused("run", bounded("create_vm", vm).await, refused);
+
+    let out = daemon.vmr(&["system", "check", "-o", "json"]);
+    assert_eq!(out.0.status.code(), Some(1), "{}", out.stderr());
+    let json: serde_json::Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(json["problems"][0]["kind"], "unparsable-manifest", "{json}");
+    assert_eq!(
+        json["problems"][0]["subject"], "hostile/evil:latest",
+        "{json}"
+    );
+    // One bad tag does not hide the good images.
+    let images = client
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .expect("listing survives a bad tag")
+        .into_inner();
+    let names: Vec<&str> = images
+        .images
+        .iter()
+        .map(|i| i.repository.as_str())
+        .collect();
+    assert_eq!(names, ["hostile/base"]);
     assert_healthy(&daemon).await;
 }

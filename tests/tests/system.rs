@@ -15,9 +15,7 @@ fn import(daemon: &Daemon, work: &Path, repo: &str, seed: u64) -> String {
     let disk = raw(work, &format!("{seed}.raw"), 64 * 1024 + 3, seed);
     let file = vmfile(work, repo, &disk.display().to_string(), "raw");
     daemon.vmr(&["import", "-f", file.to_str().unwrap()]).ok();
-    sha256_file(&disk)
-        .trim_start_matches("sha256:")
-        .to_owned()
+    sha256_file(&disk).trim_start_matches("sha256:").to_owned()
 }
 
 fn problems(json: &Value) -> Vec<(String, String)> {
@@ -47,7 +45,10 @@ async fn a_clean_store_checks_clean_and_each_kind_of_damage_is_reported() {
     // Clean: three images, each a disk, a config and a manifest blob.
     let out = daemon.vmr(&["system", "check"]);
     let text = out.ok();
-    assert!(text.contains("Store is clean: 9 blobs and 3 manifests"), "{text}");
+    assert!(
+        text.contains("Store is clean: 9 blobs and 3 manifests"),
+        "{text}"
+    );
     let json = daemon.vmr(&["system", "check", "-o", "json"]).json();
     assert_eq!(json["clean"], true, "{json}");
     assert_eq!(json["blobsChecked"], 9);
@@ -78,7 +79,10 @@ async fn a_clean_store_checks_clean_and_each_kind_of_damage_is_reported() {
         "check/dangling:latest",
         "tmp-crashed",
     ] {
-        assert!(table.contains(expected), "{expected} missing from:\n{table}");
+        assert!(
+            table.contains(expected),
+            "{expected} missing from:\n{table}"
+        );
     }
     assert!(out.stderr().contains("4 problem(s)"), "{}", out.stderr());
 

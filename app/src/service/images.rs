@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 use vmr_domain::image::{
     Descriptor, Digest, DiskFormat, ImageConfig, MAX_CONFIG_BYTES, Manifest, Reference, Repository,
     Tag, annotations, qcow2_virtual_size,
@@ -334,9 +334,22 @@ impl ImageUseCases for ImageService {
                 .push(tag);
         }
         let mut images = Vec::with_capacity(grouped.len());
-        for ((repo, _), (mut tags, bytes)) in grouped {
+        for ((repo, digest), (mut tags, bytes)) in grouped {
             tags.sort();
-            images.push(self.describe(&repo, tags, &bytes).await?.0);
+            match self.describe(&repo, tags, &bytes).await {
+                Ok((info, _, _)) => images.push(info),
+                // A damaged image must not hide the others; `inspect` names
+                // the damage and `vmr system check` reports it.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        ErrorKind::InvalidArgument | ErrorKind::NotFound | ErrorKind::DataLoss
+                    ) =>
+                {
+                    warn!(image = %repo, %digest, error = %e, "not listing a damaged image");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(images)
     }

@@ -75,7 +75,10 @@ pub async fn check_store(store: &dyn BlobStore) -> Result<StoreCheck, UseCaseErr
             "store check: clean"
         );
     } else {
-        warn!(problems = check.problems.len(), "store check found problems");
+        warn!(
+            problems = check.problems.len(),
+            "store check found problems"
+        );
     }
     Ok(check)
 }
@@ -87,8 +90,8 @@ mod tests {
     use bytes::Bytes;
     use vmr_adapters::blobstore::OpendalStore;
     use vmr_domain::image::{
-        ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, Digest, DiskFormat, MANIFEST_MEDIA_TYPE, Repository,
-        Tag, disk_media_type,
+        ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, Digest, DiskFormat, MANIFEST_MEDIA_TYPE, Repository, Tag,
+        disk_media_type,
     };
 
     use super::*;
@@ -155,11 +158,7 @@ mod tests {
             .put_manifest(&repository, &"junk".parse().unwrap(), Bytes::from("{"))
             .await
             .unwrap();
-        std::fs::write(
-            dir.path().join("blobs/sha256").join(layer.hex()),
-            b"DISK",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("blobs/sha256").join(layer.hex()), b"DISK").unwrap();
         std::fs::write(store.temporaries_dir().join("tmp-leftover"), b"x").unwrap();
 
         let found = check_store(&store).await.unwrap();
@@ -167,7 +166,10 @@ mod tests {
             kinds(&found),
             [
                 (StoreProblemKind::CorruptBlob, layer.to_string()),
-                (StoreProblemKind::DanglingManifestBlob, "a/b:dangling".into()),
+                (
+                    StoreProblemKind::DanglingManifestBlob,
+                    "a/b:dangling".into()
+                ),
                 (StoreProblemKind::UnparsableManifest, "a/b:junk".into()),
                 (StoreProblemKind::LeftoverTemporary, "tmp-leftover".into()),
             ]

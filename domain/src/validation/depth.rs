@@ -103,7 +103,10 @@ mod tests {
         assert!(!flow_depth_exceeds("a: [x] \nb: [y]\nc: {d: [e]}\n", 2));
         // Brackets in strings, comments and block scalars are text.
         assert!(!flow_depth_exceeds("a: \"[[[[\"\nb: '{{{{'\n# [[[[\n", 1));
-        assert!(!flow_depth_exceeds("a: |\n  [[[[\n  if [ -f x ]\nb: 1\n", 1));
+        assert!(!flow_depth_exceeds(
+            "a: |\n  [[[[\n  if [ -f x ]\nb: 1\n",
+            1
+        ));
         assert!(!flow_depth_exceeds("- >-\n    {{{{\n", 1));
         assert!(!flow_depth_exceeds("a: it's [x]\n", 1));
     }
@@ -113,7 +116,10 @@ mod tests {
         // A quote opened inside a block scalar is text there, not a string.
         assert!(flow_depth_exceeds("a: |\n  'x\nb: [[[[1]]]]\n", 3));
         // Closing brackets inside strings do not close anything.
-        assert!(flow_depth_exceeds("[ \"]\", [ \"]\", [ \"]\", [ 1 ]]]]\n", 3));
+        assert!(flow_depth_exceeds(
+            "[ \"]\", [ \"]\", [ \"]\", [ 1 ]]]]\n",
+            3
+        ));
         assert!(flow_depth_exceeds("a: \"\\\" [\" \nb: [[[[1]]]]\n", 3));
         let bomb = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
         assert!(flow_depth_exceeds(&bomb, MAX_FLOW_DEPTH));
