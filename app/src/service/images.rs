@@ -1,7 +1,7 @@
 //! Image use cases over a `BlobStore`: import (disk, config and manifest
 //! blobs, then tags), list, inspect, tag, remove and garbage collection.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -45,7 +45,15 @@ pub struct ImageService {
     /// Writers (imports, pulls, tags) hold it shared; garbage collection holds
     /// it exclusively, so it never sees a blob committed but not yet tagged.
     gc_lock: Arc<RwLock<()>>,
+    /// Parsed configs by digest. Blobs are content-addressed and never
+    /// change, so an entry can only go stale by the blob being corrupted,
+    /// which `inspect` (it re-reads and verifies) and `system check` report.
+    /// Listing 200 images then reads 200 small manifests, not 400 files.
+    configs: std::sync::Mutex<HashMap<Digest, Arc<ImageConfig>>>,
 }
+
+/// Entries kept in the config cache before it is emptied.
+const CONFIG_CACHE_LIMIT: usize = 4096;
 
 impl ImageService {
     pub fn new(store: Arc<dyn BlobStore>, in_use: Arc<dyn ImagesInUse>) -> Self {
@@ -53,7 +61,28 @@ impl ImageService {
             store,
             in_use,
             gc_lock: Arc::new(RwLock::new(())),
+            configs: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The parsed config blob, from the cache or the store (verified).
+    async fn config(&self, digest: &Digest) -> Result<Arc<ImageConfig>, UseCaseError> {
+        if let Some(config) = self.cached_config(digest) {
+            return Ok(config);
+        }
+        let bytes = self.store.read_blob(digest).await?;
+        let config = Arc::new(ImageConfig::from_json(&bytes)?);
+        if let Ok(mut cache) = self.configs.lock() {
+            if cache.len() >= CONFIG_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(digest.clone(), config.clone());
+        }
+        Ok(config)
+    }
+
+    fn cached_config(&self, digest: &Digest) -> Option<Arc<ImageConfig>> {
+        self.configs.lock().ok()?.get(digest).cloned()
     }
 
     /// Holds off garbage collection while a writer in another use case (a
@@ -104,10 +133,9 @@ impl ImageService {
         repository: &Repository,
         tags: Vec<Tag>,
         manifest_bytes: &Bytes,
-    ) -> Result<(ImageInfo, Manifest, Bytes), UseCaseError> {
+    ) -> Result<(ImageInfo, Manifest), UseCaseError> {
         let manifest = Manifest::from_json(manifest_bytes)?;
-        let config_bytes = self.store.read_blob(&manifest.config.digest).await?;
-        let config = ImageConfig::from_json(&config_bytes)?;
+        let config = self.config(&manifest.config.digest).await?;
         let size = manifest_bytes.len() as u64
             + manifest.config.size
             + manifest.layers.iter().map(|l| l.size).sum::<u64>();
@@ -126,7 +154,7 @@ impl ImageService {
             memory_bytes: config.spec.resources.memory,
             description: config.metadata.description.clone().unwrap_or_default(),
         };
-        Ok((info, manifest, config_bytes))
+        Ok((info, manifest))
     }
 
     /// Every tag with the digest of the manifest it points at.
@@ -317,7 +345,7 @@ impl ImageUseCases for ImageService {
             references.push(format!("{repository}:{tag}"));
         }
         info!(image = %repository, digest = %manifest_digest, "imported");
-        let (image, _, _) = self.describe(&repository, tags, &manifest_bytes).await?;
+        let (image, _) = self.describe(&repository, tags, &manifest_bytes).await?;
         Ok(ImportOutcome { image, references })
     }
 
@@ -337,7 +365,7 @@ impl ImageUseCases for ImageService {
         for ((repo, digest), (mut tags, bytes)) in grouped {
             tags.sort();
             match self.describe(&repo, tags, &bytes).await {
-                Ok((info, _, _)) => images.push(info),
+                Ok((info, _)) => images.push(info),
                 // A damaged image must not hide the others; `inspect` names
                 // the damage and `vmr system check` reports it.
                 Err(e)
@@ -364,8 +392,9 @@ impl ImageUseCases for ImageService {
             .filter(|(r, _, d, _)| r == &repository && d == &digest)
             .map(|(_, t, _, _)| t)
             .collect();
-        let (info, manifest, config_bytes) =
-            self.describe(&repository, tags, &manifest_bytes).await?;
+        let (info, manifest) = self.describe(&repository, tags, &manifest_bytes).await?;
+        // Inspect shows the exact bytes, read and verified now (never cached).
+        let config_bytes = self.store.read_blob(&manifest.config.digest).await?;
         Ok(ImageDetails {
             info,
             manifest,
