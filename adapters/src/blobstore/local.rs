@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt as _;
+use vmr_domain::image::{Repository, Tag};
 use vmr_ports::blobstore::StoreError;
 
 use super::error::{backend_error, io_error};
-use super::layout::{BLOBS_DIR, MANIFESTS_DIR, PARTIAL_PREFIX};
+use super::layout::{BLOBS_DIR, MANIFESTS_DIR, PARTIAL_PREFIX, parse_manifest_key};
 use super::spool::{ActiveTemps, TempFile, spawn_io};
 
 /// Temporaries under a filesystem store's root.
@@ -229,4 +230,32 @@ fn leftovers(dir: &Path, temps: &ActiveTemps) -> io::Result<Vec<(PathBuf, bool)>
         out.push((entry.path(), meta.is_dir()));
     }
     Ok(out)
+}
+
+/// Every `manifests/<repository>/<tag>/manifest.json` below `root`, parsed,
+/// sorted. A walk of the local tree: a few microseconds a tag.
+pub(crate) fn list_manifest_keys(root: &Path) -> Result<Vec<(Repository, Tag)>, StoreError> {
+    let mut keys = Vec::new();
+    let mut dirs = vec![root.join(MANIFESTS_DIR)];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::Io(e)),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                dirs.push(path);
+            } else if let Ok(relative) = path.strip_prefix(root)
+                && let Some(key) = relative.to_str().and_then(parse_manifest_key)
+            {
+                keys.push(key);
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }
