@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Benchmarks with their baselines measured in the same run; writes docs/benchmarks.md.
 # Usage: scripts/bench.sh [SIZE_MIB]   (default 2048)
+#        scripts/bench.sh --only rpc    (the RPC section alone: scripts/bench-rpc.sh)
 # Figures are wall-clock medians of 3 runs; these machines are shared and noisy,
 # so compare ratios, not absolute numbers.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
+if [ "${1:-}" = "--only" ]; then
+  [ "${2:-}" = rpc ] || { echo "bench: --only knows: rpc" >&2; exit 2; }
+  exec bash "$REPO/scripts/bench-rpc.sh"
+fi
 SIZE_MIB=${1:-2048}
 REPS=${REPS:-3}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vmr-bench.XXXXXX")
@@ -294,5 +299,7 @@ skopeo's pull writes an OCI layout without fsync.
 Daemon peak RSS (VmHWM) over the push and pull runs: $((RRSS_KIB / 1024)) MiB.
 MD
 fi
+# RPCs, daemon start and idle RSS: their own script, which appends its section.
+bash "$REPO/scripts/bench-rpc.sh" > /dev/null
 echo "bench: wrote docs/benchmarks.md"
 cat docs/benchmarks.md
