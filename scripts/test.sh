@@ -18,11 +18,14 @@ bash scripts/install-deps.sh
 step "test services"
 started_here=1
 bash scripts/test-services.sh check && started_here=0
+summary_line=""
 stop_services() {
   if [ "$started_here" = 1 ] && [ "${VMR_KEEP_SERVICES:-0}" != 1 ]; then
     step "stopping test services"
     bash scripts/test-services.sh stop || true
   fi
+  # The test summary is the run's last line, whatever came before it.
+  if [ -n "$summary_line" ]; then echo; echo "$summary_line"; fi
 }
 trap stop_services EXIT
 bash scripts/test-services.sh start
@@ -60,8 +63,8 @@ cargo clippy --workspace --all-targets -- -D warnings || failed+=("clippy")
 echo
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "==> FAILED: ${failed[*]}"
-  echo "tests: ${passed} passed, ${failed_count:-0} failed"
+  summary_line="tests: ${passed} passed, ${failed_count:-0} failed"
   exit 1
 fi
 echo "==> all checks passed"
-echo "tests: ${passed} passed, ${failed_count:-0} failed"
+summary_line="tests: ${passed} passed, ${failed_count:-0} failed"
