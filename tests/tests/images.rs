@@ -7,6 +7,18 @@ use vmr_proto::v1 as pb;
 use vmr_tests::Daemon;
 use vmr_tests::fixtures::{iso, qcow2, raw, sha256_bytes, sha256_file, vmfile};
 
+/// Every image the daemon lists.
+async fn listed(
+    client: &mut vmr_proto::v1::vm_service_client::VmServiceClient<tonic::transport::Channel>,
+) -> Vec<pb::ImageSummary> {
+    client
+        .list_images(pb::ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
 fn blob_files(daemon: &Daemon) -> Vec<String> {
     daemon
         .store_files()
@@ -201,27 +213,10 @@ async fn import_qcow2_raw_and_iso_then_list_inspect_tag_rmi_prune() {
     std::fs::write(&orphan, b"").unwrap(); // not the sha of "", but unreferenced
     daemon.vmr(&["image", "prune"]).ok();
     assert!(!orphan.exists());
-    assert_eq!(
-        client
-            .list_images(pb::ListImagesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .images
-            .len(),
-        2
-    );
+    assert_eq!(listed(&mut client).await.len(), 2);
     daemon.vmr(&["image", "prune", "--all"]).ok();
     assert!(blob_files(&daemon).is_empty(), "{:?}", blob_files(&daemon));
-    assert!(
-        client
-            .list_images(pb::ListImagesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .images
-            .is_empty()
-    );
+    assert!(listed(&mut client).await.is_empty());
 }
 
 /// Streams a header and then `chunks`, returning the call's result.
@@ -331,15 +326,7 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
     assert!(blob_files(&daemon).is_empty(), "{:?}", blob_files(&daemon));
     assert!(!daemon.store.join("manifests").join("bad").exists());
     let mut client = daemon.client().await;
-    assert!(
-        client
-            .list_images(pb::ListImagesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .images
-            .is_empty()
-    );
+    assert!(listed(&mut client).await.is_empty());
 
     // After a hard kill and a restart: no temporaries either.
     daemon.kill();
@@ -396,12 +383,7 @@ async fn concurrent_imports_of_one_image_store_one_blob() {
     // One disk, one config, one manifest: the four imports are the same image
     // except for the created timestamp, so up to four configs/manifests.
     let mut client = daemon.client().await;
-    let images = client
-        .list_images(pb::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let images = listed(&mut client).await;
     let tags: usize = images.iter().map(|i| i.tags.len()).sum();
     assert_eq!(tags, 4);
 }
@@ -526,11 +508,7 @@ fn s3_flags(bucket: &str) -> Option<Vec<String>> {
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+    format!("{prefix}-{}", vmr_tests::libvirt::unique_suffix())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -555,18 +533,8 @@ async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
     // Host B sees the image through the bucket, with the same digest.
     let mut a = host_a.client().await;
     let mut b = host_b.client().await;
-    let list_a = a
-        .list_images(pb::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
-    let list_b = b
-        .list_images(pb::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list_a = listed(&mut a).await;
+    let list_b = listed(&mut b).await;
     assert_eq!(list_a.len(), 1);
     assert_eq!(list_a, list_b);
     let inspected = b
@@ -583,24 +551,10 @@ async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
     // Tag on B, remove on A: both see the result.
     host_b.vmr(&["tag", "shared/img:v1", "shared/img:v2"]).ok();
     host_a.vmr(&["rmi", "shared/img:v1"]).ok();
-    let tags = b
-        .list_images(pb::ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images[0]
-        .tags
-        .clone();
+    let tags = listed(&mut b).await[0].tags.clone();
     assert_eq!(tags, ["v2"]);
     host_a.vmr(&["image", "prune", "--all"]).ok();
-    assert!(
-        b.list_images(pb::ListImagesRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .images
-            .is_empty()
-    );
+    assert!(listed(&mut b).await.is_empty());
 }
 
 #[test]
