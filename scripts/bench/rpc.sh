@@ -3,12 +3,8 @@
 # same run: ListVMs and ListImages under 500 concurrent callers with 200 VMs
 # and 200 images (fake mode) against the gRPC Health call through the same
 # server and connections; daemon start to serving against spawning `true`;
-# idle RSS. Writes (or replaces) the "## RPCs" section of docs/benchmarks.md.
-# Run alone with `scripts/bench.sh --only rpc`; `scripts/bench.sh` runs it last.
-set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-cd "$REPO"
-export RUST_BACKTRACE=0
+# idle RSS. Run alone: scripts/bench.sh --only rpc
+source "$(dirname "$0")/lib.sh"
 N=${RPC_ITEMS:-200}            # images and VMs
 CALLERS=${RPC_CALLERS:-500}
 CONNS=${RPC_CONNECTIONS:-8}
@@ -17,17 +13,13 @@ INTERVAL_MS=${RPC_INTERVAL_MS:-100}
 # ListImages allocates per call; a daemon past this is stopped, not left to
 # the OOM killer of a shared machine.
 RSS_CAP_MIB=${RPC_RSS_CAP_MIB:-4096}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/vmr-bench-rpc.XXXXXX")
-VMRD_PID=
-trap 'kill "${VMRD_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-[ -n "${BENCH_NO_BUILD:-}" ] || cargo build --release --bins -q
-BIN="$REPO/target/release"
+bench_build
+bench_workdir rpc
 LOAD="$BIN/vmr-load"
 SOCK="$WORK/vmr.sock"
 VMR=("$BIN/vmr" --socket "$SOCK")
 
-echo "bench-rpc: daemon start to serving"
+echo "bench rpc: daemon start to serving"
 START_JSON=$("$LOAD" --measure-start "$BIN/vmrd" --starts 10)
 
 "$BIN/vmrd" --socket "$SOCK" --fs-path "$WORK/store" --hypervisor fake --log-level warn \
@@ -35,7 +27,7 @@ START_JSON=$("$LOAD" --measure-start "$BIN/vmrd" --starts 10)
 VMRD_PID=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
 
-echo "bench-rpc: importing $N images and creating $N VMs"
+echo "bench rpc: importing $N images and creating $N VMs"
 head -c 65536 /dev/urandom > "$WORK/disk.raw"
 for i in $(seq -w 1 "$N"); do
   printf 'apiVersion: vmregistry.io/v1alpha1\nmetadata: {name: bench/img%s}\nspec: {diskImage: disk.raw, diskFormat: raw, resources: {cpu: 1, memory: 128MiB}}\n' \
@@ -47,7 +39,7 @@ seq -w 1 "$N" | xargs -P 4 -I{} "${VMR[@]}" create --name vm{} bench/img{}:1 > /
 load() { "$LOAD" --socket "$SOCK" --callers "$CALLERS" --duration-secs "$SECS" "$@"; }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
-echo "bench-rpc: Health and ListVMs, $CALLERS callers"
+echo "bench rpc: Health and ListVMs, $CALLERS callers"
 H8=$(load --connections "$CONNS" --rpc health)
 V8=$(load --connections "$CONNS" --rpc list-vms)
 H1=$(load --connections 0 --rpc health)
@@ -56,13 +48,13 @@ HP=$(load --connections "$CONNS" --rpc health --interval-ms "$INTERVAL_MS")
 VP=$(load --connections "$CONNS" --rpc list-vms --interval-ms "$INTERVAL_MS")
 LOAD_HWM_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$VMRD_PID/status")
 
-echo "bench-rpc: one caller each"
+echo "bench rpc: one caller each"
 HS=$("$LOAD" --socket "$SOCK" --callers 1 --duration-secs "$SECS" --rpc health)
 VS=$("$LOAD" --socket "$SOCK" --callers 1 --duration-secs "$SECS" --rpc list-vms)
 IS=$("$LOAD" --socket "$SOCK" --callers 1 --duration-secs "$SECS" --rpc list-images)
 SEQ_HWM_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$VMRD_PID/status")
 
-echo "bench-rpc: ListImages, $CALLERS callers (stopped past $RSS_CAP_MIB MiB daemon RSS)"
+echo "bench rpc: ListImages, $CALLERS callers (stopped past $RSS_CAP_MIB MiB daemon RSS)"
 load --connections "$CONNS" --rpc list-images > "$WORK/images.json" 2> "$WORK/images.err" &
 LOAD_PID=$!
 T0=$(date +%s.%N)
@@ -163,21 +155,5 @@ lines.append(f"- idle RSS ≤ 20 MiB: {rss:.1f} MiB ("
 print("\n".join(lines))
 PY
 
-python3 - "$REPO/docs/benchmarks.md" "$SECTION" <<'PY'
-import re, sys
-doc_path, section_path = sys.argv[1], sys.argv[2]
-section = open(section_path).read().rstrip("\n") + "\n"
-try:
-    doc = open(doc_path).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n"
-# Replace this section (up to the next "## " heading), or append it.
-pattern = re.compile(r"^## RPCs .*?(?=^## |\Z)", re.S | re.M)
-if pattern.search(doc):
-    doc = pattern.sub(lambda _: section + "\n", doc, count=1).rstrip("\n") + "\n"
-else:
-    doc = doc.rstrip("\n") + "\n\n" + section
-open(doc_path, "w").write(doc)
-PY
-echo "bench-rpc: wrote the RPC section of docs/benchmarks.md"
+put_section rpc "$SECTION"
 cat "$SECTION"
