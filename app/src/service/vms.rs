@@ -21,7 +21,7 @@ use vmr_domain::vm::VmName;
 use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
 use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
 
-pub use create::{PreparedVm, VmBlueprint, prepare};
+pub use create::{PreparedVm, VmBlueprint, prepare, prepare_leased};
 pub use materialize::materialize;
 pub use runtime::RuntimeDirs;
 
@@ -172,7 +172,12 @@ impl VmService {
     #[instrument(skip_all, fields(vm = %blueprint.request.name))]
     pub async fn create_from(&self, blueprint: VmBlueprint) -> Result<VmRecord, UseCaseError> {
         let busy = self.claim(&blueprint.request.name, ErrorKind::AlreadyExists)?;
-        let prepared = self.prepare(&blueprint).await?;
+        let (prepared, lease) = prepare_leased(
+            self.inner.hypervisor.as_ref(),
+            &self.inner.images,
+            &blueprint,
+        )
+        .await?;
         let hold = prepared
             .spec
             .labels
@@ -185,6 +190,7 @@ impl VmService {
         let task = tokio::spawn(async move {
             let _busy = busy;
             let _hold = hold;
+            let _lease = lease;
             materialize(
                 &inner.hypervisor,
                 inner.images.store(),

@@ -192,6 +192,13 @@ impl ComposeRuntime for ServiceRuntime {
             disk_format: vm.image.format,
             start: false,
         };
+        // Its blobs were there when `prepare` read the image; leased now,
+        // they stay until the VM is defined (a collection in between makes
+        // the disk lookup fail cleanly with NOT_FOUND).
+        let _lease = self
+            .images
+            .lease([vm.image.manifest.clone(), vm.image.disk.clone()])
+            .await;
         materialize(&self.hypervisor, self.images.store(), self.dirs(), prepared)
             .await
             .map(drop)

@@ -146,10 +146,21 @@ fn resumable(error: &UseCaseError) -> bool {
 
 impl PullJob {
     pub(super) async fn run(self, progress: Progress) -> Result<TransferDone, UseCaseError> {
-        let _writers = self.images.writer_guard().await;
+        // Every blob is leased before it is looked up or written, until the
+        // tag is committed: garbage collection keeps them all meanwhile.
+        let blobs = self.manifest.blobs();
+        let _lease = self
+            .images
+            .lease(
+                blobs
+                    .iter()
+                    .map(|d| d.digest.clone())
+                    .chain([self.digest.clone()]),
+            )
+            .await;
         let registry = self.client.describe();
         let mut transferred = 0;
-        for descriptor in self.manifest.blobs() {
+        for descriptor in blobs {
             if self.store.blob_exists(&descriptor.digest).await? {
                 debug!(digest = %descriptor.digest, "already in the store");
                 progress

@@ -18,6 +18,7 @@ use vmr_ports::{Hypervisor, NetworkRecord};
 
 use super::nics::{Taken, attach};
 use crate::service::ImageService;
+use crate::service::images::Lease;
 
 /// A VM request plus what only compose gives: extra meta-data keys and a
 /// network-config that replaces the generated one.
@@ -57,6 +58,8 @@ struct ImageFacts {
     disk_digest: Digest,
     disk_format: DiskFormat,
     config: ImageConfig,
+    /// The image's blobs, kept from garbage collection.
+    lease: Lease,
 }
 
 fn with_field(mut error: UseCaseError, field: impl Into<String>) -> UseCaseError {
@@ -68,8 +71,8 @@ async fn load_image(
     images: &ImageService,
     reference: &Reference,
 ) -> Result<ImageFacts, UseCaseError> {
-    let (_, manifest_bytes) = images
-        .resolve(reference)
+    let (_, manifest_bytes, lease) = images
+        .resolve_leased(reference)
         .await
         .map_err(|e| with_field(e, "image"))?;
     let unusable = |reason: String| {
@@ -92,6 +95,7 @@ async fn load_image(
         disk_digest: layer.digest,
         disk_format,
         config,
+        lease,
     })
 }
 
@@ -102,6 +106,16 @@ pub async fn prepare(
     images: &ImageService,
     blueprint: &VmBlueprint,
 ) -> Result<PreparedVm, UseCaseError> {
+    Ok(prepare_leased(hypervisor, images, blueprint).await?.0)
+}
+
+/// [`prepare`], with a lease on the image's blobs taken when it was read:
+/// hold it until the VM is defined (then its image is in use).
+pub async fn prepare_leased(
+    hypervisor: &dyn Hypervisor,
+    images: &ImageService,
+    blueprint: &VmBlueprint,
+) -> Result<(PreparedVm, Lease), UseCaseError> {
     let request = &blueprint.request;
     let name = &request.name;
     let vms = hypervisor.list_vms().await?;
@@ -216,14 +230,15 @@ pub async fn prepare(
         blueprint.network_config.clone(),
     )?;
     let spec_hash = spec.spec_hash_with_seed(Some(&seed));
-    Ok(PreparedVm {
+    let prepared = PreparedVm {
         spec,
         seed,
         spec_hash,
         disk_digest: image.disk_digest,
         disk_format: image.disk_format,
         start: request.start,
-    })
+    };
+    Ok((prepared, image.lease))
 }
 
 /// Changes with the spec, so that a recreated, different VM is a new

@@ -1,5 +1,9 @@
 //! Image use cases over a `BlobStore`: import (disk, config and manifest
-//! blobs, then tags), list, inspect, tag, remove and garbage collection.
+//! blobs, then tags), list, inspect, tag, remove and garbage collection
+//! (see `gc`), with leases keeping in-flight blobs from it (see `leases`).
+
+mod gc;
+mod leases;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -7,18 +11,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use tokio::sync::{OwnedRwLockReadGuard, RwLock};
+use tokio::sync::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use vmr_domain::image::{
     Descriptor, Digest, DiskFormat, ImageConfig, MAX_CONFIG_BYTES, Manifest, Reference, Repository,
     Tag, annotations, qcow2_virtual_size,
 };
 use vmr_domain::vmfile::VmFile;
-use vmr_ports::blobstore::{BlobStore, StoreError};
+use vmr_ports::blobstore::{BlobStore, BlobWriter, StoreError};
 use vmr_ports::driving::{
     ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
     RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
+
+pub use leases::{Lease, Leases};
 
 /// Which manifest digests VMs use (so their blobs are never collected and
 /// their images are not removed without force).
@@ -42,9 +48,17 @@ impl ImagesInUse for NoVms {
 pub struct ImageService {
     store: Arc<dyn BlobStore>,
     in_use: Arc<dyn ImagesInUse>,
-    /// Writers (imports, pulls, tags) hold it shared; garbage collection holds
-    /// it exclusively, so it never sees a blob committed but not yet tagged.
-    gc_lock: Arc<RwLock<()>>,
+    /// Blobs written or read by operations in flight; never collected.
+    leases: Arc<Leases>,
+    /// One garbage collection (with the untagging before it) at a time.
+    gc: Mutex<()>,
+    /// Held shared while a lease is taken or grows (and from committing a
+    /// blob whose digest was not known in advance until it is leased, and
+    /// from reading a tag until its blobs are leased); exclusively by garbage
+    /// collection from its snapshot of the leases to its last delete. So no
+    /// lease appears during a collection, and every blob leased by then is
+    /// in its snapshot, even if the lease is dropped before the delete.
+    commits: RwLock<()>,
     /// Parsed configs by digest. Blobs are content-addressed and never
     /// change, so an entry can only go stale by the blob being corrupted,
     /// which `inspect` (it re-reads and verifies) and `system check` report.
@@ -60,7 +74,9 @@ impl ImageService {
         Self {
             store,
             in_use,
-            gc_lock: Arc::new(RwLock::new(())),
+            leases: Arc::default(),
+            gc: Mutex::new(()),
+            commits: RwLock::new(()),
             configs: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -85,11 +101,48 @@ impl ImageService {
         self.configs.lock().ok()?.get(digest).cloned()
     }
 
-    /// Holds off garbage collection while a writer in another use case (a
-    /// pull) commits blobs that no tag references yet; hold it from the first
-    /// blob to the last tag.
-    pub async fn writer_guard(&self) -> OwnedRwLockReadGuard<()> {
-        self.gc_lock.clone().read_owned().await
+    /// Keeps `digests` from garbage collection until the lease is dropped.
+    /// Lease a blob before writing it, or before reading something that
+    /// names it (and then check that it still exists).
+    pub async fn lease(&self, digests: impl IntoIterator<Item = Digest>) -> Lease {
+        let _commits = self.commits.read().await;
+        self.leases.lease(digests)
+    }
+
+    /// Adds `digest` to `lease`.
+    pub async fn extend_lease(&self, lease: &mut Lease, digest: Digest) {
+        let _commits = self.commits.read().await;
+        lease.add(digest);
+    }
+
+    /// Commits a blob whose digest was not known in advance and adds it to
+    /// `lease`, with no garbage collection in between.
+    pub async fn commit_leased(
+        &self,
+        writer: Box<dyn BlobWriter>,
+        expected: Option<&Digest>,
+        lease: &mut Lease,
+    ) -> Result<(Digest, u64), StoreError> {
+        let _commits = self.commits.read().await;
+        let (digest, size) = writer.commit(expected).await?;
+        lease.add(digest.clone());
+        Ok((digest, size))
+    }
+
+    /// Resolves a reference like [`Self::resolve`] and leases the manifest
+    /// and the blobs it names, with no garbage collection in between: what
+    /// the reference named when it was read stays until the lease is dropped.
+    pub async fn resolve_leased(
+        &self,
+        reference: &Reference,
+    ) -> Result<(Repository, Bytes, Lease), UseCaseError> {
+        let _commits = self.commits.read().await;
+        let (repository, bytes) = self.resolve(reference).await?;
+        let mut lease = self.leases.lease([Digest::of(&bytes)]);
+        if let Ok(manifest) = Manifest::from_json(&bytes) {
+            lease.extend(manifest.blobs().into_iter().map(|d| d.digest.clone()));
+        }
+        Ok((repository, bytes, lease))
     }
 
     /// The store, for other use cases that read images.
@@ -122,10 +175,17 @@ impl ImageService {
         Ok((repository, bytes))
     }
 
-    async fn write_small_blob(&self, bytes: Bytes) -> Result<(Digest, u64), UseCaseError> {
+    /// Writes a small blob, leased (by its digest) before it is written.
+    async fn write_small_blob(
+        &self,
+        bytes: Bytes,
+        lease: &mut Lease,
+    ) -> Result<(Digest, u64), UseCaseError> {
+        let digest = Digest::of(&bytes);
+        self.extend_lease(lease, digest.clone()).await;
         let mut writer = self.store.begin_blob().await?;
         writer.write(bytes).await?;
-        Ok(writer.commit(None).await?)
+        Ok(writer.commit(Some(&digest)).await?)
     }
 
     async fn describe(
@@ -169,41 +229,6 @@ impl ImageService {
             }
         }
         Ok(out)
-    }
-
-    /// Deletes every blob that no tag and no VM references. The caller holds
-    /// the GC lock exclusively.
-    async fn collect_garbage(&self) -> Result<(Vec<Digest>, u64), UseCaseError> {
-        let mut keep = BTreeSet::new();
-        let mut manifests: Vec<Bytes> = Vec::new();
-        for (_, _, digest, bytes) in self.tag_index().await? {
-            keep.insert(digest);
-            manifests.push(bytes);
-        }
-        for digest in self.in_use.manifest_digests_in_use().await? {
-            if let Ok(bytes) = self.store.read_blob(&digest).await {
-                manifests.push(bytes);
-            }
-            keep.insert(digest);
-        }
-        for bytes in &manifests {
-            // A tag whose manifest no longer parses keeps nothing alive but
-            // itself; `vmr system check` reports it.
-            if let Ok(manifest) = Manifest::from_json(bytes) {
-                keep.insert(manifest.config.digest.clone());
-                keep.extend(manifest.layers.iter().map(|l| l.digest.clone()));
-            }
-        }
-        let mut deleted = Vec::new();
-        let mut reclaimed = 0;
-        for (digest, size) in self.store.list_blobs().await? {
-            if !keep.contains(&digest) {
-                self.store.delete_blob(&digest).await?;
-                reclaimed += size;
-                deleted.push(digest);
-            }
-        }
-        Ok((deleted, reclaimed))
     }
 }
 
@@ -301,7 +326,8 @@ impl ImageUseCases for ImageService {
             ));
         }
         let format = vmfile.spec.disk_format;
-        let _writers = self.gc_lock.read().await;
+        // Everything written is leased until the tags are committed.
+        let mut lease = self.lease(expected.clone()).await;
 
         let mut writer = self.store.begin_blob().await?;
         let head = match receive_disk(&mut writer, disk, request.disk_size, format).await {
@@ -312,7 +338,9 @@ impl ImageUseCases for ImageService {
                 return Err(e);
             }
         };
-        let (disk_digest, disk_len) = writer.commit(expected.as_ref()).await?;
+        let (disk_digest, disk_len) = self
+            .commit_leased(writer, expected.as_ref(), &mut lease)
+            .await?;
         let virtual_size = match format {
             DiskFormat::Qcow2 => qcow2_virtual_size(&head).unwrap_or(disk_len),
             DiskFormat::Raw | DiskFormat::Iso => disk_len,
@@ -320,7 +348,8 @@ impl ImageUseCases for ImageService {
 
         let config = vmfile.image_config(virtual_size);
         let config_bytes = Bytes::from(config.to_json_bytes());
-        self.write_small_blob(config_bytes.clone()).await?;
+        self.write_small_blob(config_bytes.clone(), &mut lease)
+            .await?;
         let created = jiff::Timestamp::now().to_string();
         let title = request
             .disk_file_name
@@ -334,7 +363,9 @@ impl ImageUseCases for ImageService {
             &created,
         );
         let manifest_bytes = Bytes::from(manifest.to_json_bytes());
-        let (manifest_digest, _) = self.write_small_blob(manifest_bytes.clone()).await?;
+        let (manifest_digest, _) = self
+            .write_small_blob(manifest_bytes.clone(), &mut lease)
+            .await?;
 
         let repository = vmfile.metadata.name.clone();
         let mut references = Vec::with_capacity(tags.len());
@@ -410,12 +441,11 @@ impl ImageUseCases for ImageService {
                 "a tag target cannot name a digest",
             ));
         }
-        let _writers = self.gc_lock.read().await;
-        let (_, bytes) = self.resolve(source).await?;
+        let (_, bytes, mut lease) = self.resolve_leased(source).await?;
         let digest = Digest::of(&bytes);
         if !self.store.blob_exists(&digest).await? {
             // Older stores may lack the manifest blob: restore it.
-            self.write_small_blob(bytes.clone()).await?;
+            self.write_small_blob(bytes.clone(), &mut lease).await?;
         }
         self.store
             .put_manifest(&target.repository, &target.tag_or_latest(), bytes)
@@ -428,64 +458,17 @@ impl ImageUseCases for ImageService {
         reference: &Reference,
         force: bool,
     ) -> Result<RemoveOutcome, UseCaseError> {
-        let _gc = self.gc_lock.write().await;
-        let (repository, bytes) = self.resolve(reference).await?;
-        let digest = Digest::of(&bytes);
-        let index = self.tag_index().await?;
-        let doomed: Vec<Tag> = match &reference.digest {
-            Some(_) => index
-                .iter()
-                .filter(|(r, _, d, _)| r == &repository && d == &digest)
-                .map(|(_, t, _, _)| t.clone())
-                .collect(),
-            None => vec![reference.tag_or_latest()],
-        };
-        let remaining = index
-            .iter()
-            .filter(|(r, t, d, _)| d == &digest && !(r == &repository && doomed.contains(t)))
-            .count();
-        if remaining == 0
-            && !force
-            && self
-                .in_use
-                .manifest_digests_in_use()
-                .await?
-                .contains(&digest)
-        {
-            return Err(UseCaseError::precondition(format!(
-                "image {reference} is used by a VM; remove the VM first or use --force"
-            )));
-        }
-        let mut outcome = RemoveOutcome::default();
-        for tag in doomed {
-            self.store.delete_manifest(&repository, &tag).await?;
-            outcome.untagged.push(format!("{repository}:{tag}"));
-        }
-        outcome.deleted = self.collect_garbage().await?.0;
-        Ok(outcome)
+        self.remove_and_collect(reference, force).await
     }
 
     async fn prune(&self, all: bool) -> Result<PruneOutcome, UseCaseError> {
-        let _gc = self.gc_lock.write().await;
-        let mut outcome = PruneOutcome::default();
-        if all {
-            let in_use = self.in_use.manifest_digests_in_use().await?;
-            for (repository, tag, digest, _) in self.tag_index().await? {
-                if !in_use.contains(&digest) {
-                    self.store.delete_manifest(&repository, &tag).await?;
-                    outcome.untagged.push(format!("{repository}:{tag}"));
-                }
-            }
-        }
-        let (deleted, reclaimed) = self.collect_garbage().await?;
-        outcome.deleted = deleted;
-        outcome.reclaimed_bytes = reclaimed;
-        Ok(outcome)
+        self.prune_and_collect(all).await
     }
 
     async fn check(&self) -> Result<StoreCheck, UseCaseError> {
-        // Shared, as a writer: imports go on, garbage collection waits.
-        let _writers = self.gc_lock.read().await;
+        // Imports go on; garbage collection waits, so that no blob
+        // disappears between its listing and its check.
+        let _gc = self.gc.lock().await;
         super::store_check::check_store(self.store.as_ref()).await
     }
 }
@@ -496,3 +479,6 @@ fn default_title(vmfile: &VmFile) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| format!("disk.{}", vmfile.spec.disk_format))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Garbage collection against leases: what an import, a tag or a reader
+//! holds survives a prune that runs in the middle of it.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Mutex as StdMutex;
+
+use futures::StreamExt as _;
+use tokio::sync::oneshot;
+use vmr_adapters::blobstore::OpendalStore;
+use vmr_ports::blobstore::ByteStream;
+
+use super::*;
+
+const VMFILE: &str = "apiVersion: v1\nmetadata:\n  name: leased\nspec:\n  diskImage: disk.raw\n  diskFormat: raw\n  resources:\n    cpu: 1\n    memory: 64MiB\n";
+
+/// A store that stops the first `put_manifest` until the test lets it go,
+/// telling the test it got there.
+struct PausingStore {
+    inner: Arc<dyn BlobStore>,
+    pause: StdMutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+#[async_trait]
+impl BlobStore for PausingStore {
+    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
+        self.inner.begin_blob().await
+    }
+    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
+        self.inner.resume_blob(expected).await
+    }
+    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
+        self.inner.blob_exists(digest).await
+    }
+    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        self.inner.blob_size(digest).await
+    }
+    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError> {
+        self.inner.read_blob(digest).await
+    }
+    async fn open_blob(
+        &self,
+        digest: &Digest,
+        range: Option<Range<u64>>,
+    ) -> Result<ByteStream, StoreError> {
+        self.inner.open_blob(digest, range).await
+    }
+    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.inner.verify_blob(digest).await
+    }
+    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.inner.delete_blob(digest).await
+    }
+    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        self.inner.list_blobs().await
+    }
+    async fn put_manifest(
+        &self,
+        repository: &Repository,
+        tag: &Tag,
+        manifest: Bytes,
+    ) -> Result<(), StoreError> {
+        let pause = self.pause.lock().expect("pause").take();
+        if let Some((arrived, go)) = pause {
+            let _ = arrived.send(());
+            let _ = go.await;
+        }
+        self.inner.put_manifest(repository, tag, manifest).await
+    }
+    async fn get_manifest(&self, repository: &Repository, tag: &Tag) -> Result<Bytes, StoreError> {
+        self.inner.get_manifest(repository, tag).await
+    }
+    async fn delete_manifest(&self, repository: &Repository, tag: &Tag) -> Result<(), StoreError> {
+        self.inner.delete_manifest(repository, tag).await
+    }
+    async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError> {
+        self.inner.list_manifests().await
+    }
+    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
+        self.inner.local_path(digest).await
+    }
+    async fn clean_temporaries(&self) -> Result<usize, StoreError> {
+        self.inner.clean_temporaries().await
+    }
+    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.list_temporaries().await
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+struct Fixture {
+    images: Arc<ImageService>,
+    store: Arc<dyn BlobStore>,
+    _dir: tempfile::TempDir,
+}
+
+/// A service over a filesystem store; with `pause`, its first
+/// `put_manifest` waits as [`PausingStore`] describes.
+fn fixture(pause: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inner: Arc<dyn BlobStore> =
+        Arc::new(OpendalStore::filesystem(dir.path().join("store")).expect("store"));
+    let store: Arc<dyn BlobStore> = Arc::new(PausingStore {
+        inner,
+        pause: StdMutex::new(pause),
+    });
+    let images = Arc::new(ImageService::new(store.clone(), Arc::new(NoVms)));
+    Fixture {
+        images,
+        store,
+        _dir: dir,
+    }
+}
+
+async fn import(images: &ImageService, tag: &str, disk: &'static [u8]) -> ImportOutcome {
+    let request = ImportRequest {
+        vmfile: VMFILE.into(),
+        tags: vec![tag.into()],
+        disk_size: disk.len() as u64,
+        disk_digest: None,
+        disk_file_name: None,
+    };
+    let stream = futures::stream::iter([Ok(Bytes::from_static(disk))]).boxed();
+    images.import(request, stream).await.expect("import")
+}
+
+#[tokio::test]
+async fn a_prune_while_an_import_writes_its_tag_deletes_none_of_its_blobs() {
+    let (arrived_tx, arrived) = oneshot::channel();
+    let (go, go_rx) = oneshot::channel();
+    let fixture = fixture(Some((arrived_tx, go_rx)));
+    let images = fixture.images.clone();
+    let importing = tokio::spawn(async move { import(&images, "v1", b"disk bytes").await });
+    arrived.await.expect("the import reaches its tag");
+    // Disk, config and manifest are committed and no tag names them yet.
+    assert_eq!(fixture.store.list_blobs().await.expect("list").len(), 3);
+
+    let pruned = fixture.images.prune(false).await.expect("prune");
+    assert!(pruned.deleted.is_empty(), "pruned {:?}", pruned.deleted);
+    go.send(()).expect("resume");
+    let outcome = importing.await.expect("import task");
+
+    let check = fixture.images.check().await.expect("check");
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+    assert_eq!(check.manifests_checked, 1);
+    let reference: Reference = outcome.references[0].parse().expect("reference");
+    fixture.images.inspect(&reference).await.expect("inspect");
+}
+
+#[tokio::test]
+async fn a_leased_blob_is_kept_until_its_lease_is_dropped() {
+    let fixture = fixture(None);
+    let mut writer = fixture.store.begin_blob().await.expect("writer");
+    writer
+        .write(Bytes::from_static(b"orphan"))
+        .await
+        .expect("write");
+    let digest = Digest::of(b"orphan");
+    let lease = fixture.images.lease([digest.clone()]).await;
+    writer.commit(Some(&digest)).await.expect("commit");
+
+    let pruned = fixture.images.prune(false).await.expect("prune");
+    assert!(pruned.deleted.is_empty());
+    assert!(fixture.store.blob_exists(&digest).await.expect("exists"));
+
+    drop(lease);
+    let pruned = fixture.images.prune(false).await.expect("prune");
+    assert_eq!(pruned.deleted, vec![digest.clone()]);
+    assert!(!fixture.store.blob_exists(&digest).await.expect("exists"));
+}
+
+#[tokio::test]
+async fn an_image_resolved_with_a_lease_survives_its_removal_until_released() {
+    let fixture = fixture(None);
+    let outcome = import(&fixture.images, "v1", b"the disk").await;
+    let reference: Reference = outcome.references[0].parse().expect("reference");
+    let blobs: Vec<Digest> = fixture
+        .store
+        .list_blobs()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(blobs.len(), 3);
+
+    let (_, manifest_bytes, lease) = fixture
+        .images
+        .resolve_leased(&reference)
+        .await
+        .expect("resolve");
+    let removed = fixture.images.remove(&reference, false).await.expect("rmi");
+    assert!(removed.deleted.is_empty(), "deleted {:?}", removed.deleted);
+    // What the reader got still names blobs that exist: a tag written from
+    // it now (as `tag` does) would not dangle.
+    let manifest = Manifest::from_json(&manifest_bytes).expect("manifest");
+    for descriptor in manifest.blobs() {
+        assert!(
+            fixture
+                .store
+                .blob_exists(&descriptor.digest)
+                .await
+                .expect("exists")
+        );
+    }
+
+    drop(lease);
+    let pruned = fixture.images.prune(false).await.expect("prune");
+    assert_eq!(pruned.deleted.len(), 3);
+}
