@@ -85,15 +85,19 @@ pub(crate) async fn write_durably(
     let temps = Arc::clone(temps);
     spawn_io("writing manifest", move || {
         let parent = target.parent().unwrap_or(&root);
-        fs::create_dir_all(parent)?;
         let mut temp = TempFile::fresh(&temp_dir, &temps)?;
         temp.file().write_all(&bytes)?;
         temp.file().sync_all()?;
-        temp.persist(&target)?;
+        persist_into_dir(temp, parent, &target)?;
         // New directories on the way need their own entries made durable.
+        // One a concurrent `prune_empty_dirs` removed (the tag was deleted
+        // meanwhile) has nothing left to make durable.
         let mut dir = Some(parent);
         while let Some(current) = dir {
-            sync_dir(current)?;
+            match sync_dir(current) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             if current == root {
                 break;
             }
@@ -102,6 +106,30 @@ pub(crate) async fn write_durably(
         Ok(())
     })
     .await
+}
+
+/// Times a rename into a directory is tried when a concurrent
+/// `prune_empty_dirs` keeps removing that directory.
+const PERSIST_ATTEMPTS: usize = 8;
+
+/// Creates `parent` and renames `temp` to `target` in it. Deleting another
+/// tag of the same repository prunes directories that look empty, which
+/// may remove `parent` between its creation and the rename (ENOENT): the
+/// directory is then created again and the rename retried.
+fn persist_into_dir(mut temp: TempFile, parent: &Path, target: &Path) -> io::Result<()> {
+    let mut attempt = 1;
+    loop {
+        fs::create_dir_all(parent)?;
+        match temp.try_persist(target) {
+            Ok(()) => return Ok(()),
+            Err((back, e)) if e.kind() == io::ErrorKind::NotFound && attempt < PERSIST_ATTEMPTS => {
+                tracing::debug!(dir = %parent.display(), attempt, "directory pruned under a rename, retrying");
+                temp = back;
+                attempt += 1;
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
 }
 
 /// After deleting `root/key`, removes the directories it leaves empty, up to
@@ -258,4 +286,48 @@ pub(crate) fn list_manifest_keys(root: &Path) -> Result<Vec<(Repository, Tag)>, 
     keys.sort();
     keys.dedup();
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tag written while another tag of the same repository (here: the
+    /// same one) is deleted: the deletion prunes the directory the write is
+    /// about to rename into. Every write must still land.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_survives_concurrent_pruning_of_its_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = prepare_root(dir.path()).expect("root");
+        let temps = Arc::new(ActiveTemps::default());
+        let key = "manifests/race/v1/manifest.json";
+        for round in 0..200 {
+            let writing = {
+                let (root, temps) = (root.clone(), Arc::clone(&temps));
+                tokio::spawn(async move {
+                    write_durably(
+                        &root,
+                        key,
+                        &root.join(TEMP_DIR),
+                        &temps,
+                        Bytes::from_static(b"{}"),
+                    )
+                    .await
+                })
+            };
+            let pruning = {
+                let root = root.clone();
+                tokio::spawn(async move {
+                    // What `delete_manifest` does after removing the file.
+                    let _ = fs::remove_file(root.join(key));
+                    prune_empty_dirs(&root, key).await
+                })
+            };
+            writing
+                .await
+                .expect("task")
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            pruning.await.expect("task").expect("prune");
+        }
+    }
 }

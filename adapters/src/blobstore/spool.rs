@@ -164,6 +164,25 @@ impl TempFile {
         }
     }
 
+    /// Renames the file to `target`; on failure the temporary is handed
+    /// back with the error, so that the caller may retry.
+    pub(crate) fn try_persist(self, target: &Path) -> Result<(), (Self, io::Error)> {
+        let Self { kind, _guard } = self;
+        match kind {
+            TempKind::Fresh(named) => named.persist(target).map(drop).map_err(|e| {
+                let kind = TempKind::Fresh(e.file);
+                (Self { kind, _guard }, e.error)
+            }),
+            TempKind::Partial { file, path } => match std::fs::rename(&path, target) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let kind = TempKind::Partial { file, path };
+                    Err((Self { kind, _guard }, e))
+                }
+            },
+        }
+    }
+
     /// Removes the file, whatever its kind.
     pub(crate) fn discard(self) -> io::Result<()> {
         match self.kind {
