@@ -261,6 +261,7 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
         disk_size: size,
         disk_digest: digest.into(),
         disk_file_name: "d.raw".into(),
+        ..Default::default()
     };
 
     // Digest mismatch: DATA_LOSS.
