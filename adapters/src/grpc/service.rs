@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
@@ -126,7 +125,7 @@ async fn split_import(
                     ),
                 ))
             } else {
-                Ok(Bytes::from(chunk))
+                Ok(chunk)
             }
         }
         Ok(_) => Err(UseCaseError::invalid(

@@ -274,7 +274,7 @@ fn send_disk(
             return Ok(());
         }
         let request = pb::ImportImageRequest {
-            part: Some(Part::Chunk(chunk)),
+            part: Some(Part::Chunk(chunk.into())),
         };
         if sender.blocking_send(request).is_err() {
             return Ok(());
