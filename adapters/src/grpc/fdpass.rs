@@ -9,13 +9,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IoSliceMut, Read};
+use std::io::{self, IoSliceMut, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::StreamExt;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recv, recvmsg};
@@ -285,41 +285,39 @@ fn check_readable_file(file: &File) -> Result<u64, String> {
     Ok(metadata.len())
 }
 
-/// Reads `size` bytes of a passed file from its start (whatever its offset)
-/// on a blocking thread, as the upload stream the import use case takes. A
-/// file that ends early (truncated meanwhile) fails the stream.
+/// Reads `size` bytes of a passed file from its start on a blocking thread,
+/// as the upload stream the import use case takes. A file that ends early
+/// (truncated meanwhile) fails the stream. Plain `read`s after one seek to 0
+/// (the descriptor's offset is shared with the caller, who handed the file
+/// over): unlike `pread` into a fresh buffer, they need no zeroing first.
 pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
     let (sender, receiver) = mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
         let PassedDisk { file, size } = disk;
+        let mut reader = &file;
+        if let Err(e) = reader.seek(SeekFrom::Start(0)) {
+            let _ = sender.blocking_send(Err(read_error(&e)));
+            return;
+        }
         let mut offset = 0u64;
         while offset < size {
-            let want = usize::try_from(size - offset)
-                .unwrap_or(READ_CHUNK)
-                .min(READ_CHUNK);
-            let mut chunk = BytesMut::zeroed(want);
-            let result = fill(&file, &mut chunk, offset).map(|n| {
-                chunk.truncate(n);
-                chunk.freeze()
-            });
-            let item = match result {
-                Ok(bytes) if bytes.is_empty() => Err(UseCaseError::new(
+            let want = (size - offset).min(READ_CHUNK as u64);
+            let mut chunk = Vec::with_capacity(READ_CHUNK);
+            let item = match reader.take(want).read_to_end(&mut chunk) {
+                Ok(0) => Err(UseCaseError::new(
                     ErrorKind::Cancelled,
                     format!(
                         "the passed disk ended after {offset} of {size} bytes \
                          (was it truncated during the import?)"
                     ),
                 )),
-                Ok(bytes) => Ok(bytes),
-                Err(e) => Err(UseCaseError::new(
-                    ErrorKind::Internal,
-                    format!("reading the passed disk: {e}"),
-                )),
+                Ok(n) => {
+                    offset += n as u64;
+                    Ok(Bytes::from(chunk))
+                }
+                Err(e) => Err(read_error(&e)),
             };
             let stop = item.is_err();
-            if let Ok(bytes) = &item {
-                offset += bytes.len() as u64;
-            }
             if sender.blocking_send(item).is_err() || stop {
                 return;
             }
@@ -328,18 +326,8 @@ pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
     ReceiverStream::new(receiver).boxed()
 }
 
-/// Reads at `offset` until `buf` is full or the file ends.
-fn fill(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
+fn read_error(e: &io::Error) -> UseCaseError {
+    UseCaseError::new(ErrorKind::Internal, format!("reading the passed disk: {e}"))
 }
 
 #[cfg(test)]
