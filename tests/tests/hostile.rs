@@ -65,7 +65,7 @@ fn import_messages(vmfile: String, tags: Vec<String>, disk: &[u8]) -> Vec<pb::Im
             })),
         },
         pb::ImportImageRequest {
-            part: Some(Part::Chunk(disk.to_vec())),
+            part: Some(Part::Chunk(disk.to_vec().into())),
         },
     ]
 }
@@ -431,7 +431,7 @@ async fn lying_import_headers_and_endless_streams_leave_nothing_visible() {
         })),
     };
     let chunk = pb::ImportImageRequest {
-        part: Some(Part::Chunk(vec![0u8; 64 * 1024])),
+        part: Some(Part::Chunk(vec![0u8; 64 * 1024].into())),
     };
     let endless = std::iter::once(header).chain(std::iter::repeat(chunk));
     let mut client = daemon.client().await;

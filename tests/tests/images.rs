@@ -230,7 +230,7 @@ async fn import_raw(
         part: Some(Part::Header(header)),
     }];
     messages.extend(chunks.into_iter().map(|c| pb::ImportImageRequest {
-        part: Some(Part::Chunk(c)),
+        part: Some(Part::Chunk(c.into())),
     }));
     let mut client = daemon.client().await;
     client
@@ -261,6 +261,7 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
         disk_size: size,
         disk_digest: digest.into(),
         disk_file_name: "d.raw".into(),
+        ..Default::default()
     };
 
     // Digest mismatch: DATA_LOSS.
@@ -306,7 +307,7 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
         .await
         .unwrap();
         tx.send(pb::ImportImageRequest {
-            part: Some(Part::Chunk(disk.clone())),
+            part: Some(Part::Chunk(disk.clone().into())),
         })
         .await
         .unwrap();
@@ -440,7 +441,7 @@ async fn bad_requests_get_clear_errors_and_the_right_codes() {
     use pb::import_image_request::Part;
     let status = client
         .import_image(tokio_stream_iter(vec![pb::ImportImageRequest {
-            part: Some(Part::Chunk(vec![1, 2, 3])),
+            part: Some(Part::Chunk(vec![1, 2, 3].into())),
         }]))
         .await
         .unwrap_err();

@@ -6,6 +6,7 @@ mod auth;
 mod compose;
 mod contexts;
 mod convert;
+mod fdpass;
 mod logging;
 mod networks;
 mod server;
@@ -14,6 +15,7 @@ mod status;
 mod transfer;
 mod vms;
 
+pub use fdpass::{MAGIC as FD_MAGIC, PassedDisks, TOKEN_TTL as FD_TOKEN_TTL};
 pub use logging::CallLogLayer;
 pub use server::{MAX_MESSAGE_SIZE, serve};
 pub use service::{Core, VmServiceImpl};

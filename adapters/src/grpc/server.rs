@@ -2,13 +2,16 @@
 //! call log, 4 GiB messages each way, and a graceful stop.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UnixListener;
-use tokio_stream::wrappers::UnixListenerStream;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use vmr_proto::v1::vm_service_server::VmServiceServer;
 
+use super::fdpass::{self, Kind, PassedDisks};
 use super::logging::CallLogLayer;
 use super::service::{Core, VmServiceImpl};
 
@@ -34,7 +37,8 @@ pub async fn serve(
         .set_serving::<VmServiceServer<VmServiceImpl>>()
         .await;
 
-    let service = VmServiceServer::new(VmServiceImpl::new(core))
+    let disks = Arc::new(PassedDisks::default());
+    let service = VmServiceServer::new(VmServiceImpl::with_passed_disks(core, Arc::clone(&disks)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
 
@@ -49,7 +53,51 @@ pub async fn serve(
     if let Ok(reflection) = reflection {
         router = router.add_service(reflection);
     }
-    router
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
-        .await
+    let (incoming, grpc_connections) = mpsc::channel(64);
+    let acceptor = AbortOnDrop(tokio::spawn(accept(listener, disks, incoming)));
+    let served = router
+        .serve_with_incoming_shutdown(ReceiverStream::new(grpc_connections), shutdown)
+        .await;
+    drop(acceptor);
+    served
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Accepts connections and sorts them by their first bytes (each on its own
+/// task, so a silent client holds up nobody): gRPC goes to tonic, the
+/// descriptor side channel is served here.
+async fn accept(
+    listener: UnixListener,
+    disks: Arc<PassedDisks>,
+    grpc: mpsc::Sender<std::io::Result<UnixStream>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically out of descriptors: wait instead of spinning.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let grpc = grpc.clone();
+        let disks = Arc::clone(&disks);
+        tokio::spawn(async move {
+            match fdpass::classify(&stream).await {
+                Kind::Grpc => {
+                    let _ = grpc.send(Ok(stream)).await;
+                }
+                Kind::SideChannel => fdpass::serve_side_channel(stream, &disks).await,
+                Kind::Gone => {}
+            }
+        });
+    }
 }

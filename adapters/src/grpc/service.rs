@@ -3,9 +3,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
 use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
@@ -16,6 +17,7 @@ use vmr_ports::driving::{
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 
+use super::fdpass::{PassedDisks, read_passed_disk};
 use super::status::to_status;
 use super::{auth, compose, contexts, convert, networks, transfer, vms};
 
@@ -41,18 +43,56 @@ pub struct Core {
 #[derive(Clone)]
 pub struct VmServiceImpl {
     core: Core,
+    /// Disks passed as open files over the descriptor side channel.
+    disks: Arc<PassedDisks>,
 }
 
 impl VmServiceImpl {
     pub fn new(core: Core) -> Self {
-        Self { core }
+        Self::with_passed_disks(core, Arc::default())
     }
+
+    /// A service that also accepts disks passed to the side channel serving
+    /// `disks`.
+    pub fn with_passed_disks(core: Core, disks: Arc<PassedDisks>) -> Self {
+        Self { core, disks }
+    }
+}
+
+/// The import's disk: the passed file its token names, else the chunks that
+/// follow the header.
+fn import_source(
+    disks: &PassedDisks,
+    caller_uid: Option<u32>,
+    token: &str,
+    mut request: ImportRequest,
+    chunks: UploadStream,
+) -> Result<(ImportRequest, UploadStream), Status> {
+    if token.is_empty() {
+        return Ok((request, chunks));
+    }
+    let disk = disks
+        .take(token, caller_uid, Instant::now())
+        .map_err(to_status)?;
+    if request.disk_size != 0 && request.disk_size != disk.size {
+        return Err(to_status(UseCaseError::invalid(
+            "disk_size",
+            format!(
+                "{} bytes announced, but the passed file has {}",
+                request.disk_size, disk.size
+            ),
+        )));
+    }
+    request.disk_size = disk.size;
+    // Chunks after a token are not read: the passed file is the disk.
+    drop(chunks);
+    Ok((request, read_passed_disk(disk)))
 }
 
 /// Splits an import stream into its header and an upload stream of chunks.
 async fn split_import(
     mut stream: Streaming<pb::ImportImageRequest>,
-) -> Result<(ImportRequest, UploadStream), Status> {
+) -> Result<(ImportRequest, String, UploadStream), Status> {
     use pb::import_image_request::Part;
     let header = match stream.message().await? {
         Some(pb::ImportImageRequest {
@@ -64,6 +104,7 @@ async fn split_import(
             ));
         }
     };
+    let token = header.disk_token;
     let request = ImportRequest {
         vmfile: header.vmfile,
         tags: header.tags,
@@ -84,7 +125,7 @@ async fn split_import(
                     ),
                 ))
             } else {
-                Ok(Bytes::from(chunk))
+                Ok(chunk)
             }
         }
         Ok(_) => Err(UseCaseError::invalid(
@@ -96,7 +137,7 @@ async fn split_import(
             format!("the import stream broke: {}", status.message()),
         )),
     });
-    Ok((request, chunks.boxed()))
+    Ok((request, token, chunks.boxed()))
 }
 
 fn system_check_response(check: StoreCheck) -> pb::SystemCheckResponse {
@@ -193,7 +234,13 @@ impl VmService for VmServiceImpl {
         &self,
         request: Request<Streaming<pb::ImportImageRequest>>,
     ) -> Result<Response<pb::ImportImageResponse>, Status> {
-        let (header, chunks) = split_import(request.into_inner()).await?;
+        let caller_uid = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)
+            .map(|cred| cred.uid());
+        let (header, token, chunks) = split_import(request.into_inner()).await?;
+        let (header, chunks) = import_source(&self.disks, caller_uid, &token, header, chunks)?;
         let outcome = self
             .core
             .images

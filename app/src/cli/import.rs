@@ -1,7 +1,10 @@
 //! `vmr import`: read and check the VMFile, find its disk (`spec.diskImage`,
-//! absolute or relative to the VMFile's directory), and stream both to the
-//! daemon: one header, then the disk in 1 MiB chunks read on a blocking
-//! thread, with a byte bar when someone watches.
+//! absolute or relative to the VMFile's directory), and hand both to the
+//! daemon. The disk goes as an open file over the socket's descriptor side
+//! channel when the daemon offers it (it then reads at the durable-copy
+//! limit); otherwise, or with `VMR_IMPORT_STREAM=1`, it is streamed: one
+//! header, then the disk in 1 MiB chunks read on a blocking thread, with a
+//! byte bar when someone watches.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use vmr_proto::v1::import_image_request::Part;
 use super::Session;
 use super::args::ImportArgs;
 use super::connect::Reply;
+use super::fdpass::{self, Passed};
 use super::json::{ToJson, print_json};
 use super::progress::import_bar;
 
@@ -26,6 +30,9 @@ const CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// Chunks read ahead of the network: bounds the client's memory.
 const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Set to `1` to always stream the disk instead of passing the open file.
+pub const FORCE_STREAM_ENV: &str = "VMR_IMPORT_STREAM";
 
 /// How long a failed import waits for the disk reader to notice.
 const READER_GRACE: Duration = Duration::from_secs(2);
@@ -109,6 +116,7 @@ impl ImportSource {
             disk_size: self.disk_size,
             disk_digest: String::new(),
             disk_file_name: self.disk_file_name(),
+            disk_token: String::new(),
         }
     }
 }
@@ -127,11 +135,84 @@ pub fn resolve_disk_path(vmfile_path: &Path, disk_image: &str) -> PathBuf {
 
 pub async fn run(session: &Session, args: ImportArgs) -> anyhow::Result<()> {
     let source = ImportSource::load(&args.file).await?;
+    let response = match pass_disk(session, &source).await? {
+        Some(token) => import_passed(session, &source, args.tags, token).await?,
+        None => import_streamed(session, &source, args.tags).await?,
+    };
+
+    if session.output.is_json() {
+        print_json(&response.to_json());
+        return Ok(());
+    }
+    for reference in &response.references {
+        println!("Imported {reference}");
+    }
+    if let Some(image) = &response.image {
+        println!("Digest: {}", image.digest);
+    }
+    Ok(())
+}
+
+/// Offers the open disk file to the daemon's side channel: `Some(token)`
+/// when it took it, `None` when the disk must be streamed.
+async fn pass_disk(
+    session: &Session,
+    source: &ImportSource,
+) -> Result<Option<String>, ImportError> {
+    if std::env::var(FORCE_STREAM_ENV).is_ok_and(|v| v == "1") {
+        return Ok(None);
+    }
+    let path = source.disk_path.clone();
+    let socket = session.socket.clone();
+    let passed = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|source| ImportError::ReadDisk {
+            path: path.clone(),
+            source,
+        })?;
+        Ok::<_, ImportError>(fdpass::pass_file(&socket, &file))
+    })
+    .await
+    .unwrap_or_else(|e| Ok(Passed::Unavailable(e.to_string())))?;
+    match passed {
+        Passed::Token(token) => Ok(Some(token)),
+        Passed::Refused(reason) | Passed::Unavailable(reason) => {
+            tracing::debug!(%reason, "no descriptor side channel, streaming the disk");
+            Ok(None)
+        }
+    }
+}
+
+/// The daemon reads the passed file: only the header goes over gRPC.
+async fn import_passed(
+    session: &Session,
+    source: &ImportSource,
+    tags: Vec<String>,
+    token: String,
+) -> anyhow::Result<pb::ImportImageResponse> {
+    let mut client = session.client().await?;
+    let header = pb::ImportHeader {
+        disk_token: token,
+        ..source.header(tags)
+    };
+    let request = pb::ImportImageRequest {
+        part: Some(Part::Header(header)),
+    };
+    Ok(client
+        .import_image(tokio_stream::once(request))
+        .await
+        .reply()?)
+}
+
+async fn import_streamed(
+    session: &Session,
+    source: &ImportSource,
+    tags: Vec<String>,
+) -> anyhow::Result<pb::ImportImageResponse> {
     let mut client = session.client().await?;
 
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let header = pb::ImportImageRequest {
-        part: Some(Part::Header(source.header(args.tags))),
+        part: Some(Part::Header(source.header(tags))),
     };
     // The channel is empty and has room: this cannot wait.
     sender.send(header).await?;
@@ -164,19 +245,7 @@ pub async fn run(session: &Session, args: ImportArgs) -> anyhow::Result<()> {
     // A local read error explains a failed call better than the daemon's
     // "disk shorter than declared", so it is reported first.
     read?;
-    let response = answer?;
-
-    if session.output.is_json() {
-        print_json(&response.to_json());
-        return Ok(());
-    }
-    for reference in &response.references {
-        println!("Imported {reference}");
-    }
-    if let Some(image) = &response.image {
-        println!("Digest: {}", image.digest);
-    }
-    Ok(())
+    Ok(answer?)
 }
 
 /// Reads the disk on a blocking thread and feeds the request stream. Stops
@@ -205,7 +274,7 @@ fn send_disk(
             return Ok(());
         }
         let request = pb::ImportImageRequest {
-            part: Some(Part::Chunk(chunk)),
+            part: Some(Part::Chunk(chunk.into())),
         };
         if sender.blocking_send(request).is_err() {
             return Ok(());

@@ -10,6 +10,7 @@ mod auth;
 mod compose;
 pub mod connect;
 mod credentials;
+mod fdpass;
 mod images;
 mod import;
 pub mod json;
