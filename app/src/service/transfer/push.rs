@@ -226,7 +226,6 @@ impl PushJob {
     ) -> Result<(Descriptor, u64), UseCaseError> {
         let registry = self.client.describe();
         let staging = self.chunking.staging.clone();
-        let (source, dir, r) = (path.to_path_buf(), staging.clone(), range.clone());
         // A chunk pushed before keeps its layer: hashing alone finds it.
         let mut hashed = None;
         if self.chunks.any_layers() {
