@@ -49,12 +49,13 @@ impl Default for ChunkSettings {
 }
 
 /// Where plain chunk bytes are known to be in the local store (a disk blob
-/// and an offset), and which layer a plain chunk became when pushed. Memory
+/// and an offset), and which layer a range of a local disk became when pushed. Memory
 /// only: after a restart chunks are hashed and compressed again.
 #[derive(Default)]
 pub(crate) struct ChunkIndex {
     located: Mutex<HashMap<Digest, (Digest, u64)>>,
-    layers: Mutex<HashMap<(Digest, DiskFormat), Descriptor>>,
+    /// (disk, offset, length, format) → the layer that range became.
+    layers: Mutex<HashMap<(Digest, u64, u64, DiskFormat), Descriptor>>,
 }
 
 impl ChunkIndex {
@@ -72,23 +73,33 @@ impl ChunkIndex {
         located.get(chunk).cloned()
     }
 
-    pub(crate) fn remember_layer(&self, chunk: &Digest, format: DiskFormat, layer: &Descriptor) {
+    pub(crate) fn remember_layer(
+        &self,
+        disk: &Digest,
+        range: &Range<u64>,
+        format: DiskFormat,
+        layer: &Descriptor,
+    ) {
         let mut layers = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
         if layers.len() >= MAX_CHUNKS {
             layers.clear();
         }
-        layers.insert((chunk.clone(), format), layer.clone());
+        layers.insert(
+            (disk.clone(), range.start, range.end - range.start, format),
+            layer.clone(),
+        );
     }
 
-    /// Whether any chunk was pushed (worth hashing before compressing).
-    pub(crate) fn any_layers(&self) -> bool {
+    pub(crate) fn layer(
+        &self,
+        disk: &Digest,
+        range: &Range<u64>,
+        format: DiskFormat,
+    ) -> Option<Descriptor> {
         let layers = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
-        !layers.is_empty()
-    }
-
-    pub(crate) fn layer(&self, chunk: &Digest, format: DiskFormat) -> Option<Descriptor> {
-        let layers = self.layers.lock().unwrap_or_else(PoisonError::into_inner);
-        layers.get(&(chunk.clone(), format)).cloned()
+        layers
+            .get(&(disk.clone(), range.start, range.end - range.start, format))
+            .cloned()
     }
 }
 

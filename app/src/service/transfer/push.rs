@@ -226,26 +226,15 @@ impl PushJob {
     ) -> Result<(Descriptor, u64), UseCaseError> {
         let registry = self.client.describe();
         let staging = self.chunking.staging.clone();
-        // A chunk pushed before keeps its layer: hashing alone finds it.
-        let mut hashed = None;
-        if self.chunks.any_layers() {
-            let (source, dir, r) = (path.to_path_buf(), staging.clone(), range.clone());
-            let plain =
-                tokio::task::spawn_blocking(move || chunks::read_chunk(&source, &r, &dir, false))
-                    .await
-                    .map_err(|e| UseCaseError::internal(format!("chunk reader: {e}")))?
-                    .map_err(vmr_ports::StoreError::from)?
-                    .digest;
-            if let Some(layer) = self.chunks.layer(&plain, format)
-                && self.already_there(&registry, &layer).await?
-            {
-                self.chunks.locate(&plain, &disk.digest, range.start);
-                progress.send(blob_event(&layer, layer.size, true)).await?;
-                self.known
-                    .remember(&registry, &layer.digest, &self.repository);
-                return Ok((layer, 0));
-            }
-            hashed = Some(plain);
+        // A chunk of this disk pushed before (by this daemon) keeps its
+        // layer: found without reading it again.
+        if let Some(layer) = self.chunks.layer(&disk.digest, &range, format)
+            && self.already_there(&registry, &layer).await?
+        {
+            progress.send(blob_event(&layer, layer.size, true)).await?;
+            self.known
+                .remember(&registry, &layer.digest, &self.repository);
+            return Ok((layer, 0));
         }
         let (source, dir, r) = (path.to_path_buf(), staging, range.clone());
         let read = tokio::task::spawn_blocking(move || chunks::read_chunk(&source, &r, &dir, true))
@@ -253,18 +242,6 @@ impl PushJob {
             .map_err(|e| UseCaseError::internal(format!("chunk reader: {e}")))?
             .map_err(vmr_ports::StoreError::from)?;
         let plain = read.digest.clone();
-        if hashed.is_some_and(|h| h != plain) {
-            if let Some((spool, ..)) = &read.zstd {
-                let _ = tokio::fs::remove_file(spool).await;
-            }
-            return Err(UseCaseError::new(
-                ErrorKind::DataLoss,
-                format!(
-                    "the bytes {}..{} of disk {} changed while being pushed",
-                    range.start, range.end, disk.digest
-                ),
-            ));
-        }
         self.chunks.locate(&plain, &disk.digest, range.start);
         let (layer, data) = match &read.zstd {
             Some((spool, digest, size)) => (
@@ -302,7 +279,8 @@ impl PushJob {
             let _ = tokio::fs::remove_file(spool).await;
         }
         let sent = result?;
-        self.chunks.remember_layer(&plain, format, &layer);
+        self.chunks
+            .remember_layer(&disk.digest, &range, format, &layer);
         self.known
             .remember(&registry, &layer.digest, &self.repository);
         debug!(offset = range.start, digest = %layer.digest, sent, "chunk pushed");
