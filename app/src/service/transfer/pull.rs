@@ -319,7 +319,8 @@ impl PullJob {
         dir: &std::path::Path,
         progress: &Progress,
     ) -> Result<(std::path::PathBuf, u64), UseCaseError> {
-        let path = dir.join(chunk.digest.hex());
+        // Named by offset too: a disk may hold the same chunk twice.
+        let path = dir.join(format!("{}-{}", chunk.offset, chunk.digest.hex()));
         let layer = &chunk.layer;
         if tokio::fs::metadata(&path)
             .await
