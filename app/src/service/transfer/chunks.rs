@@ -242,6 +242,20 @@ pub(crate) async fn file_stream(path: &Path) -> Result<ByteStream, StoreError> {
         .boxed())
 }
 
+/// `range` of a file's bytes as a stream, in pieces.
+pub(crate) async fn file_range_stream(
+    path: &Path,
+    range: Range<u64>,
+) -> Result<ByteStream, StoreError> {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(SeekFrom::Start(range.start)).await?;
+    let limited = file.take(range.end - range.start);
+    Ok(tokio_util::io::ReaderStream::with_capacity(limited, PIECE)
+        .map(|piece| piece.map_err(StoreError::from))
+        .boxed())
+}
+
 /// A staging file being written with a chunk's plain bytes: checked against
 /// the chunk's size and digest, and renamed into place only then.
 pub(crate) struct Stage {

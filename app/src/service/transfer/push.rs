@@ -256,9 +256,8 @@ impl PushJob {
                     &range,
                     &plain,
                 ),
-                self.store
-                    .open_blob(&disk.digest, Some(range.clone()))
-                    .await,
+                // The registry checks the digest read_chunk computed.
+                chunks::file_range_stream(path, range.clone()).await,
             ),
         };
         let result = async {
