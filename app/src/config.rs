@@ -91,7 +91,7 @@ pub struct Flags {
     /// (default 32; 0 pushes every disk as one layer).
     #[arg(long, env = "VM_REGISTRY_PUSH_CHUNK_MIB", value_name = "MIB")]
     pub push_chunk_mib: Option<u64>,
-    /// Chunks transferred at once in a push or pull (default 4).
+    /// Chunks transferred at once in a push or pull (default 3).
     #[arg(long, env = "VM_REGISTRY_TRANSFER_PARALLEL", value_name = "N")]
     pub transfer_parallel: Option<usize>,
 }
@@ -357,7 +357,7 @@ impl DaemonConfig {
                 format!("{push_chunk_mib} is more than 4096 (4 GiB chunks)"),
             ));
         }
-        let transfer_parallel = pick!(transfer_parallel).unwrap_or(4);
+        let transfer_parallel = pick!(transfer_parallel).unwrap_or(3);
         if !(1..=32).contains(&transfer_parallel) {
             return Err(invalid(
                 "transfer-parallel",

@@ -42,7 +42,7 @@ impl Default for ChunkSettings {
     fn default() -> Self {
         Self {
             chunk_bytes: 32 * 1024 * 1024,
-            parallel: 4,
+            parallel: 3,
             staging: std::env::temp_dir().join("vmr-chunks"),
         }
     }
