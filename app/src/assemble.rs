@@ -16,6 +16,7 @@ use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, Reg
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::health::{Component, Probe};
+use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, TransferService};
 use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
 use crate::service::{
@@ -243,11 +244,15 @@ pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
         config.registry_url.clone(),
         config.auth_url.clone(),
     ));
-    let transfers = Arc::new(TransferService::new(
-        images.clone(),
-        contexts.clone(),
-        registries.clone(),
-    ));
+    let transfers = Arc::new(
+        TransferService::new(images.clone(), contexts.clone(), registries.clone()).with_chunking(
+            ChunkSettings {
+                chunk_bytes: config.push_chunk_bytes,
+                parallel: config.transfer_parallel,
+                staging: config.fs_path.join("chunks"),
+            },
+        ),
+    );
     let auth = Arc::new(AuthService::new(contexts.clone(), registries, auth_servers));
     Ok(Assembled {
         grpc: Core {

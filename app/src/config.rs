@@ -87,6 +87,13 @@ pub struct Flags {
     /// Socket permissions, octal (default 0660).
     #[arg(long)]
     pub socket_mode: Option<String>,
+    /// Disks larger than this many MiB are pushed in chunks of this size
+    /// (default 32; 0 pushes every disk as one layer).
+    #[arg(long, env = "VM_REGISTRY_PUSH_CHUNK_MIB", value_name = "MIB")]
+    pub push_chunk_mib: Option<u64>,
+    /// Chunks transferred at once in a push or pull (default 3).
+    #[arg(long, env = "VM_REGISTRY_TRANSFER_PARALLEL", value_name = "N")]
+    pub transfer_parallel: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +141,9 @@ pub struct DaemonConfig {
     pub virt_type: Option<String>,
     pub socket_group: Option<String>,
     pub socket_mode: u32,
+    /// Chunk size of chunked pushes in bytes; 0: no chunking.
+    pub push_chunk_bytes: u64,
+    pub transfer_parallel: usize,
 }
 
 /// Where things go when nothing says otherwise: system paths for root, the
@@ -340,6 +350,21 @@ impl DaemonConfig {
             None
         };
 
+        let push_chunk_mib = pick!(push_chunk_mib).unwrap_or(32);
+        if push_chunk_mib > 4096 {
+            return Err(invalid(
+                "push-chunk-mib",
+                format!("{push_chunk_mib} is more than 4096 (4 GiB chunks)"),
+            ));
+        }
+        let transfer_parallel = pick!(transfer_parallel).unwrap_or(3);
+        if !(1..=32).contains(&transfer_parallel) {
+            return Err(invalid(
+                "transfer-parallel",
+                format!("{transfer_parallel} is outside 1..=32"),
+            ));
+        }
+
         Ok(Self {
             socket,
             registry_url: check_url("registry-url", pick!(registry_url))?,
@@ -355,6 +380,8 @@ impl DaemonConfig {
             virt_type,
             socket_group: non_empty(pick!(socket_group)),
             socket_mode,
+            push_chunk_bytes: push_chunk_mib * 1024 * 1024,
+            transfer_parallel,
         })
     }
 

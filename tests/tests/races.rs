@@ -44,10 +44,11 @@ async fn import(
             disk_size: disk.len() as u64,
             disk_digest: String::new(),
             disk_file_name: "d.raw".into(),
+            ..Default::default()
         })),
     }];
     messages.extend(disk.chunks(256 << 10).map(|c| pb::ImportImageRequest {
-        part: Some(Part::Chunk(c.to_vec())),
+        part: Some(Part::Chunk(c.to_vec().into())),
     }));
     client
         .import_image(tonic::codegen::tokio_stream::iter(messages))

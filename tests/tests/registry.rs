@@ -545,7 +545,16 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
         return;
     }
     let mut registry = PrivateRegistry::start();
-    let daemon = daemon_for(&registry.url(), None);
+    // One disk blob (no chunks): this is the single-layer path, resumed by
+    // HTTP Range; tests/tests/chunked.rs covers chunked images.
+    let daemon = Daemon::start_with(&[
+        "--hypervisor",
+        "fake",
+        "--registry-url",
+        &registry.url(),
+        "--push-chunk-mib",
+        "0",
+    ]);
     let work = tempfile::tempdir().unwrap();
     let size = resume_size();
     let repo = unique_repo("resume");

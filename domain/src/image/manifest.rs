@@ -175,6 +175,10 @@ impl Manifest {
                 "must hold at least one disk layer",
             ));
         }
+        if self.is_chunked() {
+            self.chunked_disk()?;
+            return Ok(());
+        }
         let first = self.layers[0].disk_format();
         for (i, layer) in self.layers.iter().enumerate() {
             match layer.disk_format() {

@@ -3,12 +3,17 @@
 //! the disk formats with their header checks. Everything here is what a VM
 //! image *is*, independent of where its bytes are stored.
 
+mod chunks;
 mod config;
 mod digest;
 mod disk;
 mod manifest;
 mod reference;
 
+pub use chunks::{
+    CHUNK_DIGEST, CHUNK_MEDIA_TYPE_PREFIX, CHUNK_OFFSET, CHUNK_SIZE, Chunk, ChunkedDisk,
+    DISK_DIGEST, DISK_SIZE, DISK_TITLE, chunk_media_type, parse_chunk_media_type, plan_chunks,
+};
 pub use config::{
     CPU_RANGE, ImageConfig, ImageDiskInfo, ImageMetadata, ImageResources, ImageSpec,
     MAX_CONFIG_BYTES, MIN_MEMORY_BYTES, check_label, check_label_key, check_label_value,

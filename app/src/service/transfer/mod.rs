@@ -9,6 +9,7 @@
 //! host: `127.0.0.1:5000/team/vm:1` is pulled into `team/vm:1`, and pushing
 //! `127.0.0.1:5000/team/vm:1` sends the local `team/vm:1` there.
 
+mod chunks;
 mod pull;
 mod push;
 mod target;
@@ -30,7 +31,10 @@ use vmr_ports::driving::{
     UseCaseError,
 };
 
+pub use chunks::ChunkSettings;
 pub use target::registry_target;
+
+use chunks::ChunkIndex;
 
 use super::contexts::ContextService;
 use super::images::ImageService;
@@ -46,6 +50,8 @@ pub struct TransferService {
     contexts: Arc<ContextService>,
     registries: Arc<dyn RegistryConnector>,
     known: Arc<KnownBlobs>,
+    chunking: Arc<ChunkSettings>,
+    chunks: Arc<ChunkIndex>,
 }
 
 impl TransferService {
@@ -59,7 +65,16 @@ impl TransferService {
             contexts,
             registries,
             known: Arc::new(KnownBlobs::default()),
+            chunking: Arc::new(ChunkSettings::default()),
+            chunks: Arc::new(ChunkIndex::default()),
         }
+    }
+
+    /// Sets how large disks are cut and how many chunks travel at once.
+    #[must_use]
+    pub fn with_chunking(mut self, settings: ChunkSettings) -> Self {
+        self.chunking = Arc::new(settings);
+        self
     }
 }
 

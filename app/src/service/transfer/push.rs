@@ -6,13 +6,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use tracing::{debug, info};
-use vmr_domain::image::{Descriptor, Digest, Manifest, Repository};
+use vmr_domain::image::{
+    Chunk, Descriptor, Digest, DiskFormat, Manifest, Repository, annotations, plan_chunks,
+};
 use vmr_ports::driving::{
     BlobProgress, ErrorKind, TransferDone, TransferEvent, TransferRequest, UseCaseError,
 };
 use vmr_ports::{BlobStore, ManifestReference, RegistryClient, RegistryTarget};
 
+use super::chunks::{self, ChunkIndex, ChunkSettings};
 use super::{KnownBlobs, Progress, TransferService, registry_target};
 
 /// A push checked and ready to run.
@@ -20,6 +24,8 @@ pub(super) struct PushJob {
     store: Arc<dyn BlobStore>,
     client: Arc<dyn RegistryClient>,
     known: Arc<KnownBlobs>,
+    chunking: Arc<ChunkSettings>,
+    chunks: Arc<ChunkIndex>,
     repository: Repository,
     remote: ManifestReference,
     manifest: Manifest,
@@ -53,6 +59,8 @@ pub(super) async fn prepare(
         store: service.images.store().clone(),
         client,
         known: service.known.clone(),
+        chunking: service.chunking.clone(),
+        chunks: service.chunks.clone(),
         repository,
         remote,
         manifest,
@@ -73,6 +81,9 @@ fn blob_event(descriptor: &Descriptor, done: u64, skipped: bool) -> TransferEven
 
 impl PushJob {
     pub(super) async fn run(self, progress: Progress) -> Result<TransferDone, UseCaseError> {
+        if self.chunkable() {
+            return self.run_chunked(progress).await;
+        }
         let registry = self.client.describe();
         let mut transferred = 0;
         for descriptor in self.manifest.blobs() {
@@ -91,16 +102,28 @@ impl PushJob {
             self.known
                 .remember(&registry, &descriptor.digest, &self.repository);
         }
+        let digest = self.put_manifest(self.manifest_bytes.clone()).await?;
+        info!(registry = %registry, digest = %digest, bytes = transferred, "pushed");
+        Ok(TransferDone {
+            reference: self.reference,
+            digest,
+            bytes_transferred: transferred,
+        })
+    }
+
+    /// Stores `bytes` as the manifest; checks the registry's digest of it.
+    async fn put_manifest(&self, bytes: Bytes) -> Result<Digest, UseCaseError> {
+        let registry = self.client.describe();
         let digest = self
             .client
             .put_manifest(
                 &self.repository,
                 &self.remote,
-                self.manifest_bytes.clone(),
+                bytes.clone(),
                 &self.manifest.media_type,
             )
             .await?;
-        let local = Digest::of(&self.manifest_bytes);
+        let local = Digest::of(&bytes);
         if digest != local {
             return Err(UseCaseError::new(
                 ErrorKind::DataLoss,
@@ -110,12 +133,157 @@ impl PushJob {
                 ),
             ));
         }
-        info!(registry = %registry, digest = %digest, bytes = transferred, "pushed");
+        Ok(digest)
+    }
+
+    /// Whether the disk goes in chunks: one disk layer larger than a chunk,
+    /// annotated with its title only (so a puller rebuilds this manifest).
+    fn chunkable(&self) -> bool {
+        let chunk = self.chunking.chunk_bytes;
+        match self.manifest.layers.as_slice() {
+            [disk] => {
+                chunk > 0
+                    && disk.size > chunk
+                    && disk.disk_format().is_some()
+                    && disk.annotations.len() == 1
+                    && disk.annotations.contains_key(annotations::TITLE)
+            }
+            _ => false,
+        }
+    }
+
+    /// The config, then the disk's chunks (`parallel` at once, each skipped
+    /// when the registry has it), then the chunked manifest.
+    async fn run_chunked(self, progress: Progress) -> Result<TransferDone, UseCaseError> {
+        let registry = self.client.describe();
+        let disk = self.manifest.layers[0].clone();
+        let format = disk.disk_format().ok_or_else(|| {
+            UseCaseError::precondition(format!("{} has no disk format", self.reference))
+        })?;
+        let mut transferred = 0;
+        let config = self.manifest.config.clone();
+        if self.already_there(&registry, &config).await? {
+            progress
+                .send(blob_event(&config, config.size, true))
+                .await?;
+        } else {
+            self.upload(&config, &progress).await?;
+            transferred += config.size;
+            progress
+                .send(blob_event(&config, config.size, false))
+                .await?;
+        }
+        let path = self.store.local_path(&disk.digest).await?;
+        let plan = plan_chunks(disk.size, self.chunking.chunk_bytes);
+        info!(
+            chunks = plan.len(),
+            size = disk.size,
+            "pushing the disk in chunks"
+        );
+        let job = &self;
+        let disk = &disk;
+        let mut pushes = futures::stream::iter(plan)
+            .map(|range| {
+                let path = path.clone();
+                let progress = progress.clone();
+                async move { job.push_chunk(&path, range, format, disk, &progress).await }
+            })
+            .buffered(self.chunking.parallel.max(1));
+        let mut layers = Vec::new();
+        while let Some(pushed) = pushes.next().await {
+            let (layer, sent) = pushed?;
+            transferred += sent;
+            layers.push(layer);
+        }
+        drop(pushes);
+        let chunked = self.manifest.chunked(layers).ok_or_else(|| {
+            UseCaseError::internal(format!(
+                "the chunked manifest of {} does not rebuild its manifest",
+                self.reference
+            ))
+        })?;
+        let digest = self
+            .put_manifest(Bytes::from(chunked.to_json_bytes()))
+            .await?;
+        info!(registry = %registry, digest = %digest, bytes = transferred, "pushed in chunks");
         Ok(TransferDone {
             reference: self.reference,
             digest,
             bytes_transferred: transferred,
         })
+    }
+
+    /// One chunk: hashed (and compressed when that pays) unless the layer it
+    /// became is known, then skipped if the registry has it, uploaded
+    /// otherwise. Returns the layer and the bytes sent.
+    async fn push_chunk(
+        &self,
+        path: &std::path::Path,
+        range: std::ops::Range<u64>,
+        format: DiskFormat,
+        disk: &Descriptor,
+        progress: &Progress,
+    ) -> Result<(Descriptor, u64), UseCaseError> {
+        let registry = self.client.describe();
+        let staging = self.chunking.staging.clone();
+        // A chunk of this disk pushed before (by this daemon) keeps its
+        // layer: found without reading it again.
+        if let Some(layer) = self.chunks.layer(&disk.digest, &range, format)
+            && self.already_there(&registry, &layer).await?
+        {
+            progress.send(blob_event(&layer, layer.size, true)).await?;
+            self.known
+                .remember(&registry, &layer.digest, &self.repository);
+            return Ok((layer, 0));
+        }
+        let (source, dir, r) = (path.to_path_buf(), staging, range.clone());
+        let read = tokio::task::spawn_blocking(move || chunks::read_chunk(&source, &r, &dir, true))
+            .await
+            .map_err(|e| UseCaseError::internal(format!("chunk reader: {e}")))?
+            .map_err(vmr_ports::StoreError::from)?;
+        let plain = read.digest.clone();
+        self.chunks.locate(&plain, &disk.digest, range.start);
+        let (layer, data) = match &read.zstd {
+            Some((spool, digest, size)) => (
+                Chunk::layer(format, true, (digest.clone(), *size), &range, &plain),
+                chunks::file_stream(spool).await,
+            ),
+            None => (
+                Chunk::layer(
+                    format,
+                    false,
+                    (plain.clone(), range.end - range.start),
+                    &range,
+                    &plain,
+                ),
+                // The registry checks the digest read_chunk computed.
+                chunks::file_range_stream(path, range.clone()).await,
+            ),
+        };
+        let result = async {
+            let data = data?;
+            if self.already_there(&registry, &layer).await? {
+                progress.send(blob_event(&layer, layer.size, true)).await?;
+                return Ok(0);
+            }
+            progress.send(blob_event(&layer, 0, false)).await?;
+            self.client
+                .upload_blob(&self.repository, &layer.digest, layer.size, data, None)
+                .await?;
+            progress.send(blob_event(&layer, layer.size, false)).await?;
+            Ok::<_, UseCaseError>(layer.size)
+        }
+        .await;
+        if let Some((spool, ..)) = &read.zstd {
+            let _ = tokio::fs::remove_file(spool).await;
+        }
+        let sent = result?;
+        self.chunks
+            .remember_layer(&disk.digest, &range, format, &layer);
+        self.known
+            .remember(&registry, &layer.digest, &self.repository);
+        debug!(offset = range.start, digest = %layer.digest, sent, "chunk pushed");
+        Ok((layer, sent))
     }
 
     /// Whether the repository has the blob, or got it by a mount.
