@@ -56,7 +56,8 @@ fn import_tiny(daemon: &Daemon, work: &Path, repo: &str) {
         .ok();
 }
 
-/// `vmr ps -a` restricted to `names`, sorted by name.
+/// `vmr ps -a` restricted to `names`, sorted by name (the compose service,
+/// `rs…-web`, first).
 fn ps_of(daemon: &Daemon, names: &[&str]) -> Vec<Value> {
     let all = daemon.vmr(&["ps", "-a", "-o", "json"]).json();
     let mut vms: Vec<Value> = all["vms"]
@@ -137,7 +138,7 @@ fn libvirt_vmrd_killed_or_stopped_keeps_vms_projects_and_policies() {
         .iter()
         .map(|vm| vm["state"].as_str().unwrap())
         .collect();
-    assert_eq!(states, ["stopped", "running", "running"], "{before:#?}");
+    assert_eq!(states, ["running", "running", "stopped"], "{before:#?}");
     let web = before.iter().find(|vm| vm["name"] == *service).unwrap();
     assert_eq!(web["project"], project.as_str(), "{web:#}");
     let project_before = compose_ps(&daemon, &compose);
