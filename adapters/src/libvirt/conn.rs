@@ -329,3 +329,38 @@ pub(crate) fn is_missing(err: &VirtError) -> bool {
         ErrorNumber::NoDomain | ErrorNumber::NoNetwork
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_from_250_ms_to_5_s() {
+        let ms: Vec<u128> = (0..8).map(|n| reconnect_delay(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(reconnect_delay(u32::MAX), RECONNECT_MAX);
+    }
+
+    #[test]
+    fn a_dead_socket_fails_fast_with_since_when_and_backs_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!(
+            "test+unix:///default?socket={}",
+            dir.path().join("none.sock").display()
+        );
+        let conn = Connection::new(&uri);
+        let LinkState::Unavailable { since, .. } = conn.link_state() else {
+            panic!("connected to a socket that does not exist");
+        };
+        // Within the back-off window no attempt is made: same outage, and
+        // the error says since when.
+        match conn.get() {
+            Err(HypervisorError::Unavailable(message)) => {
+                assert!(message.contains("unavailable since"), "{message}");
+                assert!(message.contains(&format_time(since)), "{message}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(conn.generation(), 0);
+    }
+}
