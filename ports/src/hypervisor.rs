@@ -297,4 +297,11 @@ pub trait Hypervisor: Send + Sync {
     /// consumer that falls far behind misses events rather than blocking
     /// the backend.
     fn events(&self) -> BoxStream<'static, LifecycleEvent>;
+
+    /// One item each time the backend's connection is re-established after
+    /// an outage (libvirtd restarted): whatever happened meanwhile may need
+    /// reconciling. Backends without a connection never yield.
+    fn reconnects(&self) -> BoxStream<'static, ()> {
+        Box::pin(futures::stream::pending())
+    }
 }

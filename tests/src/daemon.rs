@@ -143,6 +143,13 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL and starts it again on the same socket
+    /// and store (the stale socket is replaced).
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Stops and starts the daemon on the same socket and store.
     pub fn restart(&mut self) {
         self.stop();

@@ -40,6 +40,7 @@ use world::{World, invalid_vm_state};
 pub struct FakeHypervisor {
     world: Mutex<World>,
     events: broadcast::Sender<LifecycleEvent>,
+    reconnects: broadcast::Sender<()>,
     script: Script,
     host_interfaces: Option<BTreeSet<String>>,
 }
@@ -60,9 +61,11 @@ impl FakeHypervisor {
     /// An empty host on which any bridge or interface name exists.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(1024);
+        let (reconnects, _) = broadcast::channel(16);
         Self {
             world: Mutex::new(World::default()),
             events,
+            reconnects,
             script: Script::default(),
             host_interfaces: None,
         }
@@ -110,6 +113,12 @@ impl FakeHypervisor {
     }
 
     /// The guest crashes (`Crashed`, `Stopped(Crashed)`).
+    /// As if the connection to the hypervisor came back after an outage.
+    pub fn simulate_reconnect(&self) {
+        // No subscriber is not an error.
+        let _ = self.reconnects.send(());
+    }
+
     pub fn simulate_crash(&self, name: &VmName) -> Result<(), HypervisorError> {
         lock(&self.world).power_off(name, VmState::Crashed)?;
         self.emit(name, LifecycleKind::Stopped(StopReason::Crashed));
@@ -384,6 +393,12 @@ impl Hypervisor for FakeHypervisor {
 
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         BroadcastStream::new(self.events.subscribe())
+            .filter_map(|event| async move { event.ok() })
+            .boxed()
+    }
+
+    fn reconnects(&self) -> BoxStream<'static, ()> {
+        BroadcastStream::new(self.reconnects.subscribe())
             .filter_map(|event| async move { event.ok() })
             .boxed()
     }

@@ -1,63 +1,199 @@
-//! The libvirt connection: opened lazily and reopened after libvirtd went
-//! away, shared by every call, and used only from blocking threads (every
-//! libvirt call is blocking FFI). Also maps libvirt's errors to the port's.
+//! The libvirt connection: shared by every call, used only from blocking
+//! threads (every libvirt call is blocking FFI), and self-healing: a dead
+//! connection (closed socket, failed keepalive, RPC error) starts an outage;
+//! during it calls fail at once with `Unavailable` (saying since when) and
+//! reconnect attempts back off from 250 ms doubling to 5 s. The event
+//! poller's thread keeps trying, so vmrd reconnects without any call.
+//! Also maps libvirt's errors to the port's.
 
 use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::task;
 use virt::connect::Connect;
 use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
 use vmr_ports::HypervisorError;
 
+/// The first wait before reconnecting; each failed attempt doubles it.
+pub(crate) const RECONNECT_INITIAL: Duration = Duration::from_millis(250);
+/// The longest wait between two reconnect attempts.
+pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Keepalive: a libvirtd that answers no ping for `interval * (count + 1)`
+/// seconds is considered dead, so a hung daemon does not hang calls forever.
+const KEEPALIVE_INTERVAL_S: i32 = 2;
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// The delay before the reconnect attempt that follows `failures` failed ones.
+pub(crate) fn reconnect_delay(failures: u32) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX);
+    RECONNECT_INITIAL.saturating_mul(factor).min(RECONNECT_MAX)
+}
+
+/// The link to libvirt as health checks report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkState {
+    Connected,
+    Unavailable {
+        since: SystemTime,
+        error: String,
+        next_attempt_in: Duration,
+    },
+}
+
+#[derive(Debug)]
+struct Outage {
+    since: SystemTime,
+    error: String,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    current: Option<Connect>,
+    /// Set while libvirt cannot be reached.
+    outage: Option<Outage>,
+    /// How many times a connection was (re)opened.
+    generation: u64,
+}
+
 /// A shared, self-healing libvirt connection.
 pub(crate) struct Connection {
     uri: String,
-    current: Mutex<Option<Connect>>,
+    state: Mutex<State>,
 }
 
 impl Connection {
-    /// Opens `uri` (blocking).
-    pub(crate) fn open(uri: &str) -> Result<Self, HypervisorError> {
-        silence_libvirt_stderr();
-        let conn = open_uri(uri)?;
-        Ok(Self {
+    /// Tries to open `uri` (blocking). libvirt being down is not an error:
+    /// the connection starts in an outage and keeps retrying.
+    pub(crate) fn new(uri: &str) -> Self {
+        init_libvirt();
+        let this = Self {
             uri: uri.to_owned(),
-            current: Mutex::new(Some(conn)),
-        })
+            state: Mutex::new(State::default()),
+        };
+        if let Err(e) = this.get() {
+            tracing::warn!(uri, error = %e, "libvirt is not reachable yet; retrying in the background");
+        }
+        this
     }
 
     pub(crate) fn uri(&self) -> &str {
         &self.uri
     }
 
-    /// A handle on the live connection, reconnecting if it died (blocking).
-    ///
     /// The test driver keeps its whole state in the connection, so it is
     /// never reopened: a new connection would be an empty host.
-    pub(crate) fn get(&self) -> Result<Connect, HypervisorError> {
-        let mut current = self
-            .current
+    fn is_private_test_driver(&self) -> bool {
+        self.uri.starts_with("test:")
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, HypervisorError> {
+        self.state
             .lock()
-            .map_err(|_| HypervisorError::Backend("libvirt connection lock poisoned".into()))?;
-        if let Some(conn) = current.as_ref() {
-            if self.uri.starts_with("test:") || conn.is_alive().unwrap_or(false) {
+            .map_err(|_| HypervisorError::Backend("libvirt connection lock poisoned".into()))
+    }
+
+    /// A handle on the live connection (blocking). A dead one starts an
+    /// outage; during an outage this fails at once unless a reconnect
+    /// attempt is due.
+    pub(crate) fn get(&self) -> Result<Connect, HypervisorError> {
+        let mut state = self.lock()?;
+        if let Some(conn) = state.current.as_ref() {
+            if self.is_private_test_driver() || conn.is_alive().unwrap_or(false) {
                 return Ok(conn.clone());
             }
             tracing::warn!(uri = %self.uri, "libvirt connection lost; reconnecting");
+            let lost = state.current.take();
+            Self::start_outage(&mut state, "the connection to libvirt was closed");
+            drop(lost);
         }
-        *current = None;
-        let conn = open_uri(&self.uri)?;
-        *current = Some(conn.clone());
-        Ok(conn)
+        if let Some(outage) = state.outage.as_ref() {
+            let now = Instant::now();
+            if now < outage.next_attempt {
+                return Err(self.unavailable(outage, outage.next_attempt - now));
+            }
+        }
+        match open_uri(&self.uri) {
+            Ok(conn) => {
+                if let Some(outage) = state.outage.take() {
+                    let lasted = outage.since.elapsed().unwrap_or_default();
+                    tracing::info!(uri = %self.uri, outage_ms = lasted.as_millis() as u64, "reconnected to libvirt");
+                }
+                state.generation += 1;
+                state.current = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                Self::start_outage(&mut state, &message);
+                let outage = state.outage.as_mut().expect("outage just started");
+                outage.error = message;
+                let delay = reconnect_delay(outage.failures);
+                outage.failures = outage.failures.saturating_add(1);
+                outage.next_attempt = Instant::now() + delay;
+                tracing::debug!(uri = %self.uri, error = %outage.error, delay_ms = delay.as_millis() as u64, "libvirt reconnect failed");
+                Err(self.unavailable(outage, delay))
+            }
+        }
     }
 
-    /// Forgets the connection so the next call reconnects.
-    pub(crate) fn invalidate(&self) {
-        if self.uri.starts_with("test:") {
+    fn start_outage(state: &mut State, error: &str) {
+        if state.outage.is_none() {
+            state.outage = Some(Outage {
+                since: SystemTime::now(),
+                error: error.to_owned(),
+                failures: 0,
+                next_attempt: Instant::now(),
+            });
+        }
+    }
+
+    fn unavailable(&self, outage: &Outage, next_in: Duration) -> HypervisorError {
+        HypervisorError::Unavailable(format!(
+            "libvirt at {} unavailable since {} ({}); next reconnect attempt in {} ms",
+            self.uri,
+            format_time(outage.since),
+            outage.error,
+            next_in.as_millis()
+        ))
+    }
+
+    /// Whether libvirt is reachable, as far as the last call knew.
+    pub(crate) fn link_state(&self) -> LinkState {
+        let Ok(state) = self.lock() else {
+            return LinkState::Connected;
+        };
+        match state.outage.as_ref() {
+            None => LinkState::Connected,
+            Some(outage) => LinkState::Unavailable {
+                since: outage.since,
+                error: outage.error.clone(),
+                next_attempt_in: outage
+                    .next_attempt
+                    .saturating_duration_since(Instant::now()),
+            },
+        }
+    }
+
+    /// How many times the connection was (re)opened: a change means
+    /// libvirtd may have restarted in between.
+    pub(crate) fn generation(&self) -> u64 {
+        self.lock().map(|s| s.generation).unwrap_or(0)
+    }
+
+    /// The connection failed mid-call: forget it, so the next call
+    /// reconnects (and an outage starts if that fails).
+    pub(crate) fn invalidate(&self, error: &str) {
+        if self.is_private_test_driver() {
             return;
         }
-        if let Ok(mut current) = self.current.lock() {
-            *current = None;
+        if let Ok(mut state) = self.state.lock()
+            && state.current.take().is_some()
+        {
+            tracing::warn!(uri = %self.uri, error, "libvirt call failed on a broken connection; reconnecting");
+            Self::start_outage(&mut state, error);
         }
     }
 
@@ -71,8 +207,10 @@ impl Connection {
         task::spawn_blocking(move || {
             let conn = this.get()?;
             let result = f(&conn);
-            if matches!(result, Err(HypervisorError::Unavailable(_))) {
-                this.invalidate();
+            if let Err(HypervisorError::Unavailable(message)) = &result
+                && !conn.is_alive().unwrap_or(false)
+            {
+                this.invalidate(message);
             }
             result
         })
@@ -83,19 +221,49 @@ impl Connection {
     }
 }
 
+/// RFC 3339, UTC, to the second.
+pub(crate) fn format_time(at: SystemTime) -> String {
+    jiff::Timestamp::try_from(at)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_else(|_| "an unknown time".to_owned())
+}
+
 fn open_uri(uri: &str) -> Result<Connect, HypervisorError> {
-    Connect::open(Some(uri)).map_err(|e| {
+    let conn = Connect::open(Some(uri)).map_err(|e| {
         HypervisorError::Unavailable(format!(
             "cannot connect to libvirt at {uri}: {}",
             e.message()
         ))
-    })
+    })?;
+    // Remote connections only; local drivers refuse, which is fine.
+    let _ = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT);
+    Ok(conn)
 }
 
-/// libvirt prints every error to stderr by default; vmr reports them itself.
-fn silence_libvirt_stderr() {
+/// libvirt prints every error to stderr by default; vmr reports them
+/// itself. Its default event loop runs on a thread of its own: keepalive
+/// and noticing a closed connection need it.
+fn init_libvirt() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(virt::error::clear_error_callback);
+    ONCE.call_once(|| {
+        virt::error::clear_error_callback();
+        if let Err(e) = virt::event::event_register_default_impl() {
+            tracing::warn!(error = %e.message(), "no libvirt event loop: a hung libvirtd will not be detected");
+            return;
+        }
+        let spawned = thread::Builder::new()
+            .name("vmr-libvirt-loop".into())
+            .spawn(|| {
+                loop {
+                    if virt::event::event_run_default_impl().is_err() {
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the libvirt event loop thread");
+        }
+    });
 }
 
 /// Which object a libvirt call was about, to word the mapped error.
@@ -160,4 +328,39 @@ pub(crate) fn is_missing(err: &VirtError) -> bool {
         err.code().unwrap_or(ErrorNumber::InternalError),
         ErrorNumber::NoDomain | ErrorNumber::NoNetwork
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_from_250_ms_to_5_s() {
+        let ms: Vec<u128> = (0..8).map(|n| reconnect_delay(n).as_millis()).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(reconnect_delay(u32::MAX), RECONNECT_MAX);
+    }
+
+    #[test]
+    fn a_dead_socket_fails_fast_with_since_when_and_backs_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!(
+            "test+unix:///default?socket={}",
+            dir.path().join("none.sock").display()
+        );
+        let conn = Connection::new(&uri);
+        let LinkState::Unavailable { since, .. } = conn.link_state() else {
+            panic!("connected to a socket that does not exist");
+        };
+        // Within the back-off window no attempt is made: same outage, and
+        // the error says since when.
+        match conn.get() {
+            Err(HypervisorError::Unavailable(message)) => {
+                assert!(message.contains("unavailable since"), "{message}");
+                assert!(message.contains(&format_time(since)), "{message}");
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert_eq!(conn.generation(), 0);
+    }
 }

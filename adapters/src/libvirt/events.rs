@@ -22,7 +22,7 @@ use virt::enumutil::Enum;
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{LifecycleEvent, LifecycleKind, StopReason};
 
-use super::conn::Connection;
+use super::conn::{Connection, LinkState};
 use super::domain_xml::VM_NS;
 
 /// How many events a slow consumer may fall behind before it misses some.
@@ -31,20 +31,30 @@ const EVENT_BUFFER: usize = 1024;
 /// Fans lifecycle events out to every subscriber.
 pub(crate) struct EventHub {
     tx: broadcast::Sender<LifecycleEvent>,
+    reconnects: broadcast::Sender<()>,
     requested: Mutex<HashSet<String>>,
 }
 
 impl EventHub {
     pub(crate) fn new() -> Self {
         let (tx, _) = broadcast::channel(EVENT_BUFFER);
+        let (reconnects, _) = broadcast::channel(16);
         Self {
             tx,
+            reconnects,
             requested: Mutex::new(HashSet::new()),
         }
     }
 
     pub(crate) fn subscribe(&self) -> BoxStream<'static, LifecycleEvent> {
         BroadcastStream::new(self.tx.subscribe())
+            .filter_map(|event| async move { event.ok() })
+            .boxed()
+    }
+
+    /// One item each time the connection came back after an outage.
+    pub(crate) fn subscribe_reconnects(&self) -> BoxStream<'static, ()> {
+        BroadcastStream::new(self.reconnects.subscribe())
             .filter_map(|event| async move { event.ok() })
             .boxed()
     }
@@ -143,15 +153,18 @@ fn snapshot(
     previous: Option<HashMap<String, Seen>>,
 ) -> Option<HashMap<String, Seen>> {
     let listed = conn.get().and_then(|c| {
-        c.list_all_domains(0)
-            .map_err(|e| vmr_ports::HypervisorError::Unavailable(e.message().to_owned()))
+        c.list_all_domains(0).map_err(|e| {
+            let message = e.message().to_owned();
+            conn.invalidate(&message);
+            vmr_ports::HypervisorError::Unavailable(message)
+        })
     });
     match listed {
         Ok(domains) => Some(diff(&domains, previous.as_ref(), hub)),
         Err(e) => {
             tracing::debug!(error = %e, "libvirt event poll failed; retrying");
-            conn.invalidate();
-            // Keep the last snapshot: after a reconnect, only real changes count.
+            // Keep the last snapshot: after a reconnect, what changed during
+            // the outage (a VM that died) comes out as events.
             previous
         }
     }
@@ -174,9 +187,25 @@ fn poll_loop(
     stop: &AtomicBool,
     mut seen: Option<HashMap<String, Seen>>,
 ) {
+    let mut generation = conn.generation();
     while !stop.load(Ordering::Relaxed) {
-        thread::sleep(interval);
+        // While libvirt is away, tick as often as reconnecting is due, so
+        // the link comes back without waiting for a call.
+        let wait = match conn.link_state() {
+            LinkState::Connected => interval,
+            LinkState::Unavailable {
+                next_attempt_in, ..
+            } => next_attempt_in.clamp(Duration::from_millis(50), interval),
+        };
+        thread::sleep(wait);
         seen = snapshot(conn, hub, seen);
+        let now = conn.generation();
+        if now != generation && conn.link_state() == LinkState::Connected {
+            generation = now;
+            tracing::info!("libvirt connection re-established; reconciling");
+            // No subscriber is not an error.
+            let _ = hub.reconnects.send(());
+        }
     }
 }
 

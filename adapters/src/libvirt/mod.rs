@@ -20,7 +20,7 @@ mod xml;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -108,7 +108,7 @@ impl LibvirtConfig {
 /// The libvirt [`Hypervisor`].
 pub struct LibvirtHypervisor {
     conn: Arc<Connection>,
-    virt_type: VirtType,
+    virt_type: OnceLock<VirtType>,
     hub: Arc<EventHub>,
     _poller: PollerGuard,
 }
@@ -117,18 +117,20 @@ impl fmt::Debug for LibvirtHypervisor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LibvirtHypervisor")
             .field("uri", &self.conn.uri())
-            .field("virt_type", &self.virt_type)
+            .field("virt_type", &self.virt_type.get())
             .finish_non_exhaustive()
     }
 }
 
 impl LibvirtHypervisor {
-    /// Connects to libvirt and starts watching domain states.
+    /// Connects to libvirt and starts watching domain states. libvirt being
+    /// down is not an error: calls fail with `Unavailable` until it is back,
+    /// and the connection comes back by itself.
     pub async fn connect(config: LibvirtConfig) -> Result<Self, HypervisorError> {
         let uri = config.uri.clone();
         let interval = config.event_poll_interval;
         let (conn, hub, poller) = tokio::task::spawn_blocking(move || {
-            let conn = Arc::new(Connection::open(&uri)?);
+            let conn = Arc::new(Connection::new(&uri));
             let hub = Arc::new(EventHub::new());
             let poller = events::spawn_poller(Arc::clone(&conn), Arc::clone(&hub), interval)
                 .map_err(|e| {
@@ -138,22 +140,40 @@ impl LibvirtHypervisor {
         })
         .await
         .map_err(|e| HypervisorError::Backend(format!("libvirt connect task failed: {e}")))??;
-        let virt_type = match config.virt_type {
-            Some(t) => t,
-            None => detect_virt_type(&conn).await?,
-        };
-        tracing::info!(uri = %config.uri, %virt_type, "connected to libvirt");
-        Ok(Self {
+        let this = Self {
             conn,
-            virt_type,
+            virt_type: OnceLock::new(),
             hub,
             _poller: poller,
-        })
+        };
+        match config.virt_type {
+            Some(t) => {
+                let _ = this.virt_type.set(t);
+            }
+            None => match this.resolve_virt_type().await {
+                Ok(_) => {}
+                Err(HypervisorError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "libvirt is down; the virtualisation type is detected once it is back");
+                }
+                Err(e) => return Err(e),
+            },
+        }
+        tracing::info!(uri = %config.uri, virt_type = %this.virt_type(), "libvirt hypervisor ready");
+        Ok(this)
     }
 
-    /// The domain type VMs are defined with.
+    /// The domain type VMs are defined with (QEMU/TCG until detected, when
+    /// libvirt was down at start and no type was configured).
     pub fn virt_type(&self) -> VirtType {
-        self.virt_type
+        self.virt_type.get().copied().unwrap_or(VirtType::Qemu)
+    }
+
+    async fn resolve_virt_type(&self) -> Result<VirtType, HypervisorError> {
+        if let Some(t) = self.virt_type.get() {
+            return Ok(*t);
+        }
+        let detected = detect_virt_type(&self.conn).await?;
+        Ok(*self.virt_type.get_or_init(|| detected))
     }
 
     fn host_checks(&self) -> bool {
@@ -252,7 +272,7 @@ impl Hypervisor for LibvirtHypervisor {
     async fn define_vm(&self, definition: &VmDefinition) -> Result<VmRecord, HypervisorError> {
         check_definition_files(definition).await?;
         let def = definition.clone();
-        let virt_type = self.virt_type().as_str();
+        let virt_type = self.resolve_virt_type().await?.as_str();
         self.conn
             .run(move |c| vms::define(c, &def, virt_type))
             .await
@@ -376,6 +396,10 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         self.hub.subscribe()
+    }
+
+    fn reconnects(&self) -> BoxStream<'static, ()> {
+        self.hub.subscribe_reconnects()
     }
 }
 

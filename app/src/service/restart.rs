@@ -12,6 +12,11 @@
 //! alone. Stops through vmr are known from the event (`Requested`) and from
 //! the marker the VM service leaves in the runtime directory, which survives
 //! daemon restarts.
+//!
+//! The same reconcile runs again when the hypervisor's connection comes
+//! back after an outage (libvirtd restarted), minus the `always` exception:
+//! a stop through vmr still stands then. When the hypervisor is down as the
+//! daemon starts, the start-up reconcile waits for the first reconnect.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,6 +90,15 @@ pub fn restarts_at_startup(policy: RestartPolicy, state: VmState, stopped_by_vmr
     }
 }
 
+/// Why the VMs are reconciled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconcile {
+    /// The daemon started (or the hypervisor was first reached).
+    Startup,
+    /// The hypervisor came back after an outage.
+    Reconnect,
+}
+
 /// What the supervisor remembers about one VM.
 #[derive(Debug, Default)]
 struct Track {
@@ -132,15 +146,29 @@ impl RestartSupervisor {
     /// reconciles the VMs as they are, then follows the events.
     pub fn spawn(self) -> RestartTask {
         let events = self.hypervisor.events();
-        RestartTask(tokio::spawn(self.run(events)))
+        let reconnects = self.hypervisor.reconnects();
+        RestartTask(tokio::spawn(self.run(events, reconnects)))
     }
 
-    async fn run(self, mut events: BoxStream<'static, LifecycleEvent>) {
+    async fn run(
+        self,
+        mut events: BoxStream<'static, LifecycleEvent>,
+        mut reconnects: BoxStream<'static, ()>,
+    ) {
         let (due_tx, mut due_rx) = mpsc::unbounded_channel::<VmName>();
         let mut tracks: HashMap<VmName, Track> = HashMap::new();
-        self.reconcile(&mut tracks, &due_tx).await;
+        // Until the start-up reconcile could list the VMs (the hypervisor
+        // may be down when the daemon starts), it is run on each reconnect.
+        let mut started_up = self
+            .reconcile(Reconcile::Startup, &mut tracks, &due_tx)
+            .await;
         loop {
             tokio::select! {
+                Some(()) = reconnects.next() => {
+                    let kind = if started_up { Reconcile::Reconnect } else { Reconcile::Startup };
+                    let listed = self.reconcile(kind, &mut tracks, &due_tx).await;
+                    started_up = started_up || listed;
+                }
                 event = events.next() => match event {
                     Some(event) => self.on_event(event, &mut tracks, &due_tx).await,
                     None => {
@@ -153,33 +181,48 @@ impl RestartSupervisor {
         }
     }
 
+    /// Starts the VMs whose policy says so. Returns whether the VMs could
+    /// be listed.
     async fn reconcile(
         &self,
+        kind: Reconcile,
         tracks: &mut HashMap<VmName, Track>,
         due: &mpsc::UnboundedSender<VmName>,
-    ) {
+    ) -> bool {
         let vms = match self.hypervisor.list_vms().await {
             Ok(vms) => vms,
             Err(e) => {
-                warn!(error = %e, "cannot list VMs to apply restart policies at start");
-                return;
+                warn!(error = %e, ?kind, "cannot list VMs to apply restart policies; retrying once the hypervisor is back");
+                return false;
             }
         };
         for vm in vms {
             let name = vm.spec.name;
             let policy = vm.spec.restart_policy;
             let stopped_by_vmr = self.runtime.stopped_by_vmr(&name).await;
-            if !restarts_at_startup(policy, vm.state, stopped_by_vmr) {
+            let restart = match kind {
+                Reconcile::Startup => restarts_at_startup(policy, vm.state, stopped_by_vmr),
+                // The daemon did not restart: a stop through vmr still stands.
+                Reconcile::Reconnect => {
+                    !stopped_by_vmr && restarts_at_startup(policy, vm.state, false)
+                }
+            };
+            if !restart {
                 continue;
             }
             if stopped_by_vmr {
                 // `always` ignores a stop through vmr once the daemon restarts.
                 self.runtime.clear_stopped(&name).await;
             }
-            info!(vm = %name, state = %vm.state, %policy, "starting VM per its restart policy");
-            tracks.entry(name.clone()).or_default().pending = true;
+            let track = tracks.entry(name.clone()).or_default();
+            if track.pending {
+                continue;
+            }
+            info!(vm = %name, state = %vm.state, %policy, ?kind, "starting VM per its restart policy");
+            track.pending = true;
             let _ = due.send(name);
         }
+        true
     }
 
     async fn on_event(

@@ -253,3 +253,46 @@ async fn startup_reconciles_vms_that_went_down_while_the_daemon_was_away() {
     assert_eq!(world.state(&fresh).await, VmState::Created);
     assert_eq!(world.state(&plain).await, VmState::Crashed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_hypervisor_down_at_start_is_reconciled_on_reconnect() {
+    let world = World::new();
+    let web = world.vm("web", RestartPolicy::Always, true).await;
+    let kept = world.vm("kept", RestartPolicy::Always, true).await;
+    world.fake.simulate_destroy(&web).unwrap();
+    world.fake.stop_vm(&kept, StopMode::Force).await.unwrap();
+    world.runtime.mark_stopped(&kept).await;
+    world.fake.fail_next(
+        FakeCall::ListVms,
+        None,
+        HypervisorError::Unavailable("libvirtd is down".into()),
+    );
+    let _task = world.supervise();
+    settle(10).await;
+    assert_eq!(world.state(&web).await, VmState::Stopped);
+
+    // The first connect runs the start-up reconcile: `always` starts even
+    // what was stopped through vmr.
+    world.fake.simulate_reconnect();
+    settle(2).await;
+    assert_eq!(world.state(&web).await, VmState::Running);
+    assert_eq!(world.state(&kept).await, VmState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_reconciles_but_a_stop_through_vmr_still_stands() {
+    let world = World::new();
+    let web = world.vm("web", RestartPolicy::UnlessStopped, true).await;
+    let kept = world.vm("kept", RestartPolicy::Always, true).await;
+    let _task = world.supervise();
+    settle(1).await;
+    world.fake.stop_vm(&kept, StopMode::Force).await.unwrap();
+    world.runtime.mark_stopped(&kept).await;
+    settle(5).await;
+    world.fake.simulate_destroy(&web).unwrap();
+    world.fake.simulate_reconnect();
+    settle(2).await;
+    assert_eq!(world.state(&web).await, VmState::Running);
+    // Not a daemon restart: the stop through vmr still stands.
+    assert_eq!(world.state(&kept).await, VmState::Stopped);
+}
