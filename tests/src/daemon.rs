@@ -143,6 +143,15 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL wherever it is (no cleanup, no flush),
+    /// then starts it again on the same socket, store and flags, and waits
+    /// until it serves: what a power cut or OOM kill followed by a service
+    /// restart looks like.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// Stops and starts the daemon on the same socket and store.
     pub fn restart(&mut self) {
         self.stop();
