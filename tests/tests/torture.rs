@@ -337,7 +337,7 @@ async fn torture(backend_flags: &[String], temp_dir: &str) {
             "remove"
         };
         if kill {
-            let full = t.kills % CHECK_EVERY == 0;
+            let full = t.kills.is_multiple_of(CHECK_EVERY);
             t.verify(&format!("operation {i} ({what}) killed"), full)
                 .await;
         }

@@ -73,7 +73,7 @@ enum Backend {
         read_concurrency: usize,
         upload: Option<(usize, usize)>,
         /// S3: what unfinished multipart uploads are looked up with.
-        s3: Option<(S3Settings, reqwest::Client)>,
+        s3: Option<Box<(S3Settings, reqwest::Client)>>,
         /// Keeps the memory store's scratch directory alive.
         _scratch: Option<TempDir>,
     },
@@ -119,7 +119,7 @@ impl OpendalStore {
             read_chunk: REMOTE_READ_CHUNK,
             read_concurrency: REMOTE_READ_CONCURRENCY,
             upload: Some((UPLOAD_CHUNK, UPLOAD_CONCURRENCY)),
-            s3: Some((settings, client)),
+            s3: Some(Box::new((settings, client))),
             _scratch: None,
         };
         Ok(Self::assemble(op, temp_dir, description, backend))
@@ -514,10 +514,8 @@ impl BlobStore for OpendalStore {
             tracing::info!(removed, dir = %self.inner.temp_dir.display(), "removed leftover temporaries");
         }
         let aborted = match &self.inner.backend {
-            Backend::Remote {
-                s3: Some((settings, client)),
-                ..
-            } => {
+            Backend::Remote { s3: Some(s3), .. } => {
+                let (settings, client) = &**s3;
                 s3_uploads::abort_stale_uploads(client, settings, settings.upload_expiry()).await?
             }
             _ => 0,
@@ -527,11 +525,8 @@ impl BlobStore for OpendalStore {
 
     async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
         let mut names = local::list_temporaries(&self.inner.temp_dir, &self.inner.temps).await?;
-        if let Backend::Remote {
-            s3: Some((settings, client)),
-            ..
-        } = &self.inner.backend
-        {
+        if let Backend::Remote { s3: Some(s3), .. } = &self.inner.backend {
+            let (settings, client) = &**s3;
             let expiry = settings.upload_expiry();
             names.extend(
                 s3_uploads::list_uploads(client, settings)
