@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use blobstore_suite::{Harness, data, put, temporaries};
 use bytes::Bytes;
 use tempfile::TempDir;
-use vmr_adapters::blobstore::{OpendalStore, S3Settings};
+use vmr_adapters::blobstore::{OpendalStore, S3Settings, delete_bucket};
 use vmr_domain::image::Digest;
 use vmr_ports::blobstore::{BlobStore, StoreError};
 
@@ -50,7 +50,34 @@ fn settings() -> Option<S3Settings> {
         access_key: Some(var("VMR_TEST_S3_ACCESS_KEY")),
         secret_key: Some(var("VMR_TEST_S3_SECRET_KEY")),
         skip_bucket_creation: false,
+        upload_expiry: None,
     })
+}
+
+/// Deletes the bucket (with everything in it) when dropped: the test server
+/// holds only a few dozen buckets, so every test removes the one it made.
+struct BucketGuard(S3Settings);
+
+impl Drop for BucketGuard {
+    fn drop(&mut self) {
+        let settings = self.0.clone();
+        // Drop may run inside the test's runtime: delete from a thread of
+        // its own with a runtime of its own.
+        let deleted = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(delete_bucket(&settings))
+                .map_err(|e| e.to_string())
+        })
+        .join();
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not delete test bucket {}: {e}", self.0.bucket),
+            Err(_) => eprintln!("deleting test bucket {} panicked", self.0.bucket),
+        }
+    }
 }
 
 /// A bucket name no other test (or earlier run) uses.
@@ -72,6 +99,7 @@ struct S3 {
     settings: S3Settings,
     _local: TempDir,
     store: OpendalStore,
+    _bucket: BucketGuard,
 }
 
 impl Harness for S3 {
@@ -87,6 +115,7 @@ async fn open(settings: &S3Settings, local: &Path) -> Result<OpendalStore, Store
 async fn s3() -> Option<S3> {
     let settings = settings()?;
     let local = tempfile::tempdir().unwrap();
+    let bucket = BucketGuard(settings.clone());
     let store = open(&settings, local.path())
         .await
         .expect("S3 store on a fresh bucket");
@@ -94,6 +123,7 @@ async fn s3() -> Option<S3> {
         settings,
         _local: local,
         store,
+        _bucket: bucket,
     })
 }
 
@@ -219,5 +249,73 @@ async fn a_missing_bucket_is_a_clear_error_when_creation_is_skipped() {
         }
         Err(other) => panic!("expected a backend error, got {other:?}"),
         Ok(store) => panic!("a missing bucket was accepted: {}", store.describe()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_multipart_uploads_are_listed_and_aborted_at_start() {
+    let Some(h) = s3().await else { return };
+    // What a daemon killed mid-upload leaves: a multipart upload with a part
+    // sent and neither completed nor aborted.
+    let mut writer = h
+        .store
+        .operator()
+        .writer_with("blobs/sha256/killed")
+        .chunk(5 * 1024 * 1024)
+        .await
+        .unwrap();
+    writer
+        .write(Bytes::from(data(12 * 1024 * 1024, 7)))
+        .await
+        .unwrap();
+    drop(writer);
+
+    // Young uploads may be another host's: not a leftover yet.
+    assert_eq!(
+        h.store.list_temporaries().await.unwrap(),
+        Vec::<String>::new()
+    );
+    let local = tempfile::tempdir().unwrap();
+    let restarted = open(
+        &S3Settings {
+            upload_expiry: Some(std::time::Duration::ZERO),
+            ..h.settings.clone()
+        },
+        local.path(),
+    )
+    .await
+    .unwrap();
+    let listed = restarted.list_temporaries().await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].starts_with("s3-upload:blobs/sha256/killed "),
+        "{listed:?}"
+    );
+    assert_eq!(restarted.clean_temporaries().await.unwrap(), 1);
+    assert_eq!(
+        restarted.list_temporaries().await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(restarted.list_blobs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_dropped_guard_deletes_its_bucket_and_everything_in_it() {
+    let Some(h) = s3().await else { return };
+    let (digest, _) = put(&h.store, &data(1000, 3), None).await.unwrap();
+    assert!(h.store.blob_exists(&digest).await.unwrap());
+    let settings = h.settings.clone();
+    drop(h);
+    let local = tempfile::tempdir().unwrap();
+    let gone = S3Settings {
+        skip_bucket_creation: true,
+        ..settings
+    };
+    match open(&gone, local.path()).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(message.contains("the bucket does not exist"), "{message}");
+        }
+        Err(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(store) => panic!("the bucket is still there: {}", store.describe()),
     }
 }

@@ -78,6 +78,7 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
                 access_key: s3.access_key.clone(),
                 secret_key: s3.secret_key.clone(),
                 skip_bucket_creation: s3.skip_bucket_creation,
+                upload_expiry: s3.upload_expiry_secs.map(std::time::Duration::from_secs),
             };
             Arc::new(
                 OpendalStore::s3(settings, config.fs_path.clone())

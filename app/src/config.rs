@@ -72,6 +72,10 @@ pub struct Flags {
     /// Do not create the bucket at start.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub s3_skip_bucket_creation: Option<bool>,
+    /// Age in seconds after which an unfinished S3 multipart upload is a
+    /// crash's leftover, aborted at start (default 3600).
+    #[arg(long, env = "VM_REGISTRY_S3_UPLOAD_EXPIRY", value_name = "SECONDS")]
+    pub s3_upload_expiry: Option<u64>,
     /// libvirt or fake.
     #[arg(long, env = "VM_REGISTRY_HYPERVISOR")]
     pub hypervisor: Option<String>,
@@ -123,6 +127,7 @@ pub struct S3Config {
     pub access_key: Option<String>,
     pub secret_key: Option<String>,
     pub skip_bucket_creation: bool,
+    pub upload_expiry_secs: Option<u64>,
 }
 
 /// The daemon's resolved configuration.
@@ -345,6 +350,7 @@ impl DaemonConfig {
                 access_key: non_empty(pick!(s3_access_key)),
                 secret_key: non_empty(pick!(s3_secret_key)),
                 skip_bucket_creation: pick!(s3_skip_bucket_creation).unwrap_or(false),
+                upload_expiry_secs: pick!(s3_upload_expiry),
             })
         } else {
             None

@@ -143,9 +143,11 @@ impl Daemon {
         }
     }
 
-    /// Kills the daemon with SIGKILL and starts it again on the same socket
-    /// and store (the stale socket is replaced).
-    pub fn kill_and_restart(&mut self) {
+    /// Kills the daemon with SIGKILL wherever it is (no cleanup, no flush),
+    /// then starts it again on the same socket, store and flags, and waits
+    /// until it serves: what a power cut or OOM kill followed by a service
+    /// restart looks like.
+    pub fn crash_and_restart(&mut self) {
         self.kill();
         self.spawn();
     }

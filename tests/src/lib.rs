@@ -6,5 +6,6 @@ pub mod daemon;
 pub mod fixtures;
 pub mod libvirt;
 pub mod registry;
+pub mod s3;
 
 pub use daemon::{Daemon, VmrOutput, bin, connect};

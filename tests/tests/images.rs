@@ -6,6 +6,7 @@
 use vmr_proto::v1 as pb;
 use vmr_tests::Daemon;
 use vmr_tests::fixtures::{iso, qcow2, raw, sha256_bytes, sha256_file, vmfile};
+use vmr_tests::s3::S3Bucket;
 
 /// Every image the daemon lists.
 async fn listed(
@@ -473,51 +474,12 @@ async fn health_reports_daemon_and_store() {
     );
 }
 
-/// The S3 flags for a daemon on the test S3 server, with a fresh bucket.
-fn s3_flags(bucket: &str) -> Option<Vec<String>> {
-    let endpoint = match std::env::var("VMR_TEST_S3_ENDPOINT") {
-        Ok(e) if !e.is_empty() => e,
-        _ if std::env::var("VMR_TEST_SKIP_S3").as_deref() == Ok("1") => {
-            eprintln!("skipped: VMR_TEST_SKIP_S3=1");
-            return None;
-        }
-        _ => panic!(
-            "VMR_TEST_S3_ENDPOINT is not set: run scripts/test-services.sh start and eval its env, \
-             or set VMR_TEST_SKIP_S3=1"
-        ),
-    };
-    let key = std::env::var("VMR_TEST_S3_ACCESS_KEY").expect("VMR_TEST_S3_ACCESS_KEY");
-    let secret = std::env::var("VMR_TEST_S3_SECRET_KEY").expect("VMR_TEST_S3_SECRET_KEY");
-    Some(
-        [
-            "--hypervisor",
-            "fake",
-            "--storage",
-            "s3",
-            "--s3-bucket",
-            bucket,
-            "--s3-endpoint",
-            &endpoint,
-            "--s3-access-key",
-            &key,
-            "--s3-secret-key",
-            &secret,
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", vmr_tests::libvirt::unique_suffix())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
-    let bucket = unique("vmr-e2e");
-    let Some(flags) = s3_flags(&bucket) else {
+    let Some(bucket) = S3Bucket::fresh("vmr-e2e") else {
         return;
     };
+    let flags = bucket.daemon_flags();
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let host_a = Daemon::start_with(&flags);
     let host_b = Daemon::start_with(&flags);
@@ -560,10 +522,10 @@ async fn the_s3_store_serves_two_hosts_sharing_one_bucket() {
 
 #[test]
 fn a_wrong_s3_secret_is_refused_at_start_with_a_clear_message() {
-    let bucket = unique("vmr-e2e-bad");
-    let Some(mut flags) = s3_flags(&bucket) else {
+    let Some(bucket) = S3Bucket::fresh("vmr-e2e-bad") else {
         return;
     };
+    let mut flags = bucket.daemon_flags();
     let n = flags.len();
     flags[n - 1] = "not-the-secret".into();
     let dir = tempfile::tempdir().unwrap();

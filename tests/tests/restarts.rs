@@ -145,7 +145,7 @@ fn libvirt_vmrd_killed_or_stopped_keeps_vms_projects_and_policies() {
 
     for how in ["SIGKILL", "SIGTERM"] {
         if how == "SIGKILL" {
-            daemon.kill_and_restart();
+            daemon.crash_and_restart();
         } else {
             daemon.restart();
         }

@@ -12,6 +12,7 @@ mod error;
 mod layout;
 mod local;
 mod s3;
+mod s3_uploads;
 mod spool;
 mod verify;
 mod writer;
@@ -29,6 +30,7 @@ use vmr_domain::image::{Digest, Repository, Tag};
 use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
 
 pub use s3::S3Settings;
+pub use s3_uploads::{DEFAULT_UPLOAD_EXPIRY, delete_bucket};
 
 use error::{backend_error, stream_error};
 use layout::{BLOBS_DIR, MANIFESTS_DIR, blob_key, manifest_key};
@@ -70,6 +72,8 @@ enum Backend {
         read_chunk: usize,
         read_concurrency: usize,
         upload: Option<(usize, usize)>,
+        /// S3: what unfinished multipart uploads are looked up with.
+        s3: Option<Box<(S3Settings, reqwest::Client)>>,
         /// Keeps the memory store's scratch directory alive.
         _scratch: Option<TempDir>,
     },
@@ -102,7 +106,7 @@ impl OpendalStore {
         settings: S3Settings,
         local_root: impl AsRef<Path>,
     ) -> Result<Self, StoreError> {
-        let op = s3::connect(&settings).await?;
+        let (op, client) = s3::connect(&settings).await?;
         let (temp_dir, cache_dir) = local::prepare_cache(local_root.as_ref())?;
         let description = format!(
             "s3 bucket {} at {} (cache {})",
@@ -115,6 +119,7 @@ impl OpendalStore {
             read_chunk: REMOTE_READ_CHUNK,
             read_concurrency: REMOTE_READ_CONCURRENCY,
             upload: Some((UPLOAD_CHUNK, UPLOAD_CONCURRENCY)),
+            s3: Some(Box::new((settings, client))),
             _scratch: None,
         };
         Ok(Self::assemble(op, temp_dir, description, backend))
@@ -135,6 +140,7 @@ impl OpendalStore {
             read_chunk: LOCAL_READ_CHUNK,
             read_concurrency: 1,
             upload: None,
+            s3: None,
             _scratch: Some(scratch),
         };
         Ok(Self::assemble(op, temp_dir, "memory".to_owned(), backend))
@@ -507,11 +513,30 @@ impl BlobStore for OpendalStore {
         if removed > 0 {
             tracing::info!(removed, dir = %self.inner.temp_dir.display(), "removed leftover temporaries");
         }
-        Ok(removed)
+        let aborted = match &self.inner.backend {
+            Backend::Remote { s3: Some(s3), .. } => {
+                let (settings, client) = &**s3;
+                s3_uploads::abort_stale_uploads(client, settings, settings.upload_expiry()).await?
+            }
+            _ => 0,
+        };
+        Ok(removed + aborted)
     }
 
     async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
-        local::list_temporaries(&self.inner.temp_dir, &self.inner.temps).await
+        let mut names = local::list_temporaries(&self.inner.temp_dir, &self.inner.temps).await?;
+        if let Backend::Remote { s3: Some(s3), .. } = &self.inner.backend {
+            let (settings, client) = &**s3;
+            let expiry = settings.upload_expiry();
+            names.extend(
+                s3_uploads::list_uploads(client, settings)
+                    .await?
+                    .iter()
+                    .filter(|upload| upload.age >= expiry)
+                    .map(s3_uploads::Upload::name),
+            );
+        }
+        Ok(names)
     }
 
     fn describe(&self) -> String {

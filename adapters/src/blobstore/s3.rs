@@ -34,6 +34,9 @@ pub struct S3Settings {
     pub secret_key: Option<String>,
     /// Do not try to create the bucket at start (it must exist).
     pub skip_bucket_creation: bool,
+    /// Age after which an unfinished multipart upload is a crash's leftover:
+    /// aborted at start, reported by the store check. `None`: one hour.
+    pub upload_expiry: Option<Duration>,
 }
 
 impl fmt::Debug for S3Settings {
@@ -48,6 +51,7 @@ impl fmt::Debug for S3Settings {
                 &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("skip_bucket_creation", &self.skip_bucket_creation)
+            .field("upload_expiry", &self.upload_expiry)
             .finish()
     }
 }
@@ -68,11 +72,16 @@ impl S3Settings {
         }
     }
 
+    pub(crate) fn upload_expiry(&self) -> Duration {
+        self.upload_expiry
+            .unwrap_or(super::s3_uploads::DEFAULT_UPLOAD_EXPIRY)
+    }
+
     fn keys(&self) -> Option<(&str, &str)> {
         Some((self.access_key.as_deref()?, self.secret_key.as_deref()?))
     }
 
-    fn error(&self, reason: impl fmt::Display) -> StoreError {
+    pub(crate) fn error(&self, reason: impl fmt::Display) -> StoreError {
         StoreError::Backend(format!(
             "S3 bucket {} at {}: {reason}",
             self.bucket,
@@ -81,24 +90,35 @@ impl S3Settings {
     }
 }
 
-/// An operator on the bucket, after creating it (unless told not to) and
-/// checking that it can be listed with the given credentials.
-pub(crate) async fn connect(settings: &S3Settings) -> Result<Operator, StoreError> {
+/// An operator on the bucket and the HTTP client under it, after creating
+/// the bucket (unless told not to) and checking that it can be listed with
+/// the given credentials.
+pub(crate) async fn connect(
+    settings: &S3Settings,
+) -> Result<(Operator, reqwest::Client), StoreError> {
     if settings.bucket.is_empty() {
         return Err(StoreError::Backend(
             "s3-bucket: must not be empty with S3 storage".to_owned(),
         ));
     }
-    let endpoint = settings.endpoint();
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .map_err(|e| settings.error(format_args!("building the HTTP client: {e}")))?;
+    let client = http_client(settings)?;
+    let op = operator(settings, &client)?;
+    if !settings.skip_bucket_creation {
+        create_bucket(&client, settings).await?;
+    }
+    probe(&op, settings).await?;
+    Ok((op, client))
+}
 
+/// An opendal operator on the bucket over `client` (no request sent).
+pub(crate) fn operator(
+    settings: &S3Settings,
+    client: &reqwest::Client,
+) -> Result<Operator, StoreError> {
     let mut builder = S3::default()
         .bucket(&settings.bucket)
         .region(settings.region())
-        .endpoint(&endpoint);
+        .endpoint(&settings.endpoint());
     if let Some((access_key, secret_key)) = settings.keys() {
         builder = builder
             .access_key_id(access_key)
@@ -109,13 +129,7 @@ pub(crate) async fn connect(settings: &S3Settings) -> Result<Operator, StoreErro
     let op = Operator::new(builder).map_err(|e| settings.error(e))?;
     let transport = HttpTransporter::new(ReqwestTransport::new(client.clone()));
     let context = op.context().with_http_transport(transport);
-    let op = op.with_context(context);
-
-    if !settings.skip_bucket_creation {
-        create_bucket(&client, settings).await?;
-    }
-    probe(&op, settings).await?;
-    Ok(op)
+    Ok(op.with_context(context))
 }
 
 async fn create_bucket(client: &reqwest::Client, settings: &S3Settings) -> Result<(), StoreError> {
@@ -129,29 +143,15 @@ async fn create_bucket(client: &reqwest::Client, settings: &S3Settings) -> Resul
             settings.region()
         ))
     };
-    let (mut head, ()) = http::Request::put(&url)
-        .header("x-amz-content-sha256", hex::encode(Sha256::digest(&body)))
-        .body(())
-        .map_err(|e| settings.error(format_args!("bad endpoint URL {url}: {e}")))?
-        .into_parts();
-    if let Some((access_key, secret_key)) = settings.keys() {
-        let signer = reqsign_core::Signer::new(
-            reqsign_core::Context::new(),
-            reqsign_aws_v4::StaticCredentialProvider::new(access_key, secret_key),
-            reqsign_aws_v4::RequestSigner::new("s3", settings.region()),
-        );
-        signer
-            .sign(&mut head, None)
-            .await
-            .map_err(|e| settings.error(format_args!("signing the CreateBucket request: {e}")))?;
-    }
-    let response = client
-        .put(&url)
-        .headers(head.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| settings.error(format_args!("cannot reach the endpoint: {e}")))?;
+    let response = send_signed(
+        client,
+        settings,
+        http::Method::PUT,
+        &url,
+        body,
+        "CreateBucket",
+    )
+    .await?;
     let status = response.status();
     if status.is_success() {
         tracing::info!(bucket = %settings.bucket, "created S3 bucket");
@@ -173,6 +173,52 @@ async fn create_bucket(client: &reqwest::Client, settings: &S3Settings) -> Resul
     Err(settings.error(format_args!(
         "creating the bucket failed: {status} {code}: {message}{hint}"
     )))
+}
+
+/// Sends one request that opendal has no call for (CreateBucket,
+/// ListMultipartUploads, AbortMultipartUpload, DeleteBucket), SigV4-signed
+/// when keys are configured. `url` must already be in canonical form.
+pub(crate) async fn send_signed(
+    client: &reqwest::Client,
+    settings: &S3Settings,
+    method: http::Method,
+    url: &str,
+    body: Bytes,
+    what: &str,
+) -> Result<reqwest::Response, StoreError> {
+    let (mut head, ()) = http::Request::builder()
+        .method(method.clone())
+        .uri(url)
+        .header("x-amz-content-sha256", hex::encode(Sha256::digest(&body)))
+        .body(())
+        .map_err(|e| settings.error(format_args!("bad endpoint URL {url}: {e}")))?
+        .into_parts();
+    if let Some((access_key, secret_key)) = settings.keys() {
+        let signer = reqsign_core::Signer::new(
+            reqsign_core::Context::new(),
+            reqsign_aws_v4::StaticCredentialProvider::new(access_key, secret_key),
+            reqsign_aws_v4::RequestSigner::new("s3", settings.region()),
+        );
+        signer
+            .sign(&mut head, None)
+            .await
+            .map_err(|e| settings.error(format_args!("signing the {what} request: {e}")))?;
+    }
+    client
+        .request(method, url)
+        .headers(head.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| settings.error(format_args!("{what}: cannot reach the endpoint: {e}")))
+}
+
+/// An HTTP client for the hand-made requests.
+pub(crate) fn http_client(settings: &S3Settings) -> Result<reqwest::Client, StoreError> {
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| settings.error(format_args!("building the HTTP client: {e}")))
 }
 
 /// Lists one key, so bad credentials or a missing bucket fail the start.
@@ -204,7 +250,7 @@ async fn probe(op: &Operator, settings: &S3Settings) -> Result<(), StoreError> {
 }
 
 /// The text of the first `<name>` element of a small S3 error document.
-fn xml_element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn xml_element<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + xml[start..].find(&format!("</{name}>"))?;
     Some(&xml[start..end])

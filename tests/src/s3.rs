@@ -1,0 +1,95 @@
+//! The shared test S3 server (SeaweedFS, started by scripts/test-services.sh):
+//! daemon flags for a fresh bucket, and a guard that deletes the bucket with
+//! everything in it when dropped (the server holds only a few dozen buckets).
+
+use vmr_adapters::blobstore::{S3Settings, delete_bucket};
+
+/// A fresh bucket on the test S3 server, deleted when dropped.
+pub struct S3Bucket {
+    pub name: String,
+    endpoint: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl S3Bucket {
+    /// A new bucket name (created by the first daemon that uses it), or
+    /// `None` when `VMR_TEST_SKIP_S3=1` and no server is configured.
+    pub fn fresh(prefix: &str) -> Option<Self> {
+        let endpoint = match std::env::var("VMR_TEST_S3_ENDPOINT") {
+            Ok(e) if !e.is_empty() => e,
+            _ if std::env::var("VMR_TEST_SKIP_S3").as_deref() == Ok("1") => {
+                eprintln!("skipped: VMR_TEST_SKIP_S3=1");
+                return None;
+            }
+            _ => panic!(
+                "VMR_TEST_S3_ENDPOINT is not set: run scripts/test-services.sh start and eval its \
+                 env, or set VMR_TEST_SKIP_S3=1"
+            ),
+        };
+        Some(Self {
+            name: format!("{prefix}-{}", crate::libvirt::unique_suffix()),
+            endpoint,
+            access_key: std::env::var("VMR_TEST_S3_ACCESS_KEY").expect("VMR_TEST_S3_ACCESS_KEY"),
+            secret_key: std::env::var("VMR_TEST_S3_SECRET_KEY").expect("VMR_TEST_S3_SECRET_KEY"),
+        })
+    }
+
+    /// `vmrd` flags for an S3 store in this bucket (fake hypervisor).
+    pub fn daemon_flags(&self) -> Vec<String> {
+        [
+            "--hypervisor",
+            "fake",
+            "--storage",
+            "s3",
+            "--s3-bucket",
+            &self.name,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-access-key",
+            &self.access_key,
+            "--s3-secret-key",
+            &self.secret_key,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn settings(&self) -> S3Settings {
+        S3Settings {
+            bucket: self.name.clone(),
+            region: std::env::var("VMR_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
+            endpoint: Some(self.endpoint.clone()),
+            access_key: Some(self.access_key.clone()),
+            secret_key: Some(self.secret_key.clone()),
+            skip_bucket_creation: true,
+            upload_expiry: None,
+        }
+    }
+
+    /// Deletes the bucket and everything in it (a missing bucket is fine).
+    pub fn delete(&self) -> Result<(), String> {
+        let settings = self.settings();
+        // May be called inside a test's runtime: use a thread and a runtime
+        // of its own.
+        std::thread::spawn(move || {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(delete_bucket(&settings))
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .map_err(|_| "deleting the bucket panicked".to_owned())?
+    }
+}
+
+impl Drop for S3Bucket {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            eprintln!("could not delete test bucket {}: {e}", self.name);
+        }
+    }
+}
