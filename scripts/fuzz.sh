@@ -10,7 +10,8 @@
 #
 # cargo-fuzz is installed when missing. The sanitizer needs a nightly compiler:
 # the nightly toolchain when rustup has one, else the stable one with
-# RUSTC_BOOTSTRAP=1. Corpora grow in fuzz/corpus/T (seeded from fuzz/seeds/T,
+# RUSTC_BOOTSTRAP=1 (FUZZ_TOOLCHAIN=stable forces the latter). Corpora
+# grow in fuzz/corpus/T (seeded from fuzz/seeds/T,
 # not committed); crashes land in fuzz/artifacts/T and fail the run.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +25,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 toolchain=()
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+if [ "${FUZZ_TOOLCHAIN:-}" = stable ]; then
+  export RUSTC_BOOTSTRAP=1
+elif rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   toolchain=(+nightly)
 else
   export RUSTC_BOOTSTRAP=1

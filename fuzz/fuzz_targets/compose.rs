@@ -9,8 +9,14 @@ use vmr_domain::compose::{ComposeInput, ComposePlan};
 fuzz_target!(|text: &str| {
     // The files a compose file may reference (userDataFile and the like).
     let mut files = BTreeMap::new();
-    files.insert("./cloud-init/user-data.yaml".to_owned(), b"#cloud-config\n".to_vec());
-    files.insert("./cloud-init/server-a-2.yaml".to_owned(), b"#cloud-config\nhostname: a\n".to_vec());
+    files.insert(
+        "./cloud-init/user-data.yaml".to_owned(),
+        b"#cloud-config\n".to_vec(),
+    );
+    files.insert(
+        "./cloud-init/server-a-2.yaml".to_owned(),
+        b"#cloud-config\nhostname: a\n".to_vec(),
+    );
     let input = ComposeInput {
         yaml: text,
         files: &files,

@@ -7,9 +7,7 @@ use vmr_domain::image::{Digest, Reference};
 fuzz_target!(|text: &str| {
     if let Ok(reference) = text.parse::<Reference>() {
         let printed = reference.to_string();
-        let again: Reference = printed
-            .parse()
-            .expect("a printed reference parses again");
+        let again: Reference = printed.parse().expect("a printed reference parses again");
         assert_eq!(again, reference, "round trip of {printed:?}");
     }
     if let Ok(digest) = text.parse::<Digest>() {
