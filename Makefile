@@ -1,6 +1,6 @@
 # Entry points for developers and CI. The logic lives in scripts/; these targets are thin.
 .DEFAULT_GOAL := help
-.PHONY: help run build test lint fmt bench services-start services-stop services-status services-env
+.PHONY: help run build test lint fmt bench fuzz services-start services-stop services-status services-env
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ fmt: ## format the code
 
 bench: ## run the benchmarks (scripts/bench.sh)
 	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; else echo "bench: no benchmarks yet (scripts/bench.sh does not exist)"; fi
+
+fuzz: ## run each fuzz target ~15 s (scripts/fuzz.sh short; `long N` for longer runs)
+	bash scripts/fuzz.sh short
 
 services-start: ## start libvirtd, S3 and the OCI registries on loopback
 	bash scripts/test-services.sh start

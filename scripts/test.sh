@@ -54,6 +54,9 @@ passed=$(grep -oE '[0-9]+ passed' "$summary_log" | tail -1 | grep -oE '[0-9]+' |
 failed_count=$(grep -oE 'tests run: .*' "$summary_log" | tail -1 | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || echo 0)
 rm -f "$summary_log"
 
+step "fuzz: each target ~15 s (scripts/fuzz.sh short)"
+bash scripts/fuzz.sh short || failed+=("fuzz")
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check || failed+=("fmt")
 

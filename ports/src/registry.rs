@@ -93,7 +93,8 @@ pub type UploadProgress = Arc<dyn Fn(u64) + Send + Sync>;
 /// registry and carrying the registry's own error text (the OCI error body)
 /// when it sent one. The gRPC edge maps `Unauthorized` to UNAUTHENTICATED,
 /// `Denied` to PERMISSION_DENIED, `NotFound` to NOT_FOUND, `Unavailable` to
-/// UNAVAILABLE, `DigestMismatch` to DATA_LOSS, the target errors to
+/// UNAVAILABLE, `DigestMismatch` to DATA_LOSS, `TooLarge` to
+/// RESOURCE_EXHAUSTED, the target errors to
 /// INVALID_ARGUMENT, `Rejected` to FAILED_PRECONDITION, `InvalidResponse` to
 /// INTERNAL (or UNAVAILABLE).
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,12 @@ pub enum RegistryError {
     Rejected { registry: String, message: String },
     #[error("registry {registry} sent an invalid response: {message}")]
     InvalidResponse { registry: String, message: String },
+    #[error("registry {registry}: {what} is larger than the {limit} bytes allowed")]
+    TooLarge {
+        registry: String,
+        what: String,
+        limit: u64,
+    },
     #[error("registry {registry}: {what} has digest {actual}, expected {expected}")]
     DigestMismatch {
         registry: String,

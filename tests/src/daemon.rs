@@ -114,6 +114,11 @@ impl Daemon {
         panic!("vmrd did not serve within 30 s:\n{}", self.log_text());
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

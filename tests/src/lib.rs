@@ -4,6 +4,7 @@
 pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
+pub mod hostile_registry;
 pub mod libvirt;
 pub mod registry;
 pub mod s3;

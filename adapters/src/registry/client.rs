@@ -16,7 +16,7 @@ use vmr_ports::{
 };
 
 use super::download::download;
-use super::http::read_bounded;
+use super::http::{LimitedReadError, read_bounded, read_limited};
 use super::transport::{Request, Transport, pull_scope, push_scope};
 use super::upload::Uploader;
 use super::{RegistryOptions, header_str};
@@ -208,9 +208,16 @@ impl RegistryClient for OciRegistryClient {
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str())
             .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
             .filter(|v| !v.is_empty());
-        let bytes = read_bounded(response, MAX_MANIFEST_BYTES)
+        let bytes = read_limited(response, MAX_MANIFEST_BYTES)
             .await
-            .map_err(|e| self.invalid(format!("{what}: {e}")))?;
+            .map_err(|e| match e {
+                LimitedReadError::TooLarge { limit } => RegistryError::TooLarge {
+                    registry: self.transport.registry(),
+                    what: what.clone(),
+                    limit: limit as u64,
+                },
+                LimitedReadError::Broken(message) => self.invalid(format!("{what}: {message}")),
+            })?;
         let digest = Digest::of(&bytes);
         let registry = self.transport.registry();
         let expected = match reference {

@@ -240,19 +240,57 @@ where
     }
 }
 
-/// Reads a whole body, refusing one larger than `limit`.
-pub async fn read_bounded(
+/// Why [`read_limited`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitedReadError {
+    /// The body (or its announced Content-Length) is larger than the limit;
+    /// nothing past the limit was read.
+    TooLarge { limit: usize },
+    /// The body broke off.
+    Broken(String),
+}
+
+impl std::fmt::Display for LimitedReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "the answer is larger than {limit} bytes"),
+            Self::Broken(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Reads a whole body, refusing one larger than `limit`: at once when its
+/// Content-Length says so, else as soon as more than `limit` bytes came (a
+/// chunked body may be endless). Never holds more than `limit` bytes.
+pub async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, LimitedReadError> {
+    if response
+        .content_length()
+        .is_some_and(|announced| announced > limit as u64)
+    {
+        return Err(LimitedReadError::TooLarge { limit });
+    }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| describe_error(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| LimitedReadError::Broken(describe_error(&e)))?
+    {
         if body.len() + chunk.len() > limit {
-            return Err(format!("the answer is larger than {limit} bytes"));
+            return Err(LimitedReadError::TooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// [`read_limited`] with its error as text.
+pub async fn read_bounded(response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    read_limited(response, limit)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Statuses worth another try.

@@ -15,6 +15,9 @@ use crate::validation::ValidationError;
 
 /// Largest manifest accepted, in bytes of JSON.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest size a blob, or all of an image's blobs together, may have: OCI
+/// descriptor sizes are int64.
+pub const MAX_BLOB_SIZE: u64 = i64::MAX as u64;
 
 /// Standard OCI annotation keys.
 pub mod annotations {
@@ -175,6 +178,30 @@ impl Manifest {
                 "must hold at least one disk layer",
             ));
         }
+        // OCI sizes are int64; and the blobs together must fit one, so
+        // that no sum of them overflows.
+        let mut total: u64 = 0;
+        for (field, descriptor) in
+            std::iter::once(("manifest.config.size".to_owned(), &self.config)).chain(
+                self.layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| (format!("manifest.layers[{i}].size"), l)),
+            )
+        {
+            total = total
+                .checked_add(descriptor.size)
+                .filter(|t| *t <= MAX_BLOB_SIZE)
+                .ok_or_else(|| {
+                    ValidationError::new(
+                        field,
+                        format!(
+                            "is {} bytes: the image's blobs would add up to more than {MAX_BLOB_SIZE} bytes (OCI sizes are int64)",
+                            descriptor.size
+                        ),
+                    )
+                })?;
+        }
         if self.is_chunked() {
             self.chunked_disk()?;
             return Ok(());
@@ -215,7 +242,10 @@ impl Manifest {
 
     /// Total size of the disk layers.
     pub fn disk_size(&self) -> u64 {
-        self.disk_layers().iter().map(|l| l.size).sum()
+        // Validated manifests cannot overflow; built ones saturate.
+        self.disk_layers()
+            .iter()
+            .fold(0_u64, |total, l| total.saturating_add(l.size))
     }
 
     /// Every blob the manifest references: the config, then the layers.
@@ -279,6 +309,29 @@ mod tests {
         assert_eq!(m.disk_format(), Some(DiskFormat::Qcow2));
         assert_eq!(m.disk_layers().len(), 1);
         assert_eq!(m.blobs().len(), 2);
+    }
+
+    #[test]
+    fn sizes_beyond_int64_or_adding_up_beyond_it_are_refused() {
+        let with = |sizes: &[u64]| {
+            let mut m = manifest();
+            let layer = m.layers[0].clone();
+            m.layers = sizes
+                .iter()
+                .map(|&size| Descriptor {
+                    size,
+                    ..layer.clone()
+                })
+                .collect();
+            Manifest::from_json(&serde_json::to_vec(&m).unwrap())
+        };
+        assert!(with(&[MAX_BLOB_SIZE - 1000]).is_ok());
+        let err = with(&[u64::MAX]).unwrap_err();
+        assert_eq!(err.field, "manifest.layers[0].size", "{err}");
+        // Each fits int64, together they do not (nor u64): an error, no
+        // overflow, naming the layer that tips it over.
+        let err = with(&[1 << 61, 1 << 61, MAX_BLOB_SIZE]).unwrap_err();
+        assert_eq!(err.field, "manifest.layers[2].size", "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use config::{
 };
 pub use digest::Digest;
 pub use disk::{DiskFormat, qcow2_virtual_size};
-pub use manifest::{Descriptor, MAX_MANIFEST_BYTES, Manifest, annotations};
+pub use manifest::{Descriptor, MAX_BLOB_SIZE, MAX_MANIFEST_BYTES, Manifest, annotations};
 pub use reference::{Reference, Repository, Tag};
 
 /// Media type of the image manifest (OCI image manifest v1).

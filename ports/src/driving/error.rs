@@ -149,6 +149,8 @@ impl From<RegistryError> for UseCaseError {
             }
             RegistryError::Rejected { .. } => ErrorKind::FailedPrecondition,
             RegistryError::DigestMismatch { .. } => ErrorKind::DataLoss,
+            // A document larger than vmr reads (a 100 MB or endless manifest).
+            RegistryError::TooLarge { .. } => ErrorKind::ResourceExhausted,
             RegistryError::Source { source, .. } => match source {
                 StoreError::Corrupt { .. } | StoreError::DigestMismatch { .. } => {
                     ErrorKind::DataLoss
@@ -296,6 +298,14 @@ mod tests {
                     actual: vmr_domain::image::Digest::of(b"b"),
                 },
                 ErrorKind::DataLoss,
+            ),
+            (
+                RegistryError::TooLarge {
+                    registry: registry(),
+                    what: "manifest team/vm:1".into(),
+                    limit: 4 << 20,
+                },
+                ErrorKind::ResourceExhausted,
             ),
         ];
         for (error, kind) in cases {

@@ -518,8 +518,14 @@ impl PullJob {
                     resumes += 1;
                     warn!(%digest, at = writer.written(), error = %e, "download cut short, resuming");
                 }
-                // The writer is dropped, not aborted: its bytes stay for the
-                // next pull to resume from.
+                // The registry lied about the blob (its size): what came is
+                // no prefix worth resuming from.
+                Err(e) if e.kind == ErrorKind::DataLoss => {
+                    writer.abort().await?;
+                    return Err(e);
+                }
+                // Otherwise the writer is dropped, not aborted: its bytes
+                // stay for the next pull to resume from.
                 Err(e) => return Err(e),
             }
         }
