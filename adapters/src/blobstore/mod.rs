@@ -71,7 +71,7 @@ enum Backend {
         read_concurrency: usize,
         upload: Option<(usize, usize)>,
         /// Keeps the memory store's scratch directory alive.
-        _scratch: Option<TempDir>,
+        scratch: Option<TempDir>,
     },
 }
 
@@ -115,7 +115,7 @@ impl OpendalStore {
             read_chunk: REMOTE_READ_CHUNK,
             read_concurrency: REMOTE_READ_CONCURRENCY,
             upload: Some((UPLOAD_CHUNK, UPLOAD_CONCURRENCY)),
-            _scratch: None,
+            scratch: None,
         };
         Ok(Self::assemble(op, temp_dir, description, backend))
     }
@@ -135,7 +135,7 @@ impl OpendalStore {
             read_chunk: LOCAL_READ_CHUNK,
             read_concurrency: 1,
             upload: None,
-            _scratch: Some(scratch),
+            scratch: Some(scratch),
         };
         Ok(Self::assemble(op, temp_dir, "memory".to_owned(), backend))
     }
@@ -516,5 +516,13 @@ impl BlobStore for OpendalStore {
 
     fn describe(&self) -> String {
         self.inner.description.clone()
+    }
+
+    fn is_exclusive(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Filesystem { .. } => true,
+            // Memory has a scratch directory; S3 has none and may be shared.
+            Backend::Remote { scratch, .. } => scratch.is_some(),
+        }
     }
 }
