@@ -260,3 +260,21 @@ async fn host_devices_are_checked_when_configured() {
         }
     }
 }
+
+#[tokio::test]
+async fn without_call_log_still_scripts_failures_but_logs_nothing() {
+    let fake = Arc::new(FakeHypervisor::new().without_call_log());
+    let hv: Arc<dyn Hypervisor> = fake.clone();
+    let fx = Fixture::new("nl", 211, "br0", "eth0");
+    let def = fx.definition(&hv, "web", Vec::new()).await;
+    hv.define_vm(&def).await.unwrap();
+    fake.fail_next(
+        FakeCall::StartVm,
+        None,
+        HypervisorError::Backend("scripted".into()),
+    );
+    assert!(hv.start_vm(&def.spec.name).await.is_err());
+    hv.start_vm(&def.spec.name).await.unwrap();
+    assert_eq!(hv.list_vms().await.unwrap().len(), 1);
+    assert!(fake.calls().is_empty());
+}

@@ -15,9 +15,10 @@ use vmr_ports::blobstore::BlobStore;
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
+use crate::service::TransferService;
 use crate::service::health::{Component, Probe};
 use crate::service::transfer::ChunkSettings;
-use crate::service::{AuthService, ContextService, HealthService, ImageService, TransferService};
+use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
 use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
@@ -38,7 +39,7 @@ pub async fn open_hypervisor(
 ) -> anyhow::Result<(Arc<dyn Hypervisor>, String)> {
     match config.hypervisor {
         HypervisorKind::Fake => Ok((
-            Arc::new(FakeHypervisor::new()),
+            Arc::new(FakeHypervisor::new().without_call_log()),
             "fake (in memory; VMs do not outlive the daemon)".to_string(),
         )),
         HypervisorKind::Libvirt => {
@@ -94,7 +95,7 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
     if swept > 0 {
         tracing::info!(count = swept, "removed temporaries left by an earlier run");
     }
-    Ok(store)
+    Ok(IndexedStore::wrap(store))
 }
 
 fn hypervisor_probe(hypervisor: Arc<dyn Hypervisor>) -> Probe {

@@ -114,4 +114,10 @@ pub trait BlobStore: Send + Sync {
     async fn list_temporaries(&self) -> Result<Vec<String>, StoreError>;
     /// A short description for logs and health ("filesystem /var/lib/vm-registry").
     fn describe(&self) -> String;
+    /// Whether this daemon is the only writer of the store's manifests, so a
+    /// copy of them kept in memory cannot go stale (the local filesystem and
+    /// memory stores). An S3 bucket may be shared between daemons: false.
+    fn is_exclusive(&self) -> bool {
+        false
+    }
 }

@@ -24,8 +24,10 @@ mkdir -p "$WORK/real"
   printf 'apiVersion: vmregistry.io/v1alpha1\nname: vmrbench\nservices:\n'
   for i in 1 2 3 4; do printf '  r%s: {image: bench/real:1}\n' "$i"; done
 } > "$WORK/real/vmcompose.yaml"
-start_vmrd "$WORK/l.sock" --fs-path "$WORK/lstore" --hypervisor libvirt \
-  --libvirt-uri "$LIBVIRT_URI" --virt-type qemu
+# The create phases' debug events (JSON) go to vmrd.log for the phase table.
+RUST_LOG=warn,vmr_app::service::vms::materialize=debug \
+  start_vmrd "$WORK/l.sock" --fs-path "$WORK/lstore" --hypervisor libvirt \
+  --libvirt-uri "$LIBVIRT_URI" --virt-type qemu --log-format json 2> "$WORK/vmrd.log"
 VMR=("$BIN/vmr" --socket "$WORK/l.sock")
 LF=(compose -f "$WORK/real/vmcompose.yaml")
 "${VMR[@]}" import -f "$WORK/real.yaml" -t 1 > /dev/null
@@ -52,6 +54,30 @@ for line in open(sys.argv[1]):
 print(f"{statistics.median(spans):.3f}")
 PY
 )
+PHASES=$(python3 - "$WORK/vmrd.log" <<'PY'
+import json, statistics, sys
+by = {}
+for line in open(sys.argv[1]):
+    try:
+        f = json.loads(line).get("fields", {})
+    except ValueError:
+        continue
+    if f.get("message") == "create phase":
+        by.setdefault(f["phase"], []).append(float(f["duration_ms"]))
+what = {
+    "prepare": "store path of the base, runtime directory",
+    "disk": "overlay disk (base size, qcow2 header)",
+    "seed": "cloud-init seed ISO",
+    "define": "libvirt define (domain XML)",
+    "start": "libvirt start (QEMU launched)",
+    "inspect": "libvirt read-back of the started domain",
+}
+for phase in ["prepare", "disk", "seed", "define", "start", "inspect"]:
+    v = by.get(phase)
+    if v:
+        print(f"| {phase}: {what[phase]} | {statistics.median(v):.1f} | {max(v):.1f} | {len(v)} |")
+PY
+)
 VS=$(median "${virsh_times[@]}")
 VIRT=$(virsh -c "$LIBVIRT_URI" version | awk -F': ' '/Running hypervisor|Using library/ {printf "%s; ", $2}')
 cat > "$WORK/section.md" <<MD
@@ -68,5 +94,11 @@ machine: $(machine).
 |---|---|
 | \`virsh start\` of a defined domain (the baseline) | $(printf %.3f "$VS") |
 | vmr: overlay + seed ISO + define + start, per VM (4 concurrently) | $REAL_VM |
+
+Per phase (vmrd's \`create phase\` debug events, all VMs of all runs):
+
+| phase | median ms | max ms | VMs |
+|---|---|---|---|
+$PHASES
 MD
 put_section vm "$WORK/section.md"

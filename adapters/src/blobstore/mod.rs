@@ -75,7 +75,7 @@ enum Backend {
         /// S3: what unfinished multipart uploads are looked up with.
         s3: Option<Box<(S3Settings, reqwest::Client)>>,
         /// Keeps the memory store's scratch directory alive.
-        _scratch: Option<TempDir>,
+        scratch: Option<TempDir>,
     },
 }
 
@@ -120,7 +120,7 @@ impl OpendalStore {
             read_concurrency: REMOTE_READ_CONCURRENCY,
             upload: Some((UPLOAD_CHUNK, UPLOAD_CONCURRENCY)),
             s3: Some(Box::new((settings, client))),
-            _scratch: None,
+            scratch: None,
         };
         Ok(Self::assemble(op, temp_dir, description, backend))
     }
@@ -141,7 +141,7 @@ impl OpendalStore {
             read_concurrency: 1,
             upload: None,
             s3: None,
-            _scratch: Some(scratch),
+            scratch: Some(scratch),
         };
         Ok(Self::assemble(op, temp_dir, "memory".to_owned(), backend))
     }
@@ -541,5 +541,13 @@ impl BlobStore for OpendalStore {
 
     fn describe(&self) -> String {
         self.inner.description.clone()
+    }
+
+    fn is_exclusive(&self) -> bool {
+        match &self.inner.backend {
+            Backend::Filesystem { .. } => true,
+            // Memory has a scratch directory; S3 has none and may be shared.
+            Backend::Remote { scratch, .. } => scratch.is_some(),
+        }
     }
 }

@@ -83,6 +83,14 @@ impl FakeHypervisor {
         }
     }
 
+    /// A fake that keeps no call log: the daemon's fake mode, where the log
+    /// would otherwise grow with every call for the daemon's lifetime
+    /// (`calls()` is then empty).
+    pub fn without_call_log(self) -> Self {
+        self.script.stop_logging();
+        self
+    }
+
     /// The next `call` (about `target`, if given) fails with `error`, once.
     pub fn fail_next(&self, call: FakeCall, target: Option<&str>, error: HypervisorError) {
         self.script.fail_next(call, target, error);

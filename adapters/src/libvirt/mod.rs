@@ -14,6 +14,7 @@ mod domain_xml;
 mod events;
 mod network_xml;
 mod networks;
+mod qcow2;
 mod vms;
 mod xml;
 

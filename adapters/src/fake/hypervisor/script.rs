@@ -3,6 +3,7 @@
 //! a kind, and the log of every call with its start and end time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub(super) struct Script {
     calls: Mutex<Vec<CallRecord>>,
     failures: Mutex<Vec<Failure>>,
     delays: Mutex<HashMap<FakeCall, Duration>>,
+    /// Set: calls are not logged.
+    unlogged: AtomicBool,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +76,10 @@ impl Script {
         lock(&self.delays).insert(call, delay);
     }
 
+    pub(super) fn stop_logging(&self) {
+        self.unlogged.store(true, Ordering::Relaxed);
+    }
+
     pub(super) fn calls(&self) -> Vec<CallRecord> {
         lock(&self.calls).clone()
     }
@@ -87,6 +94,7 @@ impl Script {
     ) -> Result<T, HypervisorError> {
         let started = Instant::now();
         let delay = lock(&self.delays).get(&call).copied();
+        let logged = !self.unlogged.load(Ordering::Relaxed);
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
@@ -101,13 +109,15 @@ impl Script {
             Some(error) => Err(error),
             None => body(),
         };
-        lock(&self.calls).push(CallRecord {
-            call,
-            target: target.to_owned(),
-            started,
-            finished: Instant::now(),
-            ok: result.is_ok(),
-        });
+        if logged {
+            lock(&self.calls).push(CallRecord {
+                call,
+                target: target.to_owned(),
+                started,
+                finished: Instant::now(),
+                ok: result.is_ok(),
+            });
+        }
         result
     }
 }

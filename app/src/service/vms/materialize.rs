@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
@@ -75,6 +76,13 @@ async fn build(
         start,
     } = prepared;
     let name = spec.name.clone();
+    // Each phase's duration as a debug event (`scripts/bench/vm.sh` tables them).
+    let mut phase_started = Instant::now();
+    let mut phase = |what: &str| {
+        let ms = phase_started.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(vm = %name, phase = what, duration_ms = ms, "create phase");
+        phase_started = Instant::now();
+    };
     let base = store.local_path(&disk_digest).await?;
 
     // No VM has this name (checked), so a directory of that name is what a
@@ -91,6 +99,7 @@ async fn build(
         .await
         .map_err(|e| io_error("create", &runtime.dir(&name), &e))?;
     made.dir = true;
+    phase("prepare");
 
     let disk_path = runtime.disk(&name);
     let qcow2 = |path: PathBuf| DiskAttachment {
@@ -123,9 +132,11 @@ async fn build(
             (Some(qcow2(disk_path)), vec![cidata.clone()], false)
         }
     };
+    phase("disk");
     write_cidata_iso(&seed, &cidata)
         .await
         .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
+    phase("seed");
 
     let definition = VmDefinition {
         spec,
@@ -137,9 +148,13 @@ async fn build(
     };
     let record = hypervisor.define_vm(&definition).await?;
     made.defined = true;
+    phase("define");
     if !start {
         return Ok(record);
     }
     hypervisor.start_vm(&name).await?;
-    Ok(hypervisor.inspect_vm(&name).await?.record)
+    phase("start");
+    let record = hypervisor.inspect_vm(&name).await?.record;
+    phase("inspect");
+    Ok(record)
 }
