@@ -169,8 +169,7 @@ impl PullJob {
         if self.manifest.is_chunked() {
             // The disk rebuilt from the chunks and the local single-layer
             // manifest are blobs of their own: leased as well.
-            if let (Ok(disk), Ok(plain)) =
-                (self.manifest.chunked_disk(), self.manifest.unchunked())
+            if let (Ok(disk), Ok(plain)) = (self.manifest.chunked_disk(), self.manifest.unchunked())
             {
                 let manifest = Digest::of(&plain.to_json_bytes());
                 self.images
