@@ -120,4 +120,9 @@ pub trait BlobStore: Send + Sync {
     fn is_exclusive(&self) -> bool {
         false
     }
+    /// Drops any copy of the store's contents kept in memory, so the next
+    /// read sees the store itself (what `vmr system check` inspects, even
+    /// after someone changed the files by hand). A no-op for stores that keep
+    /// none.
+    async fn reload(&self) {}
 }

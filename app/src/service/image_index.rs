@@ -205,6 +205,15 @@ impl BlobStore for IndexedStore {
     fn is_exclusive(&self) -> bool {
         self.inner.is_exclusive()
     }
+
+    async fn reload(&self) {
+        let _writes = self.writes.lock().await;
+        *self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.inner.reload().await;
+    }
 }
 
 #[cfg(test)]

@@ -469,6 +469,8 @@ impl ImageUseCases for ImageService {
         // Imports go on; garbage collection waits, so that no blob
         // disappears between its listing and its check.
         let _gc = self.gc.lock().await;
+        // The check reads the store itself, not the daemon's index of it.
+        self.store.reload().await;
         super::store_check::check_store(self.store.as_ref()).await
     }
 }
