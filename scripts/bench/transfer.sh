@@ -52,50 +52,77 @@ registry_fresh() {
   done
   echo "bench: docker-registry did not start" >&2; cat "$WORK/registry.log" >&2; exit 1
 }
-start_vmrd "$WORK/r.sock" --fs-path "$WORK/rstore" --hypervisor fake --registry-url "http://$REG"
+# skopeo's source: the same image as a plain single-layer OCI layout, pushed
+# once by vmr and copied out.
+start_vmrd "$WORK/r.sock" --fs-path "$WORK/rstore" --hypervisor fake --registry-url "http://$REG" --push-chunk-mib 0
 VMR=("$BIN/vmr" --socket "$WORK/r.sock")
 "${VMR[@]}" import -f "$WORK/vmfile.yaml" -t reg > /dev/null
-# skopeo's source: the same image as an OCI layout, copied out once.
 registry_fresh
 "${VMR[@]}" push bench/disk:reg > /dev/null
 skopeo copy -q --src-tls-verify=false "docker://$REG/bench/disk:reg" "oci:$WORK/layout:reg"
-push_times=(); spush_times=(); pull_times=(); spull_times=()
+PLAIN_PID=$VMRD_PID
+# A second daemon pushes the disk in 32 MiB chunk layers (--push-chunk-mib 32).
+start_vmrd "$WORK/c.sock" --fs-path "$WORK/cstore" --hypervisor fake --registry-url "http://$REG" --push-chunk-mib 32
+CHUNK_PID=$VMRD_PID
+VMRC=("$BIN/vmr" --socket "$WORK/c.sock")
+"${VMRC[@]}" import -f "$WORK/vmfile.yaml" -t reg > /dev/null
+push_times=(); spush_times=(); pull_times=(); spull_times=(); cpush_times=(); cpull_times=()
 for _ in $(seq "$REPS"); do
-  registry_fresh
-  push_times+=("$(timed "${VMR[@]}" push bench/disk:reg)")
+  # skopeo: push the single-layer image, pull it back.
   registry_fresh
   spush_times+=("$(timed skopeo copy -q --dest-tls-verify=false "oci:$WORK/layout:reg" "docker://$REG/bench/disk:reg")")
-  # The local image goes; the pull brings it back (for the next push too).
-  "${VMR[@]}" rmi bench/disk:reg > /dev/null
-  pull_times+=("$(timed "${VMR[@]}" pull bench/disk:reg)")
   rm -rf "$WORK/pulled"
   spull_times+=("$(timed skopeo copy -q --src-tls-verify=false "docker://$REG/bench/disk:reg" "oci:$WORK/pulled:reg")")
+  # vmr, one layer: push, drop the local image, pull it back (for the next push too).
+  registry_fresh
+  push_times+=("$(timed "${VMR[@]}" push bench/disk:reg)")
+  "${VMR[@]}" rmi bench/disk:reg > /dev/null
+  "${VMR[@]}" image prune > /dev/null
+  pull_times+=("$(timed "${VMR[@]}" pull bench/disk:reg)")
+  # vmr, chunk layers.
+  registry_fresh
+  cpush_times+=("$(timed "${VMRC[@]}" push bench/disk:reg)")
+  "${VMRC[@]}" rmi bench/disk:reg > /dev/null
+  "${VMRC[@]}" image prune > /dev/null
+  cpull_times+=("$(timed "${VMRC[@]}" pull bench/disk:reg)")
 done
+CHUNK_RSS_MIB=$(hwm_mib "$CHUNK_PID")
+VMRD_PID=$CHUNK_PID; stop_vmrd
+VMRD_PID=$PLAIN_PID
 RSS_MIB=$(hwm_mib "$VMRD_PID")
 stop_vmrd
 kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; REG_PID=; BENCH_EXTRA_PIDS=()
 RP=$(median "${push_times[@]}"); SP=$(median "${spush_times[@]}")
 RL=$(median "${pull_times[@]}"); SL=$(median "${spull_times[@]}")
+CP=$(median "${cpush_times[@]}"); CL=$(median "${cpull_times[@]}")
 REG_VERSION=$(docker-registry --version 2>/dev/null | awk '{print $3}')
 SKOPEO_VERSION=$(skopeo --version | awk '{print $3}')
 cat > "$WORK/section.md" <<MD
 ## Push and pull (${SIZE_MIB} MiB raw disk, docker-registry ${REG_VERSION:-?} on loopback)
 
-The same image (one disk blob, one config, one manifest; the same digest)
-pushed to an empty registry and pulled into an empty destination, by vmr and
-by \`skopeo\` $SKOPEO_VERSION, alternately in the same run. vmr reads the disk
-from its store, verifying its digest, and sends it in 16 MiB PATCH chunks; its
-pull verifies every blob's digest while writing, then fsyncs and renames it.
-skopeo's pull writes an OCI layout without fsync. Median of $REPS runs;
+The same disk pushed to an empty registry and pulled into an empty
+destination, by \`skopeo\` $SKOPEO_VERSION and by vmr in its two forms,
+alternately in the same run. skopeo copies the plain single-layer image (one
+disk blob, one config, one manifest); its pull writes an OCI layout without
+fsync. vmr with one layer (\`--push-chunk-mib 0\`) sends the disk from its store in 16 MiB PATCH
+requests and pulls it verifying the digest while writing, then fsyncs and
+renames it. With its default, \`--push-chunk-mib 32\`, vmr pushes 32 MiB chunk layers, 3 at
+a time, each zstd-compressed only when that saves 10 % (random data: never),
+and pulls them 3 at a time into staging files, verifying each, then appends
+them to the disk blob (docs/chunked-images.md). The data is random, the worst
+case for compression. Median of $REPS runs;
 machine: $(machine).
 
 | what | median s | MB/s | vmr ÷ skopeo (throughput) |
 |---|---|---|---|
 | \`skopeo copy oci:… docker://…\` (push baseline) | $(printf %.2f "$SP") | $(mbps "$BYTES" "$SP") | |
-| \`vmr push\` | $(printf %.2f "$RP") | $(mbps "$BYTES" "$RP") | $(ratio "$SP" "$RP") |
+| \`vmr push\`, one layer | $(printf %.2f "$RP") | $(mbps "$BYTES" "$RP") | $(ratio "$SP" "$RP") |
 | \`skopeo copy docker://… oci:…\` (pull baseline) | $(printf %.2f "$SL") | $(mbps "$BYTES" "$SL") | |
-| \`vmr pull\` | $(printf %.2f "$RL") | $(mbps "$BYTES" "$RL") | $(ratio "$SL" "$RL") |
+| \`vmr pull\`, one layer | $(printf %.2f "$RL") | $(mbps "$BYTES" "$RL") | $(ratio "$SL" "$RL") |
+| \`vmr push\`, chunk layers (default) | $(printf %.2f "$CP") | $(mbps "$BYTES" "$CP") | $(ratio "$SP" "$CP") |
+| \`vmr pull\`, chunk layers (default) | $(printf %.2f "$CL") | $(mbps "$BYTES" "$CL") | $(ratio "$SL" "$CL") |
 
-Daemon peak RSS (VmHWM) over the push and pull runs: ${RSS_MIB} MiB.
+Daemon peak RSS (VmHWM) over the push and pull runs: ${RSS_MIB} MiB (one layer),
+${CHUNK_RSS_MIB} MiB (chunk layers).
 MD
 put_section transfer "$WORK/section.md"
