@@ -142,13 +142,32 @@ pub(crate) async fn abort_upload(
         segments.extend(upload.key.split('/'));
     }
     url.set_query(Some(&format!("uploadId={}", encode(&upload.upload_id))));
+    delete_if_present(
+        client,
+        settings,
+        &url,
+        "AbortMultipartUpload",
+        &format!("aborting upload {} of {}", upload.upload_id, upload.key),
+    )
+    .await
+}
+
+/// Sends a signed DELETE; success or 404 (already gone) is fine, any other
+/// answer is an error naming `what` and S3's message.
+async fn delete_if_present(
+    client: &reqwest::Client,
+    settings: &S3Settings,
+    url: &reqwest::Url,
+    action: &str,
+    what: &str,
+) -> Result<(), StoreError> {
     let response = send_signed(
         client,
         settings,
         http::Method::DELETE,
         url.as_str(),
         Bytes::new(),
-        "AbortMultipartUpload",
+        action,
     )
     .await?;
     let status = response.status();
@@ -157,9 +176,7 @@ pub(crate) async fn abort_upload(
     }
     let text = response.text().await.unwrap_or_default();
     Err(settings.error(format_args!(
-        "aborting upload {} of {} failed: {status} {}",
-        upload.upload_id,
-        upload.key,
+        "{what} failed: {status} {}",
         xml_element(&text, "Message").unwrap_or(text.trim())
     )))
 }
@@ -210,25 +227,14 @@ pub async fn delete_bucket(settings: &S3Settings) -> Result<(), StoreError> {
             abort_upload(&client, settings, &upload).await?;
         }
     }
-    let url = bucket_url(settings);
-    let response = send_signed(
+    delete_if_present(
         &client,
         settings,
-        http::Method::DELETE,
-        url.as_str(),
-        Bytes::new(),
+        &bucket_url(settings),
         "DeleteBucket",
+        "deleting the bucket",
     )
-    .await?;
-    let status = response.status();
-    if status.is_success() || status == reqwest::StatusCode::NOT_FOUND {
-        return Ok(());
-    }
-    let text = response.text().await.unwrap_or_default();
-    Err(settings.error(format_args!(
-        "deleting the bucket failed: {status} {}",
-        xml_element(&text, "Message").unwrap_or(text.trim())
-    )))
+    .await
 }
 
 /// S3's URI encoding of a query value: everything but unreserved characters.
