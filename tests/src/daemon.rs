@@ -51,6 +51,23 @@ impl Daemon {
         Self::start_with(&["--hypervisor", "fake"])
     }
 
+    /// A daemon on the real libvirt at `uri`, with TCG guests. QEMU runs as
+    /// another user: it must be able to reach the store and runtime files.
+    pub fn on_libvirt(uri: &str) -> Self {
+        let daemon = Self::start_with(&[
+            "--hypervisor",
+            "libvirt",
+            "--libvirt-uri",
+            uri,
+            "--virt-type",
+            "qemu",
+        ]);
+        let open = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755);
+        std::fs::set_permissions(daemon.dir.path(), open)
+            .expect("opening the daemon's directory to QEMU");
+        daemon
+    }
+
     /// A daemon with extra flags (the socket and store path are always set).
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new()

@@ -24,21 +24,6 @@ use vmr_tests::libvirt::{Cleanup, domstate, unique_suffix, uri, virsh, wait_for}
 
 // ------------------------------------------------------------ vmrd restarts
 
-/// A daemon on real libvirt with TCG guests, whose store QEMU (running as
-/// another user) can reach.
-fn libvirt_daemon(uri: &str) -> Daemon {
-    let daemon = Daemon::start_with(&[
-        "--hypervisor",
-        "libvirt",
-        "--libvirt-uri",
-        uri,
-        "--virt-type",
-        "qemu",
-    ]);
-    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    daemon
-}
-
 /// Imports an empty 64 MiB disk as `repo:1`, asking for one vCPU and 64 MiB.
 fn import_tiny(daemon: &Daemon, work: &Path, repo: &str) {
     let disk = qcow2(work, "tiny.qcow2", "64M");
@@ -107,7 +92,7 @@ fn libvirt_vmrd_killed_or_stopped_keeps_vms_projects_and_policies() {
     let always = cleanup.domain(&format!("vmr-e2e-rsalw-{sfx}"));
     let plain = cleanup.domain(&format!("vmr-e2e-rsno-{sfx}"));
     let service = cleanup.domain(&format!("{project}-web"));
-    let mut daemon = libvirt_daemon(&uri);
+    let mut daemon = Daemon::on_libvirt(&uri);
     let work = tempfile::tempdir().unwrap();
     let repo = format!("tests/rs{sfx}");
     import_tiny(&daemon, work.path(), &repo);

@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -425,21 +424,6 @@ async fn fake_image_used_by_a_vm_is_kept_unless_forced() {
 
 // ---------------------------------------------------------------- libvirt
 
-/// A daemon on real libvirt with TCG guests, whose store QEMU (running as
-/// another user) can reach.
-fn libvirt_daemon(uri: &str) -> Daemon {
-    let daemon = Daemon::start_with(&[
-        "--hypervisor",
-        "libvirt",
-        "--libvirt-uri",
-        uri,
-        "--virt-type",
-        "qemu",
-    ]);
-    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    daemon
-}
-
 /// A /24 unlikely to clash with other tests' networks on the same host.
 fn random_subnet() -> (String, String) {
     let n = u32::from_str_radix(&unique_suffix()[..4], 16).unwrap();
@@ -473,7 +457,7 @@ fn libvirt_run_boots_the_firmware_and_leaves_nothing_behind() {
     let vm = cleanup.domain(&format!("vmr-e2e-run-{sfx}"));
     let nat = cleanup.network(&format!("vmr-e2e-nat-{sfx}"));
     let isolated = cleanup.network(&format!("vmr-e2e-iso-{sfx}"));
-    let mut daemon = libvirt_daemon(&uri);
+    let mut daemon = Daemon::on_libvirt(&uri);
     let work = tempfile::tempdir().unwrap();
     let (_, blob) = import_image(&daemon, work.path(), "tests/boot");
     let blob_digest = sha256_file(&blob);
@@ -627,7 +611,7 @@ fn libvirt_on_failure_restarts_a_killed_qemu_and_no_does_not() {
     let mut cleanup = Cleanup::new(&uri);
     let failing = cleanup.domain(&format!("vmr-e2e-onfail-{sfx}"));
     let plain = cleanup.domain(&format!("vmr-e2e-nopol-{sfx}"));
-    let daemon = libvirt_daemon(&uri);
+    let daemon = Daemon::on_libvirt(&uri);
     let work = tempfile::tempdir().unwrap();
     import_image(&daemon, work.path(), "tests/boot");
 

@@ -26,21 +26,6 @@ fn libvirt_uri() -> Option<String> {
     }
 }
 
-/// A daemon on the real libvirt, with TCG guests. QEMU runs as another
-/// user: it must be able to reach the store and the runtime files.
-fn libvirt_daemon(uri: &str) -> Daemon {
-    let daemon = Daemon::start_with(&[
-        "--hypervisor",
-        "libvirt",
-        "--libvirt-uri",
-        uri,
-        "--virt-type",
-        "qemu",
-    ]);
-    std::fs::set_permissions(daemon.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    daemon
-}
-
 fn virsh(uri: &str, args: &[&str]) -> Vec<String> {
     let out = Command::new("virsh")
         .arg("-c")
@@ -83,7 +68,7 @@ fn ziti_example_on_real_libvirt() {
     let Some(uri) = libvirt_uri() else {
         return;
     };
-    let daemon = libvirt_daemon(&uri);
+    let daemon = Daemon::on_libvirt(&uri);
     let work = tempfile::tempdir().unwrap();
     let disk = qcow2(work.path(), "disk.qcow2", "64M");
     import_tiny(&daemon, ZITI_IMAGE, "ziti", &disk, "qcow2");
@@ -246,7 +231,7 @@ fn ready_gate_against_a_real_boot() {
     let Some(uri) = libvirt_uri() else {
         return;
     };
-    let daemon = libvirt_daemon(&uri);
+    let daemon = Daemon::on_libvirt(&uri);
     let work = tempfile::tempdir().unwrap();
     let iso = bootable_guest_iso(work.path());
     import_tiny(&daemon, "tests/bootable", "1", &iso, "iso");
