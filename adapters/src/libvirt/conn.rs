@@ -211,6 +211,9 @@ impl Connection {
                 && !conn.is_alive().unwrap_or(false)
             {
                 this.invalidate(message);
+                // Report the outage the way every later call will (since
+                // when, next attempt), not the transport's last words.
+                this.get()?;
             }
             result
         })
