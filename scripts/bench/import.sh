@@ -43,23 +43,28 @@ for _ in $(seq "$REPS"); do
 done
 rm -f "$WORK/copy.raw"
 
-# import_runs NAME [ENV...]: REPS imports on a fresh daemon; sets TIMES and RSS_MIB.
+# import_runs NAME [ENV...]: REPS imports on a fresh daemon; sets TIMES,
+# RSS_MIB and FAULTS (the daemon's minor page faults per GiB imported).
 import_runs() {
   local name=$1; shift
   rm -rf "$WORK/store"
   start_vmrd "$WORK/$name.sock" --fs-path "$WORK/store" --hypervisor fake
   TIMES=()
+  local faults=0 f0
   for i in $(seq "$REPS"); do
+    f0=$(minflt "$VMRD_PID")
     TIMES+=("$(timed env "$@" "$BIN/vmr" --socket "$WORK/$name.sock" import -f "$WORK/vmfile.yaml" -t "r$i")")
+    faults=$((faults + $(minflt "$VMRD_PID") - f0))
     "$BIN/vmr" --socket "$WORK/$name.sock" rmi "bench/disk:r$i" > /dev/null
   done
+  FAULTS=$((faults * 1024 / SIZE_MIB / REPS))
   RSS_MIB=$(hwm_mib "$VMRD_PID")
   stop_vmrd
 }
 import_runs fd VMR_IMPORT_STREAM=0
-F=$(median "${TIMES[@]}"); RSS_FD=$RSS_MIB
+F=$(median "${TIMES[@]}"); RSS_FD=$RSS_MIB; FAULTS_FD=$FAULTS
 import_runs stream VMR_IMPORT_STREAM=1
-S=$(median "${TIMES[@]}"); RSS_STREAM=$RSS_MIB
+S=$(median "${TIMES[@]}"); RSS_STREAM=$RSS_MIB; FAULTS_STREAM=$FAULTS
 rm -rf "$WORK/store"
 
 H=$(median "${hash_times[@]}"); C=$(median "${copy_times[@]}")
@@ -67,13 +72,15 @@ cat > "$WORK/section.md" <<MD
 ## Import over the socket (${SIZE_MIB} MiB raw disk, input in the page cache)
 
 Median of $REPS runs; machine: $(machine). Each import hashes, writes,
-fsyncs and renames the disk blob; each path runs on its own daemon.
+fsyncs and renames the disk blob; each path runs on its own daemon. Page
+faults are the daemon's minor faults per GiB imported (all threads), a count
+that does not depend on the machine's load.
 
-| what | median s | MB/s | throughput ÷ durable-copy limit | daemon peak RSS (VmHWM) |
-|---|---|---|---|---|
-| \`openssl dgst -sha256\` (hash only) | $(printf %.2f "$H") | $(mbps "$BYTES" "$H") | $(ratio "$C" "$H") | |
-| durable-copy limit: \`openssl dgst\` ∥ \`cp && sync\` | $(printf %.2f "$C") | $(mbps "$BYTES" "$C") | 1.00 | |
-| \`vmr import\`, open file passed over the socket (default) | $(printf %.2f "$F") | $(mbps "$BYTES" "$F") | $(ratio "$C" "$F") | ${RSS_FD} MiB |
-| \`vmr import\`, client stream (\`VMR_IMPORT_STREAM=1\`) | $(printf %.2f "$S") | $(mbps "$BYTES" "$S") | $(ratio "$C" "$S") | ${RSS_STREAM} MiB |
+| what | median s | MB/s | throughput ÷ durable-copy limit | daemon peak RSS (VmHWM) | daemon page faults per GiB |
+|---|---|---|---|---|---|
+| \`openssl dgst -sha256\` (hash only) | $(printf %.2f "$H") | $(mbps "$BYTES" "$H") | $(ratio "$C" "$H") | | |
+| durable-copy limit: \`openssl dgst\` ∥ \`cp && sync\` | $(printf %.2f "$C") | $(mbps "$BYTES" "$C") | 1.00 | | |
+| \`vmr import\`, open file passed over the socket (default) | $(printf %.2f "$F") | $(mbps "$BYTES" "$F") | $(ratio "$C" "$F") | ${RSS_FD} MiB | ${FAULTS_FD} |
+| \`vmr import\`, client stream (\`VMR_IMPORT_STREAM=1\`) | $(printf %.2f "$S") | $(mbps "$BYTES" "$S") | $(ratio "$C" "$S") | ${RSS_STREAM} MiB | ${FAULTS_STREAM} |
 MD
 put_section import "$WORK/section.md"

@@ -35,6 +35,9 @@ mbps() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2])/
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 # timed CMD...: the wall-clock seconds of one run, output discarded
 timed() { local t0 t1; t0=$(now); "$@" > /dev/null; t1=$(now); python3 -c "print($t1-$t0)"; }
+# minflt PID: the process's minor page faults so far, all threads (a count,
+# not a time: it does not depend on the machine's load).
+minflt() { awk '{print $10}' "/proc/$1/stat"; }
 hwm_mib() { echo $(( $(awk '/VmHWM/ {print $2}' "/proc/$1/status") / 1024 )); }
 
 machine() {

@@ -15,7 +15,6 @@ use std::os::unix::fs::FileTypeExt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recv, recvmsg};
@@ -24,6 +23,8 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use vmr_ports::driving::{ErrorKind, UploadStream, UseCaseError};
+
+use super::chunk_pool::ChunkPool;
 
 /// The first bytes of a side-channel connection (an HTTP/2 connection starts
 /// with `PRI `, so the two never mix).
@@ -37,6 +38,9 @@ const CLASSIFY_PATIENCE: Duration = Duration::from_secs(10);
 /// Read size on the passed file; with the channel depth this bounds memory.
 const READ_CHUNK: usize = 1 << 20;
 const READ_AHEAD: usize = 4;
+/// Chunk buffers kept for reuse: more than can be in flight at once (the
+/// channel, the spool's queues of 4 and 16 and the chunks in hand).
+const POOLED_CHUNKS: usize = 32;
 
 /// What a new connection on the socket is.
 #[derive(Debug, PartialEq, Eq)]
@@ -289,7 +293,8 @@ fn check_readable_file(file: &File) -> Result<u64, String> {
 /// as the upload stream the import use case takes. A file that ends early
 /// (truncated meanwhile) fails the stream. Plain `read`s after one seek to 0
 /// (the descriptor's offset is shared with the caller, who handed the file
-/// over): unlike `pread` into a fresh buffer, they need no zeroing first.
+/// over), into recycled buffers: the chunks in flight (channel, spool
+/// queues, the buffers being hashed and written) come back to the pool.
 pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
     let (sender, receiver) = mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
@@ -299,11 +304,12 @@ pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
             let _ = sender.blocking_send(Err(read_error(&e)));
             return;
         }
+        let pool = ChunkPool::new(READ_CHUNK, POOLED_CHUNKS);
         let mut offset = 0u64;
         while offset < size {
-            let want = (size - offset).min(READ_CHUNK as u64);
-            let mut chunk = Vec::with_capacity(READ_CHUNK);
-            let item = match reader.take(want).read_to_end(&mut chunk) {
+            let want = (size - offset).min(READ_CHUNK as u64) as usize;
+            let mut buf = pool.take();
+            let item = match read_up_to(reader, &mut buf[..want]) {
                 Ok(0) => Err(UseCaseError::new(
                     ErrorKind::Cancelled,
                     format!(
@@ -313,7 +319,7 @@ pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
                 )),
                 Ok(n) => {
                     offset += n as u64;
-                    Ok(Bytes::from(chunk))
+                    Ok(pool.freeze(buf, n))
                 }
                 Err(e) => Err(read_error(&e)),
             };
@@ -324,6 +330,20 @@ pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
         }
     });
     ReceiverStream::new(receiver).boxed()
+}
+
+/// Fills `buf` unless the file ends first; the count read.
+fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 fn read_error(e: &io::Error) -> UseCaseError {
