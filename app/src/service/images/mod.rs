@@ -64,6 +64,17 @@ pub struct ImageService {
     /// which `inspect` (it re-reads and verifies) and `system check` report.
     /// Listing 200 images then reads 200 small manifests, not 400 files.
     configs: std::sync::Mutex<HashMap<Digest, Arc<ImageConfig>>>,
+    /// Parsed manifests and what a listing shows of them, by manifest
+    /// digest: content-addressed like the configs, so a listing parses only
+    /// manifests it has not seen before.
+    described: std::sync::Mutex<HashMap<Digest, Arc<Described>>>,
+}
+
+/// A manifest and the image summary built from it and its config; the
+/// summary's repository and tags are the caller's to fill.
+struct Described {
+    info: ImageInfo,
+    manifest: Manifest,
 }
 
 /// Entries kept in the config cache before it is emptied.
@@ -78,6 +89,7 @@ impl ImageService {
             gc: Mutex::new(()),
             commits: RwLock::new(()),
             configs: std::sync::Mutex::new(HashMap::new()),
+            described: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -194,6 +206,33 @@ impl ImageService {
         tags: Vec<Tag>,
         manifest_bytes: &Bytes,
     ) -> Result<(ImageInfo, Manifest), UseCaseError> {
+        let described = self
+            .described(repository, &Digest::of(manifest_bytes), manifest_bytes)
+            .await?;
+        let info = ImageInfo {
+            repository: repository.clone(),
+            tags,
+            ..described.info.clone()
+        };
+        Ok((info, described.manifest.clone()))
+    }
+
+    /// The parsed manifest with digest `digest` (its bytes are
+    /// `manifest_bytes`) and its summary, from the cache or parsed now.
+    async fn described(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        manifest_bytes: &Bytes,
+    ) -> Result<Arc<Described>, UseCaseError> {
+        let cached = self
+            .described
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(digest).cloned());
+        if let Some(described) = cached {
+            return Ok(described);
+        }
         let manifest = Manifest::from_json(manifest_bytes)?;
         let config = self.config(&manifest.config.digest).await?;
         let size = manifest_bytes.len() as u64
@@ -201,8 +240,8 @@ impl ImageService {
             + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         let info = ImageInfo {
             repository: repository.clone(),
-            tags,
-            digest: Digest::of(manifest_bytes),
+            tags: Vec::new(),
+            digest: digest.clone(),
             size,
             disk_format: config.spec.disk_format,
             created: manifest
@@ -214,7 +253,14 @@ impl ImageService {
             memory_bytes: config.spec.resources.memory,
             description: config.metadata.description.clone().unwrap_or_default(),
         };
-        Ok((info, manifest))
+        let described = Arc::new(Described { info, manifest });
+        if let Ok(mut cache) = self.described.lock() {
+            if cache.len() >= CONFIG_CACHE_LIMIT {
+                cache.clear();
+            }
+            cache.insert(digest.clone(), described.clone());
+        }
+        Ok(described)
     }
 
     /// Every tag with the digest of the manifest it points at.
@@ -395,8 +441,12 @@ impl ImageUseCases for ImageService {
         let mut images = Vec::with_capacity(grouped.len());
         for ((repo, digest), (mut tags, bytes)) in grouped {
             tags.sort();
-            match self.describe(&repo, tags, &bytes).await {
-                Ok((info, _)) => images.push(info),
+            match self.described(&repo, &digest, &bytes).await {
+                Ok(described) => images.push(ImageInfo {
+                    repository: repo,
+                    tags,
+                    ..described.info.clone()
+                }),
                 // A damaged image must not hide the others; `inspect` names
                 // the damage and `vmr system check` reports it.
                 Err(e)

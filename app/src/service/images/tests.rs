@@ -210,3 +210,40 @@ async fn an_image_resolved_with_a_lease_survives_its_removal_until_released() {
     let pruned = fixture.images.prune(false).await.expect("prune");
     assert_eq!(pruned.deleted.len(), 3);
 }
+
+#[tokio::test]
+async fn one_manifest_under_two_names_lists_each_with_its_own_name_and_tags() {
+    let fixture = fixture(None);
+    let images = &fixture.images;
+    import(images, "v1", b"same disk").await;
+    // Listed once, so the manifest's summary is cached under its digest.
+    let first = images.list(None).await.expect("list");
+    assert_eq!(first.len(), 1);
+    let source: Reference = "leased:v1".parse().expect("reference");
+    let other: Reference = "other/name:blue".parse().expect("reference");
+    images.tag(&source, &other).await.expect("tag");
+    images
+        .tag(&source, &"leased:v2".parse().expect("reference"))
+        .await
+        .expect("tag");
+
+    let listed = images.list(None).await.expect("list");
+    let summary: Vec<(String, Vec<String>)> = listed
+        .iter()
+        .map(|i| {
+            let tags = i.tags.iter().map(ToString::to_string).collect();
+            (i.repository.to_string(), tags)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("leased".to_owned(), vec!["v1".to_owned(), "v2".to_owned()]),
+            ("other/name".to_owned(), vec!["blue".to_owned()]),
+        ]
+    );
+    assert!(listed.iter().all(|i| i.digest == first[0].digest));
+    let details = images.inspect(&other).await.expect("inspect");
+    assert_eq!(details.info.repository.to_string(), "other/name");
+    assert_eq!(details.info.tags.len(), 1);
+}
