@@ -22,7 +22,7 @@ SOCK="$WORK/vmr.sock"
 VMR=("$BIN/vmr" --socket "$SOCK")
 
 echo "bench rpc: daemon start to serving"
-START_JSON=$("$LOAD" --measure-start "$BIN/vmrd" --starts 10)
+START_JSON=$("$LOAD" --measure-start "$BIN/vmrd" --starts 10 --idle-smaps "$WORK/idle.smaps")
 
 "$BIN/vmrd" --socket "$SOCK" --fs-path "$WORK/store" --hypervisor fake --log-level warn \
   2> "$WORK/vmrd.log" &
@@ -137,6 +137,13 @@ ListVMs runs; $((SEQ_HWM_KIB / 1024)) MiB after one caller's ListImages loop.
 |---|---|---|
 | spawn to first answered Health call, median of 10 (fake mode, empty store) | $(field "$START_JSON" start_to_serving_ms_median) ms (max $(field "$START_JSON" start_to_serving_ms_max) ms) | spawn and exit of \`true\`: $(field "$START_JSON" true_spawn_ms_median) ms |
 | idle RSS (VmRSS after start, 10 calls, 1 s idle) | $(( $(field "$START_JSON" idle_rss_kib) / 1024 )) MiB | |
+
+The idle RSS by mapping (\`/proc/PID/smaps\` of that idle daemon, $(field "$START_JSON" idle_threads)
+threads; file-backed pages count once mapped, shared or not):
+
+| mapping | Rss KiB | private dirty KiB |
+|---|---|---|
+$(python3 "$REPO/scripts/bench/smaps.py" "$WORK/idle.smaps" vmrd)
 MD
 python3 - "$H8" "$V8" "$HS" "$VS" "$IS" "$START_JSON" "$WORK/images.json" "$CAPPED" "$VW" "$IW" >> "$SECTION" <<'PY'
 import json, sys

@@ -87,7 +87,18 @@ pub(crate) fn start(conn: &Connect, name: &str) -> Result<(), HypervisorError> {
             });
         }
     }
-    dom.create().map_err(|e| map_err(vm(name), &e))?;
+    // libvirt's and QEMU's own share of a start, apart from vmr's checks
+    // around it (`scripts/bench/vm.sh` tables it).
+    let began = std::time::Instant::now();
+    let created = dom.create();
+    let duration_ms = began.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(
+        vm = name,
+        call = "virDomainCreate",
+        duration_ms,
+        "libvirt call"
+    );
+    created.map_err(|e| map_err(vm(name), &e))?;
     Ok(())
 }
 

@@ -258,10 +258,14 @@ impl VmUseCases for VmService {
 
     #[instrument(skip(self))]
     async fn start(&self, name: &VmName) -> Result<VmRecord, UseCaseError> {
+        let mut phases = materialize::Phases::new(name);
         self.inner.hypervisor.start_vm(name).await?;
+        phases.start("start");
         self.inner.runtime.clear_stopped(name).await;
         info!(vm = %name, "VM started");
-        self.record(name).await
+        let record = self.record(name).await;
+        phases.start("inspect");
+        record
     }
 
     #[instrument(skip(self))]

@@ -71,6 +71,10 @@ struct Args {
     /// Starts to time with --measure-start.
     #[arg(long, default_value_t = 10)]
     starts: usize,
+    /// With --measure-start: also copy the idle daemon's /proc/PID/smaps
+    /// here (for `scripts/bench/smaps.py`'s per-mapping breakdown).
+    #[arg(long, value_name = "PATH", requires = "measure_start")]
+    idle_smaps: Option<PathBuf>,
 }
 
 /// One caller's client over a shared connection.
@@ -251,7 +255,11 @@ fn vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc/PID/status")
 }
 
-async fn measure_start(vmrd: &Path, starts: usize) -> anyhow::Result<()> {
+async fn measure_start(
+    vmrd: &Path,
+    starts: usize,
+    idle_smaps: Option<&Path>,
+) -> anyhow::Result<()> {
     if starts == 0 || starts > 100 {
         bail!("--starts must be 1..=100");
     }
@@ -263,6 +271,7 @@ async fn measure_start(vmrd: &Path, starts: usize) -> anyhow::Result<()> {
     }
     let mut samples = Vec::with_capacity(starts);
     let mut idle_rss_kib = 0;
+    let mut idle_threads = 0;
     for i in 0..starts {
         let dir = tempfile::Builder::new().prefix("vmr-start-").tempdir()?;
         let socket = dir.path().join("vmr.sock");
@@ -300,6 +309,16 @@ async fn measure_start(vmrd: &Path, starts: usize) -> anyhow::Result<()> {
             drop(client);
             tokio::time::sleep(Duration::from_secs(1)).await;
             idle_rss_kib = vm_rss_kib(child.id())?;
+            let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+            idle_threads = std::fs::read_dir(proc_dir.join("task"))
+                .context("reading /proc/PID/task")?
+                .count();
+            if let Some(path) = idle_smaps {
+                let smaps =
+                    std::fs::read(proc_dir.join("smaps")).context("reading /proc/PID/smaps")?;
+                std::fs::write(path, smaps)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -311,6 +330,7 @@ async fn measure_start(vmrd: &Path, starts: usize) -> anyhow::Result<()> {
         "start_to_serving_ms_max": samples.iter().max().map_or(0.0, |d| round3(d.as_secs_f64() * 1000.0)),
         "true_spawn_ms_median": median_ms(baseline),
         "idle_rss_kib": idle_rss_kib,
+        "idle_threads": idle_threads,
     });
     println!("{report}");
     Ok(())
@@ -320,7 +340,7 @@ async fn measure_start(vmrd: &Path, starts: usize) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(vmrd) = &args.measure_start {
-        return measure_start(vmrd, args.starts).await;
+        return measure_start(vmrd, args.starts, args.idle_smaps.as_deref()).await;
     }
     let (Some(rpc), Some(socket)) = (args.rpc, &args.socket) else {
         bail!("--rpc and --socket are required");

@@ -10,12 +10,50 @@ use std::time::Instant;
 use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
+use vmr_domain::vm::VmName;
 use vmr_ports::blobstore::BlobStore;
 use vmr_ports::driving::UseCaseError;
 use vmr_ports::{DiskAttachment, Hypervisor, HypervisorError, StopMode, VmDefinition, VmRecord};
 
 use super::create::PreparedVm;
 use super::runtime::RuntimeDirs;
+
+/// Each phase's duration as a debug event (`scripts/bench/vm.sh` tables
+/// them): "create phase" while a VM is created, "start phase" when an
+/// existing VM is started (`vmr start`, compose). The phase names are the
+/// same in both: `start` is the hypervisor's start call as vmr makes it,
+/// `inspect` the read-back of the started VM.
+pub(super) struct Phases<'a> {
+    vm: &'a VmName,
+    since: Instant,
+}
+
+impl<'a> Phases<'a> {
+    pub(super) fn new(vm: &'a VmName) -> Self {
+        Self {
+            vm,
+            since: Instant::now(),
+        }
+    }
+
+    fn lap(&mut self) -> f64 {
+        let ms = self.since.elapsed().as_secs_f64() * 1e3;
+        self.since = Instant::now();
+        ms
+    }
+
+    /// Ends a phase of a create.
+    pub(super) fn create(&mut self, phase: &'static str) {
+        let duration_ms = self.lap();
+        tracing::debug!(vm = %self.vm, phase, duration_ms, "create phase");
+    }
+
+    /// Ends a phase of a start.
+    pub(super) fn start(&mut self, phase: &'static str) {
+        let duration_ms = self.lap();
+        tracing::debug!(vm = %self.vm, phase, duration_ms, "start phase");
+    }
+}
 
 /// What has been made so far, to undo on failure.
 #[derive(Default)]
@@ -76,13 +114,8 @@ async fn build(
         start,
     } = prepared;
     let name = spec.name.clone();
-    // Each phase's duration as a debug event (`scripts/bench/vm.sh` tables them).
-    let mut phase_started = Instant::now();
-    let mut phase = |what: &str| {
-        let ms = phase_started.elapsed().as_secs_f64() * 1e3;
-        tracing::debug!(vm = %name, phase = what, duration_ms = ms, "create phase");
-        phase_started = Instant::now();
-    };
+    let mut phases = Phases::new(&name);
+    let mut phase = |what: &'static str| phases.create(what);
     let base = store.local_path(&disk_digest).await?;
 
     // No VM has this name (checked), so a directory of that name is what a

@@ -594,3 +594,84 @@ async fn images_used_by_vms_are_kept() {
     let pruned = world.images.prune(false).await.unwrap();
     assert_eq!(pruned.deleted.len(), 3, "manifest, config and disk");
 }
+
+/// Collects what a JSON tracing subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// (message, vm, phase) of each phase event, in order.
+    fn phases(&self) -> Vec<(String, String, String)> {
+        let text = String::from_utf8(lock(&self.0).clone()).unwrap();
+        text.lines()
+            .filter_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                let f = &event["fields"];
+                let message = f["message"].as_str()?;
+                if !message.ends_with(" phase") {
+                    return None;
+                }
+                assert!(f["duration_ms"].as_f64().unwrap() >= 0.0, "{line}");
+                Some((
+                    message.to_owned(),
+                    f["vm"].as_str()?.to_owned(),
+                    f["phase"].as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// scripts/bench/vm.sh tables these debug events: a create's phases, and a
+/// later start's (compose creates stopped, then starts).
+#[tokio::test(flavor = "current_thread")]
+async fn creates_and_starts_log_their_phases() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let world = World::new().await;
+    let mut req = request("web", "tests/raw:1");
+    req.start = false;
+    world.vms.create(req).await.unwrap();
+    world.vms.start(&name("web")).await.unwrap();
+    world
+        .vms
+        .create(request("db", "tests/raw:1"))
+        .await
+        .unwrap();
+    let event = |message: &str, vm: &str, phase: &str| {
+        (message.to_owned(), vm.to_owned(), phase.to_owned())
+    };
+    assert_eq!(
+        captured.phases(),
+        [
+            event("create phase", "web", "prepare"),
+            event("create phase", "web", "disk"),
+            event("create phase", "web", "seed"),
+            event("create phase", "web", "define"),
+            event("start phase", "web", "start"),
+            event("start phase", "web", "inspect"),
+            event("create phase", "db", "prepare"),
+            event("create phase", "db", "disk"),
+            event("create phase", "db", "seed"),
+            event("create phase", "db", "define"),
+            event("create phase", "db", "start"),
+            event("create phase", "db", "inspect"),
+        ]
+    );
+}
