@@ -258,6 +258,9 @@ pub(crate) async fn file_range_stream(
         .boxed())
 }
 
+/// Plain pieces ready to be written, each with its offset in the disk.
+pub(crate) type Pieces = Vec<(u64, Bytes)>;
+
 /// A chunk's stored bytes on their way into the disk: decompressed when
 /// zstd, hashed both ways, size-checked as they come (a chunk that
 /// decompresses past its size is stopped at once), and cut into pieces of
@@ -295,7 +298,7 @@ impl Place {
     }
 
     /// Takes plain bytes; full pieces go to `out`.
-    fn take_plain(&mut self, mut bytes: &[u8], out: &mut Vec<(u64, Bytes)>) -> std::io::Result<()> {
+    fn take_plain(&mut self, mut bytes: &[u8], out: &mut Pieces) -> std::io::Result<()> {
         if self.written + bytes.len() as u64 > self.size {
             return Err(std::io::Error::other(format!(
                 "the chunk is longer than its announced {} bytes",
@@ -318,7 +321,7 @@ impl Place {
         Ok(())
     }
 
-    fn flush(&mut self, out: &mut Vec<(u64, Bytes)>) {
+    fn flush(&mut self, out: &mut Pieces) {
         if self.pending.is_empty() {
             return;
         }
@@ -330,7 +333,7 @@ impl Place {
 
     /// Takes the next bytes as the registry stores them; returns the plain
     /// pieces now ready to be written, with their disk offsets.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> std::io::Result<Vec<(u64, Bytes)>> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> std::io::Result<Pieces> {
         use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
         self.stored.update(bytes);
         let mut out = Vec::new();
@@ -360,7 +363,7 @@ impl Place {
         mut self,
         stored: &Digest,
         plain: &Digest,
-    ) -> std::io::Result<(Vec<(u64, Bytes)>, Result<(), String>)> {
+    ) -> std::io::Result<(Pieces, Result<(), String>)> {
         use zstd::stream::raw::{Operation, OutBuffer};
         let mut out = Vec::new();
         if let Some(mut decoder) = self.decoder.take() {
