@@ -76,9 +76,7 @@ impl ChunkReader {
         let want = usize::try_from(self.remaining)
             .unwrap_or(usize::MAX)
             .min(max.max(1));
-        // Sized once: growing by doubling copied each PATCH body several
-        // times and left the allocator holding every intermediate size.
-        let mut buffer = BytesMut::with_capacity(want);
+        let mut buffer = BytesMut::new();
         while buffer.len() < want {
             if self.pending.is_empty() {
                 match self.stream.next().await {
