@@ -55,6 +55,32 @@ pub trait BlobWriter: Send {
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
 
+/// A blob whose size and digest are known in advance, written by position
+/// (a chunked pull): a pre-sized local file whose ranges are written in any
+/// order and concurrently. The caller marks ranges as final with `settle`;
+/// the store hashes the contiguous settled prefix as it grows and, on
+/// `commit`, the rest, and publishes the blob only if it hashes to its
+/// digest. Nothing is visible before. Dropped without `commit`, the file is
+/// kept (as a partial download is) for the next `place_blob` of the digest.
+#[async_trait]
+pub trait PlacedWriter: Send + Sync {
+    /// The blob's size.
+    fn size(&self) -> u64;
+    /// Whether the file was left by an earlier writer of the same digest and
+    /// size: ranges that writer wrote and the caller knows to be good need
+    /// not be written again. When false, every range must be written.
+    fn resumed(&self) -> bool;
+    /// Writes `bytes` at `offset`; a write past the size is an error.
+    async fn write_at(&self, offset: u64, bytes: Bytes) -> Result<(), StoreError>;
+    /// Declares `range` final: it will not be written again.
+    async fn settle(&self, range: Range<u64>) -> Result<(), StoreError>;
+    /// Hashes what is not hashed yet, makes the data durable and visible
+    /// under the digest; `DigestMismatch` (and the file dropped) otherwise.
+    async fn commit(self: Box<Self>) -> Result<(Digest, u64), StoreError>;
+    /// Discards the file.
+    async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
 /// The blob and manifest store (filesystem, S3 or memory).
 #[async_trait]
 pub trait BlobStore: Send + Sync {
@@ -65,6 +91,13 @@ pub trait BlobStore: Send + Sync {
     /// re-hashed, and `written()` tells where to continue. Its `commit` also
     /// checks against `expected`; `abort` or a mismatch drops the partial.
     async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
+    /// Starts or continues a blob of `size` bytes written by position (see
+    /// [`PlacedWriter`]).
+    async fn place_blob(
+        &self,
+        expected: &Digest,
+        size: u64,
+    ) -> Result<Box<dyn PlacedWriter>, StoreError>;
     /// Whether a committed blob exists.
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError>;
     /// The size of a committed blob.

@@ -14,7 +14,7 @@ pub mod registry;
 pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
 };
-pub use blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+pub use blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
 pub use hypervisor::{
     DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind,
     NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,

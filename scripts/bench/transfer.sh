@@ -108,8 +108,8 @@ fsync. vmr with one layer (\`--push-chunk-mib 0\`) sends the disk from its store
 requests and pulls it verifying the digest while writing, then fsyncs and
 renames it. With its default, \`--push-chunk-mib 32\`, vmr pushes 32 MiB chunk layers, 3 at
 a time, each zstd-compressed only when that saves 10 % (random data: never),
-and pulls them 3 at a time into staging files, verifying each, then appends
-them to the disk blob (docs/chunked-images.md). The data is random, the worst
+and pulls them 3 at a time, verifying each as it streams and writing it once
+at its offset in the disk blob (docs/chunked-images.md). The data is random, the worst
 case for compression. Median of $REPS runs;
 machine: $(machine).
 

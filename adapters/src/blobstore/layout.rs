@@ -28,6 +28,12 @@ pub(crate) fn partial_name(digest: &Digest) -> String {
     format!("{PARTIAL_PREFIX}{}", digest.hex())
 }
 
+/// `partial-<hex>-placed`: a blob written by position (kept as long as a
+/// partial download).
+pub(crate) fn placed_name(digest: &Digest) -> String {
+    format!("{PARTIAL_PREFIX}{}-placed", digest.hex())
+}
+
 /// The repository and tag a manifest key names, or `None` for any other key
 /// (directories, stray files, names that are not valid repositories or tags).
 pub(crate) fn parse_manifest_key(key: &str) -> Option<(Repository, Tag)> {

@@ -11,6 +11,7 @@
 mod error;
 mod layout;
 mod local;
+mod placed;
 mod s3;
 mod s3_uploads;
 mod spool;
@@ -27,7 +28,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use opendal::{ErrorKind, Operator};
 use tempfile::TempDir;
 use vmr_domain::image::{Digest, Repository, Tag};
-use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
 
 pub use s3::S3Settings;
 pub use s3_uploads::{DEFAULT_UPLOAD_EXPIRY, delete_bucket};
@@ -289,6 +290,14 @@ impl BlobStore for OpendalStore {
             spool: Spool::start(opened),
             resumed_for: Some(expected.clone()),
         }))
+    }
+
+    async fn place_blob(
+        &self,
+        expected: &Digest,
+        size: u64,
+    ) -> Result<Box<dyn PlacedWriter>, StoreError> {
+        Ok(Box::new(self.inner.place(expected, size).await?))
     }
 
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {

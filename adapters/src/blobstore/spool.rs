@@ -37,7 +37,7 @@ const QUEUE_DEPTH: usize = 4;
 const WRITE_QUEUE_DEPTH: usize = 16;
 /// How long a resumed writer waits for an earlier writer of the same partial
 /// file (typically one just dropped after a cut connection) to let it go.
-const PARTIAL_HANDOVER: Duration = Duration::from_secs(5);
+pub(crate) const PARTIAL_HANDOVER: Duration = Duration::from_secs(5);
 /// Written data is pushed towards the disk in windows of this size, one
 /// window behind the writer, so that the disk works while sha256 does and the
 /// final fsync only has the tail left.
@@ -73,7 +73,11 @@ impl ActiveTemps {
     }
 
     /// Claims `name`, waiting up to `patience` for its current owner.
-    async fn claim(self: &Arc<Self>, name: &str, patience: Duration) -> Option<ActiveGuard> {
+    pub(crate) async fn claim(
+        self: &Arc<Self>,
+        name: &str,
+        patience: Duration,
+    ) -> Option<ActiveGuard> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let released = self.released.notified();
@@ -142,6 +146,14 @@ impl TempFile {
             kind: TempKind::Fresh(named),
             _guard: guard,
         })
+    }
+
+    /// A named temporary kept when dropped (a partial download).
+    pub(crate) fn partial(file: File, path: PathBuf, guard: ActiveGuard) -> Self {
+        Self {
+            kind: TempKind::Partial { file, path },
+            _guard: guard,
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {

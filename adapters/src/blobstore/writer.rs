@@ -71,7 +71,7 @@ impl BlobWriter for StoreWriter {
 
 impl Inner {
     /// Makes a verified temporary visible under its digest.
-    async fn publish(
+    pub(super) async fn publish(
         &self,
         mut temp: TempFile,
         digest: &Digest,

@@ -44,6 +44,8 @@ macro_rules! suite {
             corruption_is_reported,
             resume_continues_a_partial_blob,
             resume_with_wrong_content_is_a_mismatch,
+            placed_blob_written_out_of_order_commits,
+            placed_blob_resumes_and_refuses_wrong_content,
             clean_temporaries_removes_leftovers,
             concurrent_writers_of_the_same_content,
             local_path_holds_the_blob,
@@ -420,6 +422,102 @@ pub async fn resume_continues_a_partial_blob(h: &impl Harness) {
     let writer = store.resume_blob(&digest).await.unwrap();
     assert_eq!(writer.written(), 0);
     writer.abort().await.unwrap();
+}
+
+/// Writes `bytes[range]` into a placed writer in 64 KiB pieces.
+async fn place_range(
+    writer: &dyn vmr_ports::blobstore::PlacedWriter,
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+) {
+    for start in range.clone().step_by(64 * 1024) {
+        let end = (start + 64 * 1024).min(range.end);
+        writer
+            .write_at(start as u64, Bytes::copy_from_slice(&bytes[start..end]))
+            .await
+            .unwrap();
+    }
+}
+
+pub async fn placed_blob_written_out_of_order_commits(h: &impl Harness) {
+    let store = h.store();
+    let bytes = data(3 * 1024 * 1024 + 123, 11);
+    let digest = Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    let writer = store.place_blob(&digest, size).await.unwrap();
+    assert!(!writer.resumed());
+    assert_eq!(writer.size(), size);
+    // Chunks land in any order; settled out of order too.
+    let chunks = [
+        (2_000_000, bytes.len()),
+        (0, 1_000_000),
+        (1_000_000, 2_000_000),
+    ];
+    for (start, end) in chunks {
+        place_range(&*writer, &bytes, start..end).await;
+        writer.settle(start as u64..end as u64).await.unwrap();
+    }
+    // Past the end is refused, naming the size.
+    let past = writer
+        .write_at(size - 1, Bytes::from_static(b"xy"))
+        .await
+        .unwrap_err();
+    assert!(past.to_string().contains(&size.to_string()), "{past}");
+    assert!(
+        !store.blob_exists(&digest).await.unwrap(),
+        "not visible before commit"
+    );
+    assert_eq!(writer.commit().await.unwrap(), (digest.clone(), size));
+    assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
+    store.verify_blob(&digest).await.unwrap();
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
+}
+
+pub async fn placed_blob_resumes_and_refuses_wrong_content(h: &impl Harness) {
+    let store = h.store();
+    let bytes = data(2 * 1024 * 1024 + 5, 12);
+    let digest = Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    let half = bytes.len() / 2;
+
+    // A first writer places the second half, settled, then goes away.
+    let writer = store.place_blob(&digest, size).await.unwrap();
+    place_range(&*writer, &bytes, half..bytes.len()).await;
+    writer.settle(half as u64..size).await.unwrap();
+    drop(writer);
+    assert!(!store.blob_exists(&digest).await.unwrap());
+
+    // The next one finds the file and only writes the first half.
+    let writer = store.place_blob(&digest, size).await.unwrap();
+    assert!(writer.resumed(), "the placed file is kept");
+    place_range(&*writer, &bytes, 0..half).await;
+    assert_eq!(writer.commit().await.unwrap(), (digest.clone(), size));
+    assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
+
+    // Another size of the same digest starts from a clean file.
+    let other = Digest::of(b"other");
+    let writer = store.place_blob(&other, 10).await.unwrap();
+    drop(writer);
+    let writer = store.place_blob(&other, 11).await.unwrap();
+    assert!(!writer.resumed());
+    writer.abort().await.unwrap();
+
+    // Wrong content: DigestMismatch, nothing visible, the file is gone.
+    let wrong = data(1000, 13);
+    let writer = store.place_blob(&digest, 1000).await.unwrap();
+    store.delete_blob(&digest).await.unwrap();
+    place_range(&*writer, &wrong, 0..1000).await;
+    writer.settle(0..1000).await.unwrap();
+    match writer.commit().await {
+        Err(StoreError::DigestMismatch { expected, .. }) => assert_eq!(expected, digest),
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    assert!(!store.blob_exists(&digest).await.unwrap());
+    assert!(store.list_blobs().await.unwrap().is_empty());
+    let writer = store.place_blob(&digest, 1000).await.unwrap();
+    assert!(!writer.resumed(), "a refused file is not kept");
+    writer.abort().await.unwrap();
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
 }
 
 pub async fn resume_with_wrong_content_is_a_mismatch(h: &impl Harness) {

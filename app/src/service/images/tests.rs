@@ -29,6 +29,13 @@ impl BlobStore for PausingStore {
     async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
         self.inner.resume_blob(expected).await
     }
+    async fn place_blob(
+        &self,
+        expected: &Digest,
+        size: u64,
+    ) -> Result<Box<dyn vmr_ports::PlacedWriter>, StoreError> {
+        self.inner.place_blob(expected, size).await
+    }
     async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
         self.inner.blob_exists(digest).await
     }

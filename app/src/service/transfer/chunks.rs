@@ -1,8 +1,9 @@
 //! The chunk work of chunked pushes and pulls (docs/chunked-images.md): on
 //! push, a chunk of the local disk is read, hashed and compressed into a
-//! spool file (kept only when zstd pays); on pull, a chunk is staged as a
-//! verified file (downloaded and decompressed, or copied from a local disk
-//! that holds the same bytes) before it is appended to the disk blob.
+//! spool file (kept only when zstd pays); on pull, a chunk's bytes
+//! (downloaded and decompressed, or copied from a local disk that holds the
+//! same bytes) are verified as they stream and written at their offset in
+//! the disk blob's placed temporary.
 //! Memory stays bounded: pieces of [`PIECE`] bytes, never a whole chunk.
 
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use vmr_domain::image::{Descriptor, Digest, DiskFormat};
@@ -34,7 +36,7 @@ pub struct ChunkSettings {
     pub chunk_bytes: u64,
     /// Chunks in flight at once.
     pub parallel: usize,
-    /// Spool and staging files of chunk transfers.
+    /// Push spool files and pull journals of chunk transfers.
     pub staging: PathBuf,
 }
 
@@ -256,28 +258,35 @@ pub(crate) async fn file_range_stream(
         .boxed())
 }
 
-/// A staging file being written with a chunk's plain bytes: checked against
-/// the chunk's size and digest, and renamed into place only then.
-pub(crate) struct Stage {
-    part: PathBuf,
-    out: Hashing<std::io::BufWriter<std::fs::File>>,
+/// Plain pieces ready to be written, each with its offset in the disk.
+pub(crate) type Pieces = Vec<(u64, Bytes)>;
+
+/// A chunk's stored bytes on their way into the disk: decompressed when
+/// zstd, hashed both ways, size-checked as they come (a chunk that
+/// decompresses past its size is stopped at once), and cut into pieces of
+/// [`PIECE`] plain bytes, each with its offset in the disk, to be written in
+/// place.
+pub(crate) struct Place {
+    /// Disk offset of the next plain byte handed out.
+    next: u64,
+    pending: BytesMut,
+    plain: Sha256,
+    written: u64,
+    size: u64,
     /// Present for compressed chunks.
     decoder: Option<zstd::stream::raw::Decoder<'static>>,
     scratch: Vec<u8>,
     stored: Sha256,
 }
 
-impl Stage {
-    pub(crate) fn create(part: PathBuf, size: u64, zstd: bool) -> std::io::Result<Self> {
-        let file = std::fs::File::create(&part)?;
+impl Place {
+    pub(crate) fn new(offset: u64, size: u64, zstd: bool) -> std::io::Result<Self> {
         Ok(Self {
-            part,
-            out: Hashing {
-                inner: std::io::BufWriter::with_capacity(PIECE, file),
-                hasher: Sha256::new(),
-                written: 0,
-                limit: size,
-            },
+            next: offset,
+            pending: BytesMut::new(),
+            plain: Sha256::new(),
+            written: 0,
+            size,
             decoder: if zstd {
                 Some(zstd::stream::raw::Decoder::new()?)
             } else {
@@ -288,68 +297,103 @@ impl Stage {
         })
     }
 
-    /// Takes the next bytes as the registry stores them.
-    pub(crate) fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-        self.stored.update(bytes);
-        let Some(decoder) = self.decoder.as_mut() else {
-            return self.out.write_all(bytes);
-        };
-        let mut input = InBuffer::around(bytes);
-        while input.pos < bytes.len() {
-            let mut output = OutBuffer::around(&mut self.scratch[..]);
-            decoder.run(&mut input, &mut output)?;
-            let n = output.pos();
-            self.out.write_all(&self.scratch[..n])?;
+    /// Takes plain bytes; full pieces go to `out`.
+    fn take_plain(&mut self, mut bytes: &[u8], out: &mut Pieces) -> std::io::Result<()> {
+        if self.written + bytes.len() as u64 > self.size {
+            return Err(std::io::Error::other(format!(
+                "the chunk is longer than its announced {} bytes",
+                self.size
+            )));
+        }
+        self.plain.update(bytes);
+        self.written += bytes.len() as u64;
+        while !bytes.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending.reserve(PIECE);
+            }
+            let take = (PIECE - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == PIECE {
+                self.flush(out);
+            }
         }
         Ok(())
     }
 
-    /// Checks the stored and plain digests and the size; renames the file
-    /// to `to`. On a mismatch the part is removed and the reason returned.
+    fn flush(&mut self, out: &mut Pieces) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let piece = self.pending.split().freeze();
+        let at = self.next;
+        self.next += piece.len() as u64;
+        out.push((at, piece));
+    }
+
+    /// Takes the next bytes as the registry stores them; returns the plain
+    /// pieces now ready to be written, with their disk offsets.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> std::io::Result<Pieces> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        self.stored.update(bytes);
+        let mut out = Vec::new();
+        let Some(mut decoder) = self.decoder.take() else {
+            self.take_plain(bytes, &mut out)?;
+            return Ok(out);
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut input = InBuffer::around(bytes);
+        let result = (|| {
+            while input.pos < bytes.len() {
+                let mut output = OutBuffer::around(&mut scratch[..]);
+                decoder.run(&mut input, &mut output)?;
+                let n = output.pos();
+                self.take_plain(&scratch[..n], &mut out)?;
+            }
+            Ok(())
+        })();
+        self.decoder = Some(decoder);
+        self.scratch = scratch;
+        result.map(|()| out)
+    }
+
+    /// The last pieces, and whether the chunk checks out: the stored and
+    /// plain digests and the size; otherwise the reason.
     pub(crate) fn finish(
         mut self,
         stored: &Digest,
         plain: &Digest,
-        to: &Path,
-    ) -> std::io::Result<Result<(), String>> {
+    ) -> std::io::Result<(Pieces, Result<(), String>)> {
         use zstd::stream::raw::{Operation, OutBuffer};
-        if let Some(decoder) = self.decoder.as_mut() {
+        let mut out = Vec::new();
+        if let Some(mut decoder) = self.decoder.take() {
+            let mut scratch = std::mem::take(&mut self.scratch);
             loop {
-                let mut output = OutBuffer::around(&mut self.scratch[..]);
+                let mut output = OutBuffer::around(&mut scratch[..]);
                 let left = decoder.flush(&mut output)?;
                 let n = output.pos();
-                self.out.write_all(&self.scratch[..n])?;
+                self.take_plain(&scratch[..n], &mut out)?;
                 if left == 0 && n == 0 {
                     break;
                 }
             }
         }
-        self.out.flush()?;
+        self.flush(&mut out);
         let got_stored = Digest::from_hasher(self.stored);
-        let got_plain = Digest::from_hasher(self.out.hasher);
-        let problem = if &got_stored != stored {
-            Some(format!("its bytes hash to {got_stored}"))
-        } else if self.out.written != self.out.limit {
-            Some(format!(
+        let got_plain = Digest::from_hasher(self.plain);
+        let verdict = if &got_stored != stored {
+            Err(format!("its bytes hash to {got_stored}"))
+        } else if self.written != self.size {
+            Err(format!(
                 "it holds {} bytes, the manifest says {}",
-                self.out.written, self.out.limit
+                self.written, self.size
             ))
         } else if &got_plain != plain {
-            Some(format!("its uncompressed bytes hash to {got_plain}"))
+            Err(format!("its uncompressed bytes hash to {got_plain}"))
         } else {
-            None
+            Ok(())
         };
-        if let Some(problem) = problem {
-            let _ = std::fs::remove_file(&self.part);
-            return Ok(Err(problem));
-        }
-        std::fs::rename(&self.part, to)?;
-        Ok(Ok(()))
-    }
-
-    pub(crate) fn discard(self) {
-        let _ = std::fs::remove_file(&self.part);
+        Ok((out, verdict))
     }
 }
 
@@ -379,27 +423,36 @@ mod tests {
         let again = read_chunk(&disk, &range, dir.path(), true).unwrap();
         assert_eq!(again.zstd.unwrap().1, zdigest);
 
-        let to = dir.path().join("staged");
-        let mut stage = Stage::create(dir.path().join("part"), 249_000, true).unwrap();
-        for piece in compressed.chunks(777) {
-            stage.write(piece).unwrap();
+        // Placed at offset 1000: pieces cover 1000..250_000 in order.
+        let place_all = |zdigest: &Digest, plain: &Digest, size: u64| {
+            let mut place = Place::new(1000, size, true).unwrap();
+            let mut pieces = Vec::new();
+            for piece in compressed.chunks(777) {
+                pieces.extend(place.push(piece)?);
+            }
+            let (last, verdict) = place.finish(zdigest, plain)?;
+            pieces.extend(last);
+            Ok::<_, std::io::Error>((pieces, verdict))
+        };
+        let (pieces, verdict) = place_all(&zdigest, &plain, 249_000).unwrap();
+        verdict.unwrap();
+        let mut at = 1000;
+        let mut rebuilt = Vec::new();
+        for (offset, piece) in pieces {
+            assert_eq!(offset, at);
+            assert!(piece.len() <= PIECE);
+            at += piece.len() as u64;
+            rebuilt.extend_from_slice(&piece);
         }
-        stage.finish(&zdigest, &plain, &to).unwrap().unwrap();
-        assert_eq!(std::fs::read(&to).unwrap(), &bytes[1000..250_000]);
+        assert_eq!(rebuilt, &bytes[1000..250_000]);
 
-        // A wrong plain digest is refused and leaves nothing behind.
-        let part = dir.path().join("part2");
-        let mut stage = Stage::create(part.clone(), 249_000, true).unwrap();
-        stage.write(&compressed).unwrap();
-        let other = dir.path().join("other");
-        let refused = stage.finish(&zdigest, &zdigest, &other).unwrap();
-        assert!(refused.unwrap_err().contains("uncompressed"));
-        assert!(!part.exists() && !other.exists());
+        // A wrong plain digest is refused, naming it.
+        let (_, verdict) = place_all(&zdigest, &zdigest, 249_000).unwrap();
+        assert!(verdict.unwrap_err().contains("uncompressed"));
 
-        // A chunk that decompresses past its size fails as it is written.
-        let mut stage = Stage::create(dir.path().join("part3"), 10, true).unwrap();
-        assert!(stage.write(&compressed).is_err());
-        stage.discard();
+        // A chunk that decompresses past its size fails as it comes.
+        let mut place = Place::new(0, 10, true).unwrap();
+        assert!(place.push(&compressed).is_err());
     }
 
     #[test]

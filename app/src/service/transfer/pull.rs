@@ -18,10 +18,11 @@ use vmr_ports::driving::{
     BlobProgress, ErrorKind, TransferDone, TransferEvent, TransferRequest, UseCaseError,
 };
 use vmr_ports::{
-    BlobStore, BlobWriter, ManifestReference, RegistryClient, RegistryError, StoreError,
+    BlobStore, BlobWriter, ManifestReference, PlacedWriter, RegistryClient, RegistryError,
+    StoreError,
 };
 
-use super::chunks::{self, ChunkIndex, ChunkSettings, Stage};
+use super::chunks::{ChunkIndex, ChunkSettings, Place};
 use super::{KnownBlobs, Progress, TransferService, registry_target};
 use crate::service::images::ImageService;
 
@@ -265,62 +266,52 @@ impl PullJob {
         })
     }
 
-    /// Writes the disk from its chunks: `parallel` chunks staged at once
-    /// (downloaded, or copied from a local disk holding the same bytes),
-    /// appended in order. Staged chunks and the partial disk survive a
-    /// failed pull for the next one. Returns the bytes downloaded.
+    /// Writes the disk from its chunks, each at its offset in the disk
+    /// blob's placed temporary: `parallel` chunks at once (downloaded, or
+    /// copied from a local disk holding the same bytes), each verified as it
+    /// streams and settled in disk order, so the store hashes the disk as
+    /// it grows. Verified chunks are recorded in a journal: a failed pull
+    /// keeps the file and the journal, and the next one writes only the
+    /// chunks the journal lacks. Returns the bytes downloaded.
     async fn assemble(&self, disk: &ChunkedDisk, progress: &Progress) -> Result<u64, UseCaseError> {
         let target = &disk.disk.digest;
-        let mut writer = self.store.resume_blob(target).await?;
-        if writer.written() > disk.disk.size {
-            writer.abort().await?;
-            writer = self.store.resume_blob(target).await?;
-        }
-        let start = writer.written();
-        if start > 0 {
-            info!(digest = %target, from = start, "resuming the disk");
-        }
+        let placed_blob = self.store.place_blob(target, disk.disk.size).await?;
         let dir = self.chunking.staging.join(target.hex());
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(StoreError::from)?;
-        let todo: Vec<Chunk> = disk
-            .chunks
-            .iter()
-            .filter(|c| c.offset + c.size > start)
-            .cloned()
-            .collect();
-        let mut staged = futures::stream::iter(todo)
-            .map(|chunk: Chunk| {
-                let dir = dir.clone();
-                async move {
-                    let staged = self.stage(&chunk, &dir, progress).await;
-                    staged.map(|r| (chunk, r))
-                }
+        let journal = Journal::open(&dir, placed_blob.resumed()).await?;
+        if !journal.done.is_empty() {
+            info!(digest = %target, chunks = journal.done.len(), "resuming the disk");
+        }
+        let writer = &*placed_blob;
+        let journal_ref = &journal;
+        let mut placed = futures::stream::iter(disk.chunks.iter().cloned())
+            .map(|chunk: Chunk| async move {
+                let chunk = &chunk;
+                let sent = if journal_ref.has(chunk) {
+                    let layer = &chunk.layer;
+                    progress.send(blob_event(layer, layer.size, true)).await?;
+                    0
+                } else {
+                    let sent = self.place(chunk, writer, progress).await?;
+                    journal_ref.record(chunk).await?;
+                    sent
+                };
+                writer
+                    .settle(chunk.offset..chunk.offset + chunk.size)
+                    .await?;
+                Ok::<_, UseCaseError>(sent)
             })
             .buffered(self.chunking.parallel.max(1));
         let mut transferred = 0;
-        while let Some(next) = staged.next().await {
-            let (chunk, (path, sent)) = next?;
-            transferred += sent;
-            let skip = start.saturating_sub(chunk.offset);
-            let mut stream = chunks::file_stream(&path).await?;
-            let mut seen = 0u64;
-            while let Some(piece) = stream.next().await {
-                let mut piece = piece?;
-                if seen < skip {
-                    let drop = (skip - seen).min(piece.len() as u64) as usize;
-                    seen += drop as u64;
-                    let _ = piece.split_to(drop);
-                }
-                if !piece.is_empty() {
-                    writer.write(piece).await?;
-                }
-            }
-            let _ = tokio::fs::remove_file(&path).await;
+        while let Some(sent) = placed.next().await {
+            transferred += sent?;
         }
-        drop(staged);
-        writer.commit(Some(target)).await.map_err(|e| match e {
+        drop(placed);
+        let committed = placed_blob.commit().await;
+        if matches!(committed, Err(StoreError::DigestMismatch { .. })) {
+            // The store dropped the file: the journal speaks of nothing now.
+            journal.remove().await;
+        }
+        committed.map_err(|e| match e {
             StoreError::DigestMismatch { expected, actual } => UseCaseError::new(
                 ErrorKind::DataLoss,
                 format!(
@@ -330,46 +321,36 @@ impl PullJob {
             ),
             other => other.into(),
         })?;
-        let _ = tokio::fs::remove_dir_all(&dir).await;
+        journal.remove().await;
         Ok(transferred)
     }
 
-    /// One chunk as a verified staging file: kept from an earlier attempt,
-    /// copied from a local disk with the same bytes, or downloaded.
-    async fn stage(
+    /// One chunk written in place: copied from a local disk with the same
+    /// bytes, or downloaded (fetched again from its start when the
+    /// connection breaks). Returns the bytes downloaded.
+    async fn place(
         &self,
         chunk: &Chunk,
-        dir: &std::path::Path,
+        writer: &dyn PlacedWriter,
         progress: &Progress,
-    ) -> Result<(std::path::PathBuf, u64), UseCaseError> {
-        // Named by offset too: a disk may hold the same chunk twice.
-        let path = dir.join(format!("{}-{}", chunk.offset, chunk.digest.hex()));
+    ) -> Result<u64, UseCaseError> {
         let layer = &chunk.layer;
-        if tokio::fs::metadata(&path)
-            .await
-            .is_ok_and(|m| m.len() == chunk.size)
-        {
-            progress.send(blob_event(layer, layer.size, true)).await?;
-            return Ok((path, 0));
-        }
         if let Some((local, offset)) = self.chunks.location(&chunk.digest)
             && self.store.blob_exists(&local).await?
         {
-            let plain = Descriptor {
-                media_type: layer.media_type.clone(),
-                digest: chunk.digest.clone(),
-                size: chunk.size,
-                annotations: Default::default(),
-            };
             let data = self
                 .store
                 .open_blob(&local, Some(offset..offset + chunk.size))
                 .await?;
-            match self.stage_stream(&plain, chunk, &path, data, false).await? {
+            // Plain bytes: their stored digest is the chunk digest.
+            match self
+                .place_stream(&chunk.digest, chunk, writer, data, false)
+                .await?
+            {
                 Ok(()) => {
                     debug!(digest = %chunk.digest, from = %local, "chunk copied from a local disk");
                     progress.send(blob_event(layer, layer.size, true)).await?;
-                    return Ok((path, 0));
+                    return Ok(0);
                 }
                 Err(problem) => {
                     warn!(digest = %chunk.digest, from = %local, problem = %problem, "the local copy of a chunk differs; downloading it");
@@ -400,7 +381,7 @@ impl PullJob {
                     .stream
                     .map(|piece| piece.map_err(|e| StoreError::Backend(e.to_string())))
                     .boxed();
-                self.stage_stream(layer, chunk, &path, data, chunk.zstd)
+                self.place_stream(&layer.digest, chunk, writer, data, chunk.zstd)
                     .await
             };
             match attempt.await {
@@ -428,42 +409,44 @@ impl PullJob {
             }
         }
         progress.send(blob_event(layer, layer.size, false)).await?;
-        Ok((path, layer.size))
+        Ok(layer.size)
     }
 
-    /// Writes `data` (the chunk as `stored` describes it) into a staging
-    /// file at `path`: the inner result says why it was refused.
-    async fn stage_stream(
+    /// Writes `data` (the chunk as stored, with digest `stored`) at the
+    /// chunk's offset, verifying it as it comes: the inner result says why
+    /// it was refused. Refused bytes stay in the unpublished file until the
+    /// chunk is written again.
+    async fn place_stream(
         &self,
-        stored: &Descriptor,
+        stored: &Digest,
         chunk: &Chunk,
-        path: &std::path::Path,
+        writer: &dyn PlacedWriter,
         mut data: vmr_ports::ByteStream,
         zstd: bool,
     ) -> Result<Result<(), String>, UseCaseError> {
-        let part = chunks::spool_path(path.parent().unwrap_or(path), "pull");
-        let mut stage = Stage::create(part, chunk.size, zstd).map_err(StoreError::from)?;
+        let mut place = Place::new(chunk.offset, chunk.size, zstd).map_err(StoreError::from)?;
         while let Some(piece) = data.next().await {
-            let written = match piece {
-                Ok(piece) => stage.write(&piece),
-                Err(e) => {
-                    stage.discard();
-                    return Err(match e {
-                        StoreError::Backend(message) => {
-                            UseCaseError::new(ErrorKind::Unavailable, message)
-                        }
-                        other => other.into(),
-                    });
+            let piece = piece.map_err(|e| match e {
+                StoreError::Backend(message) => UseCaseError::new(ErrorKind::Unavailable, message),
+                other => other.into(),
+            })?;
+            match place.push(&piece) {
+                Ok(pieces) => {
+                    for (offset, bytes) in pieces {
+                        writer.write_at(offset, bytes).await?;
+                    }
                 }
-            };
-            if let Err(e) = written {
-                stage.discard();
-                return Ok(Err(format!("it does not decode: {e}")));
+                Err(e) => return Ok(Err(format!("it does not decode: {e}"))),
             }
         }
-        Ok(stage
-            .finish(&stored.digest, &chunk.digest, path)
-            .map_err(StoreError::from)?)
+        let (pieces, verdict) = match place.finish(stored, &chunk.digest) {
+            Ok(done) => done,
+            Err(e) => return Ok(Err(format!("it does not decode: {e}"))),
+        };
+        for (offset, bytes) in pieces {
+            writer.write_at(offset, bytes).await?;
+        }
+        Ok(verdict)
     }
 
     /// The config must be a vmr config before the disk is worth fetching.
@@ -582,5 +565,74 @@ impl PullJob {
             }
         }
         Ok(())
+    }
+}
+
+/// The chunks of a disk already written and verified in its placed file,
+/// one `<offset> <chunk digest>` line each in `<staging>/<disk hex>/done`.
+/// Kept with the placed file across failed pulls; trusted only while the
+/// store reports that file as resumed (a lost line only costs a download,
+/// a wrong one is caught by the disk's digest at commit).
+struct Journal {
+    dir: std::path::PathBuf,
+    done: std::collections::HashSet<(u64, Digest)>,
+}
+
+impl Journal {
+    const FILE: &'static str = "done";
+
+    async fn open(dir: &std::path::Path, resumed: bool) -> Result<Self, UseCaseError> {
+        let path = dir.join(Self::FILE);
+        let mut done = std::collections::HashSet::new();
+        if resumed {
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => {
+                    for line in text.lines() {
+                        let parsed = line.split_once(' ').and_then(|(offset, digest)| {
+                            Some((offset.parse::<u64>().ok()?, digest.parse::<Digest>().ok()?))
+                        });
+                        // A line cut by a crash is ignored: that chunk comes again.
+                        if let Some(entry) = parsed {
+                            done.insert(entry);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::from(e).into()),
+            }
+        } else {
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(StoreError::from)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            done,
+        })
+    }
+
+    fn has(&self, chunk: &Chunk) -> bool {
+        self.done.contains(&(chunk.offset, chunk.digest.clone()))
+    }
+
+    /// Appends a chunk (one short `O_APPEND` write: lines never interleave).
+    async fn record(&self, chunk: &Chunk) -> Result<(), UseCaseError> {
+        use tokio::io::AsyncWriteExt as _;
+        let line = format!("{} {}\n", chunk.offset, chunk.digest);
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(Self::FILE))
+            .await
+            .map_err(StoreError::from)?;
+        file.write_all(line.as_bytes())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn remove(&self) {
+        let _ = tokio::fs::remove_dir_all(&self.dir).await;
     }
 }

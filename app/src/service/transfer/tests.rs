@@ -40,6 +40,16 @@ struct Host {
 
 impl Host {
     fn new(registries: Arc<dyn RegistryConnector>) -> Self {
+        Self::with(registries, None)
+    }
+
+    /// A host that pushes disks over 1 MiB in 1 MiB chunks and moves
+    /// `parallel` chunks at once.
+    fn chunking(registries: Arc<dyn RegistryConnector>, parallel: usize) -> Self {
+        Self::with(registries, Some(parallel))
+    }
+
+    fn with(registries: Arc<dyn RegistryConnector>, chunking: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store: Arc<dyn vmr_ports::BlobStore> =
             Arc::new(OpendalStore::filesystem(dir.path().join("store")).expect("store"));
@@ -49,7 +59,14 @@ impl Host {
             Some(REGISTRY.into()),
             None,
         ));
-        let transfers = TransferService::new(images.clone(), contexts, registries);
+        let mut transfers = TransferService::new(images.clone(), contexts, registries);
+        if let Some(parallel) = chunking {
+            transfers = transfers.with_chunking(ChunkSettings {
+                chunk_bytes: 1 << 20,
+                parallel,
+                staging: dir.path().join("store/chunks"),
+            });
+        }
         Self {
             images,
             transfers,
@@ -268,6 +285,8 @@ async fn failures_before_any_transfer_fail_the_call() {
 /// What the tampering client does to blob downloads.
 #[derive(Clone, Copy)]
 enum Tamper {
+    /// Leave downloads alone.
+    None,
     /// Flip one byte in the middle.
     Corrupt,
     /// End the first download longer than this with a dropped connection
@@ -275,6 +294,11 @@ enum Tamper {
     CutOnceAfter(u64),
     /// Every download breaks off after this many bytes.
     CutAlwaysAfter(u64),
+    /// Flip one byte in downloads larger than this (chunks, not the config).
+    CorruptLargerThan(u64),
+    /// Downloads fail as the registry going away once the connector's
+    /// `budget` of downloads is spent.
+    Budget,
 }
 
 /// A registry whose downloads are tampered with; records download offsets.
@@ -284,6 +308,7 @@ struct TamperingConnector {
     cut_once: Arc<AtomicBool>,
     offsets: Arc<Mutex<Vec<u64>>>,
     received: Arc<AtomicU64>,
+    budget: Arc<AtomicU64>,
 }
 
 impl RegistryConnector for TamperingConnector {
@@ -294,6 +319,7 @@ impl RegistryConnector for TamperingConnector {
             cut_once: self.cut_once.clone(),
             offsets: self.offsets.clone(),
             received: self.received.clone(),
+            budget: self.budget.clone(),
         }))
     }
 }
@@ -304,6 +330,7 @@ struct TamperingClient {
     cut_once: Arc<AtomicBool>,
     offsets: Arc<Mutex<Vec<u64>>>,
     received: Arc<AtomicU64>,
+    budget: Arc<AtomicU64>,
 }
 
 fn cut(stream: vmr_ports::RegistryByteStream, after: u64) -> vmr_ports::RegistryByteStream {
@@ -359,6 +386,19 @@ impl RegistryClient for TamperingClient {
         offset: u64,
     ) -> Result<BlobDownload, RegistryError> {
         self.offsets.lock().expect("offsets").push(offset);
+        if matches!(self.tamper, Tamper::Budget)
+            && self
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                    left.checked_sub(1)
+                })
+                .is_err()
+        {
+            return Err(RegistryError::Unavailable {
+                registry: HOST.into(),
+                message: "connection refused".into(),
+            });
+        }
         let mut download = self.inner.get_blob(r, d, offset).await?;
         let received = self.received.clone();
         let counted = |s: vmr_ports::RegistryByteStream| {
@@ -370,7 +410,8 @@ impl RegistryClient for TamperingClient {
             .boxed()
         };
         download.stream = match self.tamper {
-            Tamper::Corrupt => {
+            Tamper::CorruptLargerThan(limit) if download.size <= limit => download.stream,
+            Tamper::Corrupt | Tamper::CorruptLargerThan(_) => {
                 let mut flipped = false;
                 download
                     .stream
@@ -439,15 +480,169 @@ async fn tampered(len: usize, tamper: Tamper) -> (Host, TamperingConnector, Dige
         cut_once: Arc::default(),
         offsets: Arc::default(),
         received: Arc::default(),
+        budget: Arc::default(),
     };
-    let host = Host::new(Arc::new(TamperingConnector {
-        inner: connector.inner.clone(),
-        tamper,
-        cut_once: connector.cut_once.clone(),
-        offsets: connector.offsets.clone(),
-        received: connector.received.clone(),
-    }));
+    let host = Host::new(Arc::new(connector.share()));
     (host, connector, digest)
+}
+
+impl TamperingConnector {
+    /// Another connector with the same tampering and counters.
+    fn share(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            tamper: self.tamper,
+            cut_once: self.cut_once.clone(),
+            offsets: self.offsets.clone(),
+            received: self.received.clone(),
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+/// Like [`tampered`], with a chunked image (1 MiB chunks) and a host that
+/// pulls `parallel` chunks at once; also returns the disk's bytes.
+async fn tampered_chunked(
+    len: usize,
+    parallel: usize,
+    tamper: Tamper,
+) -> (Host, TamperingConnector, Digest, Vec<u8>) {
+    let registry = FakeRegistry::new();
+    let source = Host::chunking(Arc::new(registry.clone()), 2);
+    // Distinct chunks, half of them compressible: plain and zstd layers.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if (i >> 20) % 2 == 0 {
+                (i % 7) as u8 ^ (i >> 20) as u8
+            } else {
+                state as u8
+            }
+        })
+        .collect();
+    let digest = source.import("team/vm", "1", bytes.clone()).await;
+    let (_, pushed) = follow(source.transfers.push(request("team/vm:1")).await).await;
+    pushed.expect("push");
+    let connector = TamperingConnector {
+        inner: registry,
+        tamper,
+        cut_once: Arc::default(),
+        offsets: Arc::default(),
+        received: Arc::default(),
+        budget: Arc::default(),
+    };
+    let host = Host::chunking(Arc::new(connector.share()), parallel);
+    (host, connector, digest, bytes)
+}
+
+async fn config_size(host: &Host) -> u64 {
+    host.images
+        .inspect(&"team/vm:1".parse::<Reference>().expect("reference"))
+        .await
+        .expect("image")
+        .manifest
+        .config
+        .size
+}
+
+async fn disk_digest(host: &Host) -> Digest {
+    host.images
+        .inspect(&"team/vm:1".parse::<Reference>().expect("reference"))
+        .await
+        .expect("image")
+        .manifest
+        .layers[0]
+        .digest
+        .clone()
+}
+
+#[tokio::test]
+async fn a_chunked_pull_writes_the_disk_in_place_and_cleans_up() {
+    let len = (5 << 20) + 12_345;
+    let (host, connector, digest, bytes) =
+        tampered_chunked(len, 3, Tamper::CutOnceAfter(300_000)).await;
+    let (events, result) = follow(host.transfers.pull(request("team/vm:1")).await).await;
+    let done = result.expect("pulled, the cut chunk fetched again");
+    assert_eq!(done.digest, digest, "the local single-layer digest");
+    // Six chunks and the config, each finished once.
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| !e.skipped && e.done == e.total)
+            .count(),
+        7,
+        "{events:?}"
+    );
+    let disk = disk_digest(&host).await;
+    assert_eq!(
+        host.images.store().read_blob(&disk).await.expect("disk"),
+        bytes
+    );
+    assert_eq!(
+        connector.received.load(Ordering::SeqCst),
+        done.bytes_transferred + 300_000
+    );
+    // Neither journal nor placed file is left.
+    let store = host._dir.path().join("store");
+    assert!(!store.join("chunks").join(disk.hex()).exists());
+    assert_eq!(
+        std::fs::read_dir(store.join("tmp")).expect("tmp").count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_chunk_is_data_loss_and_no_disk_becomes_visible() {
+    let (host, _, _, _) =
+        tampered_chunked((3 << 20) + 7, 2, Tamper::CorruptLargerThan(64 << 10)).await;
+    let (_, result) = follow(host.transfers.pull(request("team/vm:1")).await).await;
+    let err = result.expect_err("corrupt");
+    assert_eq!(err.kind, ErrorKind::DataLoss, "{err}");
+    assert!(err.message.contains("nothing was stored"), "{err}");
+    assert!(err.message.contains("at offset"), "{err}");
+    assert!(host.images.list(None).await.expect("list").is_empty());
+    // Only the config is a blob: no disk, no manifest.
+    assert_eq!(
+        host.images.store().list_blobs().await.expect("blobs").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_chunked_pull_resumes_without_fetching_a_chunk_twice() {
+    let len = (6 << 20) + 99;
+    // A clean pull elsewhere tells what a whole pull downloads.
+    let (clean, _, _, _) = tampered_chunked(len, 1, Tamper::None).await;
+    let (_, whole) = follow(clean.transfers.pull(request("team/vm:1")).await).await;
+    let chunk_bytes = whole.expect("clean pull").bytes_transferred - config_size(&clean).await;
+
+    let (host, connector, digest, bytes) = tampered_chunked(len, 1, Tamper::Budget).await;
+    // The config and three chunks come; then the registry goes away.
+    connector.budget.store(4, Ordering::SeqCst);
+    let (_, result) = follow(host.transfers.pull(request("team/vm:1")).await).await;
+    let err = result.expect_err("registry gone");
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+    assert!(host.images.list(None).await.expect("list").is_empty());
+
+    connector.budget.store(u64::MAX, Ordering::SeqCst);
+    let (events, result) = follow(host.transfers.pull(request("team/vm:1")).await).await;
+    let done = result.expect("resumed");
+    assert_eq!(done.digest, digest);
+    // The config and the three chunks are skipped; the rest comes once.
+    assert_eq!(events.iter().filter(|e| e.skipped).count(), 4, "{events:?}");
+    assert_eq!(
+        connector.received.load(Ordering::SeqCst),
+        chunk_bytes + config_size(&host).await,
+        "every byte travelled once"
+    );
+    let disk = disk_digest(&host).await;
+    assert_eq!(
+        host.images.store().read_blob(&disk).await.expect("disk"),
+        bytes
+    );
 }
 
 #[tokio::test]
