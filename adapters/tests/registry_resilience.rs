@@ -162,6 +162,7 @@ fn chunked_options() -> RegistryOptions {
     RegistryOptions {
         monolithic_limit: 64 * 1024,
         chunk_size: 256 * 1024,
+        streamed_put_limit: 512 * 1024,
         retry: quick_retry(),
     }
 }
