@@ -176,10 +176,11 @@ The same disk pushed to an empty registry and pulled into an empty
 destination, by \`skopeo\` $SKOPEO_VERSION and by vmr in its two forms,
 alternately in the same run. skopeo copies the plain single-layer image (one
 disk blob, one config, one manifest); its pull writes an OCI layout without
-fsync. vmr with one layer (\`--push-chunk-mib 0\`) sends the disk from its store in 16 MiB PATCH
-requests and pulls it verifying the digest while writing, then fsyncs and
+fsync. vmr with one layer (\`--push-chunk-mib 0\`) streams the disk from its store in one
+PATCH (verifying it as it reads) and pulls it verifying the digest while writing, then fsyncs and
 renames it. With its default, \`--push-chunk-mib 32\`, vmr pushes 32 MiB chunk layers, 3 at
-a time, each zstd-compressed only when that saves 10 % (random data: never),
+a time, each streamed from the disk file in one POST + \`PUT ?digest=\`, and zstd-compressed
+only when 4 samples of 256 KiB say it may pay and it then saves 10 % (random data: never tried),
 and pulls them 3 at a time into staging files, verifying each, then appends
 them to the disk blob (docs/chunked-images.md). The data is random, the worst
 case for compression. Median of $REPS runs;
