@@ -14,7 +14,7 @@ use registry_support::*;
 use vmr_adapters::registry::RegistryOptions;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE, Tag};
 use vmr_ports::{
-    ManifestReference, RegistryConnector, RegistryError, RegistryTarget, UploadProgress,
+    ManifestReference, RegistryConnector, RegistryError, RegistryTarget, StoreError, UploadProgress,
 };
 
 #[tokio::test]
@@ -361,4 +361,96 @@ async fn plain_http_is_refused_off_loopback() {
         .err()
         .expect("bad scheme");
     assert!(matches!(err, RegistryError::InvalidTarget { .. }), "{err}");
+}
+
+/// Options under which a 3 MiB blob goes up in one streamed PUT and a
+/// larger one in a streamed PATCH.
+fn streamed_options() -> RegistryOptions {
+    RegistryOptions {
+        monolithic_limit: 512 * 1024,
+        streamed_put_limit: 3 * 1024 * 1024,
+        ..RegistryOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn uploads_from_a_source_stream_it_in_one_put_or_one_patch() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let client = connect_with(streamed_options(), &registry, None);
+    let repo = unique_repo("streamed");
+    for (len, seed) in [(3 * 1024 * 1024, 21), (5 * 1024 * 1024 + 3, 22)] {
+        let blob = noise(len, seed);
+        let digest = Digest::of(&blob);
+        let source = MemorySource::new(&blob);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let progress: UploadProgress = Arc::new(move |done| recorder.lock().unwrap().push(done));
+        client
+            .upload_blob_from(&repo, &digest, len as u64, source.clone(), Some(progress))
+            .await
+            .expect("streamed upload");
+        assert_eq!(source.opened(), vec![0], "opened once, from the start");
+        assert_eq!(
+            client.blob_exists(&repo, &digest).await.unwrap(),
+            Some(len as u64)
+        );
+        let back = collect(client.get_blob(&repo, &digest, 0).await.unwrap().stream).await;
+        assert_eq!(back, blob);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.last(), Some(&(len as u64)));
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_fails_or_lies_about_its_size_uploads_nothing() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let client = connect_with(streamed_options(), &registry, None);
+    let repo = unique_repo("badsource");
+    for len in [2 * 1024 * 1024, 4 * 1024 * 1024] {
+        let blob = noise(len, 23);
+        let digest = Digest::of(&blob);
+        // Fails after its last byte: the request fails before that byte.
+        let corrupt = Arc::new(MemorySource {
+            bytes: blob.clone(),
+            fail_at_end: true,
+            opened: Default::default(),
+        });
+        let err = client
+            .upload_blob_from(&repo, &digest, len as u64, corrupt, None)
+            .await
+            .expect_err("the source failed");
+        assert!(
+            matches!(
+                &err,
+                RegistryError::Source {
+                    source: StoreError::Corrupt { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Shorter and longer than announced.
+        for announced in [len as u64 + 1, len as u64 - 1] {
+            let err = client
+                .upload_blob_from(&repo, &digest, announced, MemorySource::new(&blob), None)
+                .await
+                .expect_err("wrong size");
+            assert!(
+                matches!(
+                    &err,
+                    RegistryError::Source {
+                        source: StoreError::SizeMismatch { .. },
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(client.blob_exists(&repo, &digest).await.unwrap(), None);
+    }
 }

@@ -87,6 +87,26 @@ async fn basic_auth_registry() {
         .await
         .expect("pull with Basic auth");
     assert_eq!(got.digest, digest);
+
+    // Streamed uploads (one PUT, one PATCH) carry the credential too.
+    let options = vmr_adapters::registry::RegistryOptions {
+        monolithic_limit: 64 * 1024,
+        streamed_put_limit: 256 * 1024,
+        ..Default::default()
+    };
+    let streamed = connect_with(options, &registry, basic(&user, &pass));
+    for (len, seed) in [(200_000, 31), (400_000, 32)] {
+        let blob = noise(len, seed);
+        let digest = Digest::of(&blob);
+        streamed
+            .upload_blob_from(&repo, &digest, len as u64, MemorySource::new(&blob), None)
+            .await
+            .expect("streamed upload with Basic auth");
+        assert_eq!(
+            streamed.blob_exists(&repo, &digest).await.unwrap(),
+            Some(len as u64)
+        );
+    }
 }
 
 #[tokio::test]

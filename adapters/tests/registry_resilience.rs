@@ -162,6 +162,7 @@ fn chunked_options() -> RegistryOptions {
     RegistryOptions {
         monolithic_limit: 64 * 1024,
         chunk_size: 256 * 1024,
+        streamed_put_limit: 512 * 1024,
         retry: quick_retry(),
     }
 }
@@ -278,6 +279,123 @@ async fn a_completion_the_registry_never_saw_is_resent() {
     let direct = connect(&registry, None);
     assert_eq!(
         collect(direct.get_blob(&repo, &digest, 0).await.unwrap().stream).await,
+        blob
+    );
+}
+
+/// Pushes `blob` from a memory source through `client`; returns the source.
+async fn push_from(
+    client: &dyn vmr_ports::RegistryClient,
+    repo: &vmr_domain::image::Repository,
+    blob: &bytes::Bytes,
+) -> Arc<MemorySource> {
+    let source = MemorySource::new(blob);
+    client
+        .upload_blob_from(
+            repo,
+            &Digest::of(blob),
+            blob.len() as u64,
+            source.clone(),
+            None,
+        )
+        .await
+        .expect("streamed upload");
+    source
+}
+
+#[tokio::test]
+async fn a_streamed_put_the_registry_never_saw_is_resent_from_a_new_session() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let rule = Rule {
+        method: Method::PUT,
+        path_part: "digest=",
+        hits: vec![1],
+        fault: Fault::Before,
+    };
+    let (proxy, addr) = proxy(&registry, vec![rule]).await;
+    // 300 KiB: over the monolithic limit, under the streamed-PUT limit.
+    let client = connect_with(chunked_options(), &addr.to_string(), None);
+    let repo = unique_repo("streamput");
+    let blob = noise(300 * 1024, 16);
+    let source = push_from(client.as_ref(), &repo, &blob).await;
+    assert_eq!(source.opened(), vec![0, 0], "the source is read again");
+    assert_eq!(proxy.count(&Method::POST, "/blobs/uploads/"), 2);
+    assert_eq!(proxy.count(&Method::PUT, "digest="), 2);
+    assert_eq!(proxy.count(&Method::PATCH, "/blobs/uploads/"), 0);
+    let direct = connect(&registry, None);
+    assert_eq!(
+        collect(
+            direct
+                .get_blob(&repo, &Digest::of(&blob), 0)
+                .await
+                .unwrap()
+                .stream
+        )
+        .await,
+        blob
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_put_whose_answer_is_lost_is_checked_with_head() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let rule = Rule {
+        method: Method::PUT,
+        path_part: "digest=",
+        hits: vec![1],
+        fault: Fault::After,
+    };
+    let (proxy, addr) = proxy(&registry, vec![rule]).await;
+    let client = connect_with(chunked_options(), &addr.to_string(), None);
+    let repo = unique_repo("streamlost");
+    let blob = noise(300 * 1024, 17);
+    let source = push_from(client.as_ref(), &repo, &blob).await;
+    assert_eq!(source.opened(), vec![0], "not sent again");
+    assert_eq!(proxy.count(&Method::PUT, "digest="), 1);
+    assert_eq!(
+        client.blob_exists(&repo, &Digest::of(&blob)).await.unwrap(),
+        Some(blob.len() as u64)
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_patch_the_registry_never_saw_is_resent_from_where_it_stopped() {
+    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let rule = Rule {
+        method: Method::PATCH,
+        path_part: "/blobs/uploads/",
+        hits: vec![1],
+        fault: Fault::Before,
+    };
+    let (proxy, addr) = proxy(&registry, vec![rule]).await;
+    // 700 KiB: over the streamed-PUT limit, so one streamed PATCH.
+    let client = connect_with(chunked_options(), &addr.to_string(), None);
+    let repo = unique_repo("streampatch");
+    let blob = noise(700 * 1024, 18);
+    let source = push_from(client.as_ref(), &repo, &blob).await;
+    // The registry stored nothing of the first PATCH: resent from 0, after
+    // asking; one session throughout.
+    assert_eq!(source.opened(), vec![0, 0]);
+    assert_eq!(proxy.count(&Method::POST, "/blobs/uploads/"), 1);
+    assert_eq!(proxy.count(&Method::PATCH, "/blobs/uploads/"), 2);
+    assert_eq!(proxy.count(&Method::GET, "/blobs/uploads/"), 1);
+    assert_eq!(proxy.count(&Method::PUT, "digest="), 1);
+    let direct = connect(&registry, None);
+    assert_eq!(
+        collect(
+            direct
+                .get_blob(&repo, &Digest::of(&blob), 0)
+                .await
+                .unwrap()
+                .stream
+        )
+        .await,
         blob
     );
 }

@@ -21,6 +21,6 @@ pub use hypervisor::{
     VmDetails, VmInterface, VmRecord,
 };
 pub use registry::{
-    BlobDownload, ManifestReference, RegistryByteStream, RegistryClient, RegistryConnector,
-    RegistryError, RegistryTarget, RemoteManifest, UploadProgress,
+    BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
+    RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,
 };

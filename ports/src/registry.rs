@@ -89,6 +89,15 @@ pub type RegistryByteStream = BoxStream<'static, Result<Bytes, RegistryError>>;
 /// far (monotonic, ends at the blob's size).
 pub type UploadProgress = Arc<dyn Fn(u64) + Send + Sync>;
 
+/// Where an upload's bytes come from: opened again at any offset, so that a
+/// request that failed is resent from the source instead of from a copy
+/// held in memory.
+#[async_trait]
+pub trait BlobSource: Send + Sync {
+    /// The blob's bytes from `offset` to its end.
+    async fn open(&self, offset: u64) -> Result<ByteStream, StoreError>;
+}
+
 /// What can go wrong with a registry, each message a sentence naming the
 /// registry and carrying the registry's own error text (the OCI error body)
 /// when it sent one. The gRPC edge maps `Unauthorized` to UNAUTHENTICATED,
@@ -184,6 +193,31 @@ pub trait RegistryClient: Send + Sync {
         data: ByteStream,
         progress: Option<UploadProgress>,
     ) -> Result<(), RegistryError>;
+    /// Uploads a blob of known size and digest, streaming it from `source`
+    /// as the request body (no copy of it in memory): small blobs as
+    /// [`upload_blob`](Self::upload_blob) does, blobs up to the client's
+    /// streamed-PUT limit in one POST + `PUT ?digest=` (resent whole, from a
+    /// new session, after a transient failure), larger ones in one streamed
+    /// PATCH resumed from the offset the registry reports, then the closing
+    /// PUT. By default, `upload_blob` of `source` opened at 0.
+    async fn upload_blob_from(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        source: Arc<dyn BlobSource>,
+        progress: Option<UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        let data = source
+            .open(0)
+            .await
+            .map_err(|source| RegistryError::Source {
+                digest: digest.clone(),
+                source,
+            })?;
+        self.upload_blob(repository, digest, size, data, progress)
+            .await
+    }
     /// Streams a blob from `offset` (an HTTP Range request when `offset > 0`;
     /// if the registry ignores the range, the skipped prefix is discarded
     /// here). The stream is length-checked but not digest-checked: a resumed

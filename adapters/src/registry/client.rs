@@ -2,6 +2,8 @@
 //! HEAD, cross-repository mount, manifests and tags. Uploads live in
 //! `upload.rs`, downloads in `download.rs`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use reqwest::header::{
@@ -11,8 +13,8 @@ use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE, MAX_MANIFEST_BYTES, Repository, Tag};
 use vmr_ports::{
-    BlobDownload, ByteStream, ManifestReference, RegistryClient, RegistryError, RemoteManifest,
-    UploadProgress,
+    BlobDownload, BlobSource, ByteStream, ManifestReference, RegistryClient, RegistryError,
+    RemoteManifest, UploadProgress,
 };
 
 use super::download::download;
@@ -176,6 +178,19 @@ impl RegistryClient for OciRegistryClient {
     ) -> Result<(), RegistryError> {
         Uploader::new(self)
             .upload(repository, digest, size, data, progress)
+            .await
+    }
+
+    async fn upload_blob_from(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        source: Arc<dyn BlobSource>,
+        progress: Option<UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        Uploader::new(self)
+            .upload_from(repository, digest, size, source.as_ref(), progress)
             .await
     }
 

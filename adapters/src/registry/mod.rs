@@ -33,6 +33,10 @@ pub struct RegistryOptions {
     pub monolithic_limit: u64,
     /// Bytes per PATCH (raised to the registry's `OCI-Chunk-Min-Length`).
     pub chunk_size: usize,
+    /// Uploads from a re-openable source (`upload_blob_from`) up to this
+    /// size go in one streamed `PUT ?digest=`; larger ones in one streamed,
+    /// resumable PATCH.
+    pub streamed_put_limit: u64,
     pub retry: RetryPolicy,
 }
 
@@ -41,6 +45,7 @@ impl Default for RegistryOptions {
         Self {
             monolithic_limit: 8 * 1024 * 1024,
             chunk_size: 16 * 1024 * 1024,
+            streamed_put_limit: 256 * 1024 * 1024,
             retry: RetryPolicy::default(),
         }
     }

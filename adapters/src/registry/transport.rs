@@ -61,6 +61,14 @@ impl Request {
     }
 }
 
+/// What became of a request with a streamed body.
+pub enum Streamed {
+    /// The registry's answer (the caller checks the status).
+    Answered(Response),
+    /// The registry asked for credentials, which are now at hand.
+    Challenged,
+}
+
 /// The scope for pulling from a repository.
 pub fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
@@ -191,6 +199,44 @@ impl Transport {
             {
                 return Ok(response);
             }
+        }
+    }
+
+    /// Sends `request` once with a streamed `body` (which cannot be
+    /// replayed): no blind retry. A 401 that the registry's challenge can
+    /// answer comes back as [`Streamed::Challenged`]: the caller opens its
+    /// source again and resends, once.
+    pub async fn send_streamed(
+        &self,
+        request: &Request,
+        body: reqwest::Body,
+        challenged: bool,
+    ) -> Result<Streamed, RegistryError> {
+        let ours = self.endpoint.same_origin(&request.url);
+        let auth = if ours {
+            self.authorization(&request.scopes).await?
+        } else {
+            None
+        };
+        tracing::debug!(method = %request.method, url = %request.url, "registry request, streamed body");
+        let response = self
+            .build(request, auth.as_ref())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        tracing::debug!(status = %response.status(), url = %request.url, "registry answer");
+        if response.status() != StatusCode::UNAUTHORIZED || !ours || challenged {
+            return Ok(Streamed::Answered(response));
+        }
+        let sent_basic = matches!(auth, Some(AuthHeader::Basic { .. }));
+        if self
+            .answer_challenge(&response, &request.scopes, sent_basic)
+            .await?
+        {
+            Ok(Streamed::Challenged)
+        } else {
+            Ok(Streamed::Answered(response))
         }
     }
 

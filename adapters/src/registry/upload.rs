@@ -3,7 +3,16 @@
 //! held in memory so that a chunk the registry failed on can be resent from
 //! the offset the registry reports it has; the final PUT is checked with a
 //! HEAD when its answer is lost. A failed upload's session is deleted.
+//!
+//! Uploads from a [`BlobSource`] hold nothing in memory: the source's stream
+//! is the request body ([`Metered`]), and a failed request is resent by
+//! opening the source again: a whole streamed `PUT ?digest=` from a new
+//! session (blobs up to `streamed_put_limit`), or one streamed PATCH from
+//! the offset the registry reports it has (larger blobs).
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,12 +20,12 @@ use futures::StreamExt;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, Response, StatusCode, Url};
 use vmr_domain::image::{Digest, Repository};
-use vmr_ports::{ByteStream, RegistryError, StoreError, UploadProgress};
+use vmr_ports::{BlobSource, ByteStream, RegistryError, StoreError, UploadProgress};
 
 use super::client::OciRegistryClient;
 use super::header_str;
 use super::http::is_transient_status;
-use super::transport::{Request, push_scope};
+use super::transport::{Request, Streamed, push_scope};
 
 const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
 
@@ -104,6 +113,86 @@ impl ChunkReader {
     }
 }
 
+/// Where a streamed body keeps its source's error, for the caller to report
+/// instead of the transport failure it caused.
+type Failure = Arc<Mutex<Option<StoreError>>>;
+
+/// A source's stream as a request body of exactly `expected` bytes: counts
+/// what goes out (progress), and holds back the last piece until the source
+/// says it is over, so that a source failing at its end (as a verifying read
+/// of a corrupt blob does) fails the request before its last byte.
+struct Metered {
+    inner: ByteStream,
+    /// Where the body starts in the blob.
+    base: u64,
+    expected: u64,
+    sent: u64,
+    held: Option<Bytes>,
+    over: bool,
+    failure: Failure,
+    progress: Option<UploadProgress>,
+}
+
+impl Metered {
+    fn fail(&mut self, error: StoreError) -> std::io::Error {
+        self.over = true;
+        let message = error.to_string();
+        *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        std::io::Error::other(message)
+    }
+
+    fn report(&self) {
+        if let Some(progress) = &self.progress {
+            progress(self.base + self.sent);
+        }
+    }
+}
+
+impl futures::Stream for Metered {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.over {
+            return Poll::Ready(None);
+        }
+        loop {
+            let Some(item) = futures::ready!(this.inner.poll_next_unpin(cx)) else {
+                this.over = true;
+                if this.sent < this.expected {
+                    let error = StoreError::SizeMismatch {
+                        expected: this.base + this.expected,
+                        actual: this.base + this.sent,
+                    };
+                    return Poll::Ready(Some(Err(this.fail(error))));
+                }
+                this.report();
+                return Poll::Ready(this.held.take().map(Ok));
+            };
+            let piece = match item {
+                Ok(piece) if piece.is_empty() => continue,
+                Ok(piece) => piece,
+                Err(error) => return Poll::Ready(Some(Err(this.fail(error)))),
+            };
+            let sent = this.sent + piece.len() as u64;
+            if this.held.is_some() || sent > this.expected {
+                let error = StoreError::SizeMismatch {
+                    expected: this.base + this.expected,
+                    actual: this.base + sent.max(this.expected + 1),
+                };
+                return Poll::Ready(Some(Err(this.fail(error))));
+            }
+            this.sent = sent;
+            if sent == this.expected {
+                this.held = Some(piece);
+                continue;
+            }
+            this.report();
+            return Poll::Ready(Some(Ok(piece)));
+        }
+    }
+}
+
 /// One blob upload through a client.
 pub(super) struct Uploader<'a> {
     client: &'a OciRegistryClient,
@@ -152,6 +241,267 @@ impl<'a> Uploader<'a> {
                 Err(error)
             }
         }
+    }
+
+    /// An upload streamed from `source` (see the module's documentation).
+    pub(super) async fn upload_from(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        source: &dyn BlobSource,
+        progress: Option<UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        if size <= self.client.options.monolithic_limit {
+            let data = source
+                .open(0)
+                .await
+                .map_err(|e| Self::source_error(digest, e))?;
+            return self.upload(repository, digest, size, data, progress).await;
+        }
+        let whole_put = size <= self.client.options.streamed_put_limit;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (location, _) = self.start(repository).await?;
+            let result = if whole_put {
+                self.put_streamed(repository, digest, size, source, &location)
+                    .await
+            } else {
+                self.patch_streamed(
+                    repository,
+                    digest,
+                    size,
+                    source,
+                    location.clone(),
+                    progress.as_ref(),
+                )
+                .await
+                .map(Ok)
+            };
+            let reason = match result {
+                Ok(Ok(())) => {
+                    if let Some(progress) = progress {
+                        progress(size);
+                    }
+                    tracing::debug!(%digest, size, repository = repository.as_str(), whole_put, "blob uploaded, streamed");
+                    return Ok(());
+                }
+                Ok(Err(reason)) => reason,
+                Err(error) => {
+                    self.cancel(&location, repository).await;
+                    return Err(error);
+                }
+            };
+            self.cancel(&location, repository).await;
+            let transport = &self.client.transport;
+            let Some(delay) = transport.retry().delay(attempt, None) else {
+                return Err(RegistryError::Unavailable {
+                    registry: transport.registry(),
+                    message: format!(
+                        "uploading blob {digest} failed: {reason} (still failing after retries)"
+                    ),
+                });
+            };
+            tracing::debug!(%digest, ?delay, reason = %reason, "upload failed, sending it again from a new session");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn source_error(digest: &Digest, source: StoreError) -> RegistryError {
+        RegistryError::Source {
+            digest: digest.clone(),
+            source,
+        }
+    }
+
+    /// `source` from `offset` as a request body; the source's own error, if
+    /// it fails, lands in the returned slot.
+    async fn body(
+        digest: &Digest,
+        source: &dyn BlobSource,
+        offset: u64,
+        size: u64,
+        progress: Option<&UploadProgress>,
+    ) -> Result<(reqwest::Body, Failure), RegistryError> {
+        let inner = source
+            .open(offset)
+            .await
+            .map_err(|e| Self::source_error(digest, e))?;
+        let failure = Failure::default();
+        let metered = Metered {
+            inner,
+            base: offset,
+            expected: size - offset,
+            sent: 0,
+            held: None,
+            over: false,
+            failure: failure.clone(),
+            progress: progress.cloned(),
+        };
+        Ok((reqwest::Body::wrap_stream(metered), failure))
+    }
+
+    fn failed_source(digest: &Digest, failure: &Failure) -> Option<RegistryError> {
+        let error = failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        Some(Self::source_error(digest, error))
+    }
+
+    fn length(&self, bytes: u64) -> Result<HeaderValue, RegistryError> {
+        HeaderValue::from_str(&bytes.to_string()).map_err(|e| self.internal(e.to_string()))
+    }
+
+    /// The whole blob in one streamed `PUT ?digest=` on the session at
+    /// `location`. `Ok(Err(reason))` for a transient failure after which the
+    /// registry does not have the blob (the caller starts over).
+    async fn put_streamed(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        source: &dyn BlobSource,
+        location: &Url,
+    ) -> Result<Result<(), String>, RegistryError> {
+        use vmr_ports::RegistryClient as _;
+        let transport = &self.client.transport;
+        let request = Request::new(
+            Method::PUT,
+            Self::with_digest(location, digest),
+            vec![push_scope(repository.as_str())],
+        )
+        .header(CONTENT_TYPE, OCTET_STREAM)
+        .header(CONTENT_LENGTH, self.length(size)?);
+        let mut challenged = false;
+        let reason = loop {
+            let (body, failure) = Self::body(digest, source, 0, size, None).await?;
+            let sent = transport.send_streamed(&request, body, challenged).await;
+            if let Some(error) = Self::failed_source(digest, &failure) {
+                return Err(error);
+            }
+            match sent {
+                Ok(Streamed::Challenged) => challenged = true,
+                Ok(Streamed::Answered(response)) if response.status() == StatusCode::CREATED => {
+                    return Ok(Ok(()));
+                }
+                Ok(Streamed::Answered(response)) if is_transient_status(response.status()) => {
+                    break format!("HTTP {}", response.status());
+                }
+                Ok(Streamed::Answered(response)) => {
+                    return Err(transport
+                        .error(&Self::what(digest, repository), response)
+                        .await);
+                }
+                Err(RegistryError::Unavailable { message, .. }) => break message,
+                Err(other) => return Err(other),
+            }
+        };
+        // The answer may be what was lost, after the registry stored the blob.
+        if let Ok(Some(stored)) = self.client.blob_exists(repository, digest).await
+            && stored == size
+        {
+            return Ok(Ok(()));
+        }
+        Ok(Err(reason))
+    }
+
+    /// The blob in one streamed PATCH on the session at `location`; after a
+    /// transient failure, the registry is asked how far it got and the
+    /// source is opened again there. Then the closing PUT.
+    async fn patch_streamed(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        size: u64,
+        source: &dyn BlobSource,
+        mut location: Url,
+        progress: Option<&UploadProgress>,
+    ) -> Result<(), RegistryError> {
+        let transport = &self.client.transport;
+        let mut offset = 0;
+        let mut retry = 0;
+        let mut challenged = false;
+        while offset < size {
+            let range = HeaderValue::from_str(&format!("{offset}-{}", size - 1))
+                .map_err(|e| self.internal(e.to_string()))?;
+            let request = Request::new(
+                Method::PATCH,
+                location.clone(),
+                vec![push_scope(repository.as_str())],
+            )
+            .header(CONTENT_TYPE, OCTET_STREAM)
+            .header(CONTENT_RANGE, range)
+            .header(CONTENT_LENGTH, self.length(size - offset)?);
+            let (body, failure) = Self::body(digest, source, offset, size, progress).await?;
+            let sent = transport.send_streamed(&request, body, challenged).await;
+            if let Some(error) = Self::failed_source(digest, &failure) {
+                return Err(error);
+            }
+            let (transient, headers) = match sent {
+                Ok(Streamed::Challenged) => {
+                    challenged = true;
+                    continue;
+                }
+                Ok(Streamed::Answered(response)) if response.status() == StatusCode::ACCEPTED => {
+                    location = self.location(&response)?;
+                    break;
+                }
+                Ok(Streamed::Answered(response)) if is_transient_status(response.status()) => (
+                    format!("HTTP {}", response.status()),
+                    Some(response.headers().clone()),
+                ),
+                Ok(Streamed::Answered(response)) => {
+                    return Err(transport
+                        .error(&Self::what(digest, repository), response)
+                        .await);
+                }
+                Err(RegistryError::Unavailable { message, .. }) => (message, None),
+                Err(other) => return Err(other),
+            };
+            retry += 1;
+            let Some(delay) = transport.retry().delay(retry, headers.as_ref()) else {
+                return Err(RegistryError::Unavailable {
+                    registry: transport.registry(),
+                    message: format!(
+                        "sending bytes {offset}..{size} of blob {digest} failed: {transient} (still failing after retries)"
+                    ),
+                });
+            };
+            tracing::debug!(%digest, offset, ?delay, reason = %transient, "streamed PATCH failed, asking the registry how far it got");
+            tokio::time::sleep(delay).await;
+            let (next, stored) = match self.status(repository, &location).await {
+                Ok(status) => status,
+                Err(RegistryError::NotFound { message, .. }) => {
+                    return Err(RegistryError::Unavailable {
+                        registry: transport.registry(),
+                        message: format!(
+                            "sending bytes {offset}..{size} of blob {digest} failed ({transient}) and the registry \
+                             no longer knows the upload session ({message}); push again"
+                        ),
+                    });
+                }
+                Err(other) => return Err(other),
+            };
+            location = next;
+            if stored < offset || stored > size {
+                return Err(RegistryError::InvalidResponse {
+                    registry: transport.registry(),
+                    message: format!(
+                        "the upload of blob {digest} went from byte {offset} to {stored} of {size}"
+                    ),
+                });
+            }
+            offset = stored;
+        }
+        let request = Request::new(
+            Method::PUT,
+            Self::with_digest(&location, digest),
+            vec![push_scope(repository.as_str())],
+        )
+        .header(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        self.finish(repository, digest, size, &request).await
     }
 
     /// Deletes an upload session, best effort (it expires on its own too).

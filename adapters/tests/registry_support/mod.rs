@@ -12,7 +12,8 @@ use futures::StreamExt;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
 use vmr_domain::image::{Digest, Repository};
 use vmr_ports::{
-    ByteStream, Credential, RegistryByteStream, RegistryClient, RegistryConnector, RegistryTarget,
+    BlobSource, ByteStream, Credential, RegistryByteStream, RegistryClient, RegistryConnector,
+    RegistryTarget, StoreError,
 };
 
 /// The value of a service variable, or `None` (after saying so) when the
@@ -72,6 +73,49 @@ pub fn as_stream(bytes: &Bytes) -> ByteStream {
         .map(|at| Ok(bytes.slice(at..(at + 100_003).min(bytes.len()))))
         .collect();
     futures::stream::iter(pieces).boxed()
+}
+
+/// A blob in memory as a re-openable upload source; remembers the offsets
+/// it was opened at. With `fail_at_end`, its stream fails after the last
+/// byte, as a verifying read of a corrupt blob does.
+pub struct MemorySource {
+    pub bytes: Bytes,
+    pub fail_at_end: bool,
+    pub opened: std::sync::Mutex<Vec<u64>>,
+}
+
+impl MemorySource {
+    pub fn new(bytes: &Bytes) -> Arc<Self> {
+        Arc::new(Self {
+            bytes: bytes.clone(),
+            fail_at_end: false,
+            opened: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn opened(&self) -> Vec<u64> {
+        self.opened.lock().expect("test source").clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobSource for MemorySource {
+    async fn open(&self, offset: u64) -> Result<ByteStream, StoreError> {
+        self.opened.lock().expect("test source").push(offset);
+        let rest = self.bytes.slice(usize::try_from(offset).expect("offset")..);
+        let stream = as_stream(&rest);
+        if !self.fail_at_end {
+            return Ok(stream);
+        }
+        let digest = Digest::of(&self.bytes);
+        let failure = StoreError::Corrupt {
+            actual: digest.clone(),
+            digest,
+        };
+        Ok(stream
+            .chain(futures::stream::once(async { Err(failure) }))
+            .boxed())
+    }
 }
 
 /// Collects a download.

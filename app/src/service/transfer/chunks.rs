@@ -26,6 +26,11 @@ const ZSTD_LEVEL: i32 = 1;
 /// A compressed chunk is kept when it is at most this share of the plain one
 /// (per mille); otherwise the plain bytes travel.
 const PAYS_PER_MILLE: u64 = 900;
+/// Before a chunk is compressed, this many samples of [`SAMPLE`] bytes
+/// (evenly spread from its start) are; unless one of them pays, the whole
+/// chunk is not tried (random or already compressed data costs a hash only).
+const SAMPLES: u64 = 4;
+const SAMPLE: u64 = 256 * 1024;
 /// Chunk locations remembered for dedupe; past this the memory starts over.
 const MAX_CHUNKS: usize = 1 << 20;
 
@@ -157,8 +162,9 @@ pub(crate) fn read_chunk(
     compress: bool,
 ) -> std::io::Result<ReadChunk> {
     let mut file = std::fs::File::open(disk)?;
-    file.seek(SeekFrom::Start(range.start))?;
     let len = range.end - range.start;
+    let compress = compress && samples_pay(&mut file, range)?;
+    file.seek(SeekFrom::Start(range.start))?;
     let mut input = file.take(len);
     let mut plain = Sha256::new();
     let mut buffer = vec![0u8; PIECE];
@@ -223,6 +229,29 @@ pub(crate) fn read_chunk(
         digest: Digest::from_hasher(plain),
         zstd,
     })
+}
+
+/// Whether any of the chunk's samples compresses to at most
+/// [`PAYS_PER_MILLE`] of its size: the cheap test of whether compressing the
+/// whole chunk may pay. Same bytes, same answer.
+fn samples_pay(file: &mut std::fs::File, range: &Range<u64>) -> std::io::Result<bool> {
+    let len = range.end - range.start;
+    let sample = SAMPLE.min(len);
+    let mut buffer = vec![0u8; usize::try_from(sample).unwrap_or(PIECE)];
+    for k in 0..SAMPLES {
+        let at = range.start + (len - sample) * k / (SAMPLES - 1).max(1);
+        file.seek(SeekFrom::Start(at))?;
+        match file.read_exact(&mut buffer) {
+            // A short disk: the full read says so, clearly.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(true),
+            read => read?,
+        }
+        let packed = zstd::bulk::compress(&buffer, ZSTD_LEVEL)?;
+        if (packed.len() as u64).saturating_mul(1000) <= sample.saturating_mul(PAYS_PER_MILLE) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn check_len(read: u64, len: u64) -> std::io::Result<()> {
@@ -475,5 +504,37 @@ mod tests {
         // Only the disk is left: the spool file went.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(read_chunk(&disk, &(0..300_000), dir.path(), false).is_err());
+        let short = read_chunk(&disk, &(0..300_000), dir.path(), true);
+        assert!(
+            short
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("short of a chunk")
+        );
+    }
+
+    #[test]
+    fn a_chunk_random_at_its_start_only_is_still_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk");
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut bytes: Vec<u8> = (0..1024 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        bytes.resize(4 * 1024 * 1024, 0);
+        std::fs::write(&disk, &bytes).unwrap();
+        let read = read_chunk(&disk, &(0..bytes.len() as u64), dir.path(), true).unwrap();
+        let (_, _, zsize) = read.zstd.expect("three quarters are zeros");
+        assert!(zsize < 2 * 1024 * 1024, "{zsize}");
+        // The random quarter alone is not worth trying.
+        let random = read_chunk(&disk, &(0..1024 * 1024), dir.path(), true).unwrap();
+        assert!(random.zstd.is_none());
+        assert_eq!(random.digest, Digest::of(&bytes[..1024 * 1024]));
     }
 }

@@ -3,8 +3,11 @@
 //! uploaded from the store otherwise), then the manifest with its exact local
 //! bytes, so the registry's digest is the local one.
 
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use tracing::{debug, info};
@@ -14,10 +17,45 @@ use vmr_domain::image::{
 use vmr_ports::driving::{
     BlobProgress, ErrorKind, TransferDone, TransferEvent, TransferRequest, UseCaseError,
 };
-use vmr_ports::{BlobStore, ManifestReference, RegistryClient, RegistryTarget};
+use vmr_ports::{
+    BlobSource, BlobStore, ByteStream, ManifestReference, RegistryClient, RegistryTarget,
+    StoreError,
+};
 
 use super::chunks::{self, ChunkIndex, ChunkSettings};
 use super::{KnownBlobs, Progress, TransferService, registry_target};
+
+/// A range of a local file (a chunk of the disk, or a compressed chunk's
+/// spool file) as an upload's source.
+struct FileRange {
+    path: PathBuf,
+    range: Range<u64>,
+}
+
+#[async_trait]
+impl BlobSource for FileRange {
+    async fn open(&self, offset: u64) -> Result<ByteStream, StoreError> {
+        let start = self.range.start.saturating_add(offset).min(self.range.end);
+        chunks::file_range_stream(&self.path, start..self.range.end).await
+    }
+}
+
+/// A blob of the local store as an upload's source: read whole, it is
+/// verified (a corrupt blob fails the upload before its last byte leaves);
+/// resumed at an offset, the registry's digest check stands in.
+struct StoredBlob {
+    store: Arc<dyn BlobStore>,
+    digest: Digest,
+    size: u64,
+}
+
+#[async_trait]
+impl BlobSource for StoredBlob {
+    async fn open(&self, offset: u64) -> Result<ByteStream, StoreError> {
+        let range = (offset > 0).then_some(offset..self.size);
+        self.store.open_blob(&self.digest, range).await
+    }
+}
 
 /// A push checked and ready to run.
 pub(super) struct PushJob {
@@ -243,10 +281,13 @@ impl PushJob {
             .map_err(vmr_ports::StoreError::from)?;
         let plain = read.digest.clone();
         self.chunks.locate(&plain, &disk.digest, range.start);
-        let (layer, data) = match &read.zstd {
+        let (layer, source) = match &read.zstd {
             Some((spool, digest, size)) => (
                 Chunk::layer(format, true, (digest.clone(), *size), &range, &plain),
-                chunks::file_stream(spool).await,
+                FileRange {
+                    path: spool.clone(),
+                    range: 0..*size,
+                },
             ),
             None => (
                 Chunk::layer(
@@ -257,18 +298,26 @@ impl PushJob {
                     &plain,
                 ),
                 // The registry checks the digest read_chunk computed.
-                chunks::file_range_stream(path, range.clone()).await,
+                FileRange {
+                    path: path.to_path_buf(),
+                    range: range.clone(),
+                },
             ),
         };
         let result = async {
-            let data = data?;
             if self.already_there(&registry, &layer).await? {
                 progress.send(blob_event(&layer, layer.size, true)).await?;
                 return Ok(0);
             }
             progress.send(blob_event(&layer, 0, false)).await?;
             self.client
-                .upload_blob(&self.repository, &layer.digest, layer.size, data, None)
+                .upload_blob_from(
+                    &self.repository,
+                    &layer.digest,
+                    layer.size,
+                    Arc::new(source),
+                    None,
+                )
                 .await?;
             progress.send(blob_event(&layer, layer.size, false)).await?;
             Ok::<_, UseCaseError>(layer.size)
@@ -323,18 +372,22 @@ impl PushJob {
     ) -> Result<(), UseCaseError> {
         // A full read verifies the local blob: a corrupt one fails the
         // upload (DATA_LOSS) instead of reaching the registry.
-        let data = self.store.open_blob(&descriptor.digest, None).await?;
+        let source = Arc::new(StoredBlob {
+            store: self.store.clone(),
+            digest: descriptor.digest.clone(),
+            size: descriptor.size,
+        });
         let reporter = progress.clone();
         let described = descriptor.clone();
         let on_progress = Arc::new(move |done: u64| {
             reporter.offer(blob_event(&described, done, false));
         });
         self.client
-            .upload_blob(
+            .upload_blob_from(
                 &self.repository,
                 &descriptor.digest,
                 descriptor.size,
-                data,
+                source,
                 Some(on_progress),
             )
             .await?;
