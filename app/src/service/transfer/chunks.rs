@@ -265,14 +265,6 @@ fn check_len(read: u64, len: u64) -> std::io::Result<()> {
     }
 }
 
-/// A file's bytes as a stream, in pieces.
-pub(crate) async fn file_stream(path: &Path) -> Result<ByteStream, StoreError> {
-    let file = tokio::fs::File::open(path).await?;
-    Ok(tokio_util::io::ReaderStream::with_capacity(file, PIECE)
-        .map(|piece| piece.map_err(StoreError::from))
-        .boxed())
-}
-
 /// `range` of a file's bytes as a stream, in pieces.
 pub(crate) async fn file_range_stream(
     path: &Path,
