@@ -16,7 +16,7 @@ use vmr_adapters::blobstore::OpendalStore;
 use vmr_app::service::{ImageService, NoVms};
 use vmr_domain::image::{Digest, Repository, Tag};
 use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
-use vmr_ports::driving::{ImageUseCases, ImportRequest};
+use vmr_ports::driving::{DiskSource, ImageUseCases, ImportRequest};
 
 /// A store adapter of our own: counts manifest writes, delegates the rest.
 struct CountingStore {
@@ -113,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         disk_file_name: Some("blank.raw".into()),
     };
     let upload = futures::stream::iter([Ok(disk)]);
-    let outcome = images.import(request, Box::pin(upload)).await?;
+    let outcome = images
+        .import(request, DiskSource::Stream(Box::pin(upload)))
+        .await?;
     println!(
         "imported {} as {}",
         outcome.image.digest,

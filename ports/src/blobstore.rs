@@ -42,6 +42,46 @@ pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
 pub trait BlobWriter: Send {
     /// Appends a chunk.
     async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+    /// Appends the first `len` bytes of `file`, read with positional reads
+    /// from offset 0 (a file a local caller handed over). A file that ends
+    /// before `len` is `SizeMismatch` (`actual`: the bytes it had). Stores
+    /// that can copy in the kernel do, and hash what they wrote, never the
+    /// caller's file a second time; this default reads `file` in 1 MiB
+    /// chunks through [`BlobWriter::write`].
+    async fn write_file(&mut self, file: std::fs::File, len: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::sync::Arc::new(file);
+        let mut offset = 0;
+        while offset < len {
+            let want = usize::try_from((len - offset).min(1 << 20)).unwrap_or(1 << 20);
+            let source = std::sync::Arc::clone(&file);
+            let chunk = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0; want];
+                let mut filled = 0;
+                while filled < want {
+                    match source.read_at(&mut buf[filled..], offset + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                buf.truncate(filled);
+                Ok(buf)
+            })
+            .await
+            .map_err(|e| StoreError::Backend(format!("reading a passed file: {e}")))??;
+            if chunk.is_empty() {
+                return Err(StoreError::SizeMismatch {
+                    expected: len,
+                    actual: offset,
+                });
+            }
+            offset += chunk.len() as u64;
+            self.write(Bytes::from(chunk)).await?;
+        }
+        Ok(())
+    }
     /// Bytes written so far (for a resumed writer, including what was there).
     fn written(&self) -> u64;
     /// Makes the data durable and visible under its digest. With `expected`,

@@ -12,6 +12,8 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use vmr_domain::image::Digest;
 use vmr_ports::blobstore::StoreError;
@@ -301,8 +303,168 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 
 enum FileMessage {
     Chunk(Bytes),
+    /// Append `len` bytes of `source` from its offset 0; `done` gets the
+    /// count copied (short: the source ended).
+    CopyFrom {
+        source: File,
+        len: u64,
+        done: oneshot::Sender<u64>,
+    },
     Finish,
     Abort,
+}
+
+enum HashMessage {
+    Chunk(Bytes),
+    /// `range` of the temporary, just written there by a copy: read back
+    /// from the temporary (which only the store can change) and hashed.
+    Written {
+        file: Arc<File>,
+        range: Range<u64>,
+    },
+}
+
+/// Bytes copied from a passed file before the hasher is told about them.
+const COPY_WINDOW: u64 = 4 << 20;
+
+/// Appends up to `len` bytes of `source` (from its offset 0) to `temp`:
+/// in the kernel (`copy_file_range`, one copy instead of a read and a write
+/// through a user buffer) when the two files allow it, by positional reads
+/// and writes otherwise. Each window is handed to the hasher as a range of
+/// the temporary. Returns the count copied; less than `len` means the source
+/// ended first.
+fn copy_in(
+    source: &File,
+    len: u64,
+    temp: &mut TempFile,
+    hasher: &mpsc::Sender<HashMessage>,
+    end: &mut u64,
+    flushed: &mut u64,
+) -> io::Result<u64> {
+    let reader = Arc::new(temp.file().try_clone()?);
+    let mut in_kernel = true;
+    let mut buffer = Vec::new();
+    let mut copied = 0u64;
+    while copied < len {
+        let window = (len - copied).min(COPY_WINDOW);
+        let n = if in_kernel {
+            match kernel_copy(source, copied, temp.file(), window) {
+                Ok(n) => n,
+                Err(e) if kernel_copy_unsupported(&e) => {
+                    tracing::debug!(error = %e, "copy_file_range refused, copying through a buffer");
+                    in_kernel = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            buffered_copy(source, copied, temp.file(), window, &mut buffer)?
+        };
+        if n == 0 {
+            break;
+        }
+        let start = *end;
+        copied += n;
+        *end += n;
+        let message = HashMessage::Written {
+            file: Arc::clone(&reader),
+            range: start..*end,
+        };
+        if hasher.blocking_send(message).is_err() {
+            return Err(io::Error::other("the hashing thread stopped"));
+        }
+        if *end - *flushed >= 2 * WRITEBACK_WINDOW {
+            start_writeback(temp.file(), *flushed, WRITEBACK_WINDOW);
+            *flushed += WRITEBACK_WINDOW;
+        }
+    }
+    Ok(copied)
+}
+
+/// Copies up to `len` bytes at `offset` of `source` to `target`'s position.
+fn kernel_copy(source: &File, offset: u64, target: &File, len: u64) -> io::Result<u64> {
+    let mut off_in = i64::try_from(offset).map_err(io::Error::other)?;
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done).unwrap_or(usize::MAX);
+        match nix::fcntl::copy_file_range(source, Some(&mut off_in), target, None, want) {
+            Ok(0) => break,
+            Ok(n) => done += n as u64,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                if done > 0 {
+                    // Report what was copied; the next call meets the error again.
+                    break;
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Errors after which a plain copy may still work (other file systems,
+/// kernels or file kinds; an append-only temporary).
+fn kernel_copy_unsupported(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP | Errno::EBADF)
+    )
+}
+
+/// Copies up to `len` bytes at `offset` of `source` to `target`'s position
+/// through `buffer`.
+fn buffered_copy(
+    source: &File,
+    offset: u64,
+    target: &mut File,
+    len: u64,
+    buffer: &mut Vec<u8>,
+) -> io::Result<u64> {
+    buffer.resize(REHASH_BUFFER, 0);
+    let mut done = 0u64;
+    while done < len {
+        let want = usize::try_from(len - done).map_or(buffer.len(), |w| w.min(buffer.len()));
+        let n = match source.read_at(&mut buffer[..want], offset + done) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        target.write_all(&buffer[..n])?;
+        done += n as u64;
+    }
+    Ok(done)
+}
+
+/// Hashes `range` of `file`, read through `buffer`.
+fn hash_range(
+    hasher: &mut Sha256,
+    file: &File,
+    range: Range<u64>,
+    buffer: &mut Vec<u8>,
+) -> io::Result<()> {
+    buffer.resize(REHASH_BUFFER, 0);
+    let mut at = range.start;
+    while at < range.end {
+        let want = usize::try_from(range.end - at).map_or(buffer.len(), |w| w.min(buffer.len()));
+        match file.read_at(&mut buffer[..want], at) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the blob temporary is shorter than what was written to it",
+                ));
+            }
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// What a finished spool hands back: the fsynced temporary and its digest.
@@ -315,9 +477,9 @@ pub(crate) struct Spooled {
 /// Chunks in, a hashed and fsynced temporary out.
 pub(crate) struct Spool {
     to_file: mpsc::Sender<FileMessage>,
-    to_hasher: mpsc::Sender<Bytes>,
+    to_hasher: mpsc::Sender<HashMessage>,
     file_task: Option<JoinHandle<io::Result<Option<TempFile>>>>,
-    hasher_task: JoinHandle<Sha256>,
+    hasher_task: JoinHandle<io::Result<Sha256>>,
     written: u64,
     failed: bool,
 }
@@ -333,7 +495,8 @@ impl Spool {
             written,
         } = opened;
         let (to_file, mut file_rx) = mpsc::channel::<FileMessage>(WRITE_QUEUE_DEPTH);
-        let (to_hasher, mut hasher_rx) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+        let (to_hasher, mut hasher_rx) = mpsc::channel::<HashMessage>(QUEUE_DEPTH);
+        let copies_to_hasher = to_hasher.clone();
         let file_task = tokio::task::spawn_blocking(move || {
             let mut end = written;
             let mut flushed = written;
@@ -346,6 +509,17 @@ impl Spool {
                             start_writeback(temp.file(), flushed, WRITEBACK_WINDOW);
                             flushed += WRITEBACK_WINDOW;
                         }
+                    }
+                    Some(FileMessage::CopyFrom { source, len, done }) => {
+                        let copied = copy_in(
+                            &source,
+                            len,
+                            &mut temp,
+                            &copies_to_hasher,
+                            &mut end,
+                            &mut flushed,
+                        )?;
+                        let _ = done.send(copied);
                     }
                     Some(FileMessage::Finish) => {
                         temp.file().sync_all()?;
@@ -361,10 +535,16 @@ impl Spool {
             }
         });
         let hasher_task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = hasher_rx.blocking_recv() {
-                hasher.update(&chunk);
+            let mut buffer = Vec::new();
+            while let Some(message) = hasher_rx.blocking_recv() {
+                match message {
+                    HashMessage::Chunk(chunk) => hasher.update(&chunk),
+                    HashMessage::Written { file, range } => {
+                        hash_range(&mut hasher, &file, range, &mut buffer)?;
+                    }
+                }
             }
-            hasher
+            Ok(hasher)
         });
         Self {
             to_file,
@@ -390,7 +570,11 @@ impl Spool {
             return Ok(());
         }
         let len = chunk.len() as u64;
-        let sent = self.to_hasher.send(chunk.clone()).await.is_ok()
+        let sent = self
+            .to_hasher
+            .send(HashMessage::Chunk(chunk.clone()))
+            .await
+            .is_ok()
             && self.to_file.send(FileMessage::Chunk(chunk)).await.is_ok();
         if !sent {
             // A thread stopped early: only the file thread does that, on an error.
@@ -399,6 +583,42 @@ impl Spool {
         }
         self.written += len;
         Ok(())
+    }
+
+    /// Appends the first `len` bytes of `source` (see [`copy_in`]); a source
+    /// that ends first is `SizeMismatch` and fails the writer.
+    pub(crate) async fn write_file(&mut self, source: File, len: u64) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Backend(
+                "blob writer already failed; start a new one".to_owned(),
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let (done, copied) = oneshot::channel();
+        let message = FileMessage::CopyFrom { source, len, done };
+        if self.to_file.send(message).await.is_err() {
+            self.failed = true;
+            return Err(self.file_failure().await);
+        }
+        match copied.await {
+            Ok(n) if n == len => {
+                self.written += len;
+                Ok(())
+            }
+            Ok(n) => {
+                self.failed = true;
+                Err(StoreError::SizeMismatch {
+                    expected: len,
+                    actual: n,
+                })
+            }
+            Err(_) => {
+                self.failed = true;
+                Err(self.file_failure().await)
+            }
+        }
     }
 
     async fn file_failure(&mut self) -> StoreError {
@@ -440,7 +660,8 @@ impl Spool {
         };
         let hasher = hasher_task
             .await
-            .map_err(|e| task_error("hashing blob", &e))?;
+            .map_err(|e| task_error("hashing blob", &e))?
+            .map_err(|e| io_error("hashing blob", e))?;
         Ok(Spooled {
             temp,
             digest: Digest::from_hasher(hasher),

@@ -29,6 +29,10 @@ impl BlobWriter for StoreWriter {
         self.spool.write(chunk).await
     }
 
+    async fn write_file(&mut self, file: std::fs::File, len: u64) -> Result<(), StoreError> {
+        self.spool.write_file(file, len).await
+    }
+
     fn written(&self) -> u64 {
         self.spool.written()
     }

@@ -9,22 +9,17 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IoSliceMut, Read, Seek, SeekFrom};
+use std::io::{self, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recv, recvmsg};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use vmr_ports::driving::{ErrorKind, UploadStream, UseCaseError};
-
-use super::chunk_pool::ChunkPool;
+use vmr_ports::driving::{ErrorKind, UseCaseError};
 
 /// The first bytes of a side-channel connection (an HTTP/2 connection starts
 /// with `PRI `, so the two never mix).
@@ -35,12 +30,6 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(30);
 const MAX_PENDING: usize = 64;
 /// How long a new connection may take to show its first bytes.
 const CLASSIFY_PATIENCE: Duration = Duration::from_secs(10);
-/// Read size on the passed file; with the channel depth this bounds memory.
-const READ_CHUNK: usize = 1 << 20;
-const READ_AHEAD: usize = 4;
-/// Chunk buffers kept for reuse: more than can be in flight at once (the
-/// channel, the spool's queues of 4 and 16 and the chunks in hand).
-const POOLED_CHUNKS: usize = 32;
 
 /// What a new connection on the socket is.
 #[derive(Debug, PartialEq, Eq)]
@@ -289,67 +278,6 @@ fn check_readable_file(file: &File) -> Result<u64, String> {
     Ok(metadata.len())
 }
 
-/// Reads `size` bytes of a passed file from its start on a blocking thread,
-/// as the upload stream the import use case takes. A file that ends early
-/// (truncated meanwhile) fails the stream. Plain `read`s after one seek to 0
-/// (the descriptor's offset is shared with the caller, who handed the file
-/// over), into recycled buffers: the chunks in flight (channel, spool
-/// queues, the buffers being hashed and written) come back to the pool.
-pub fn read_passed_disk(disk: PassedDisk) -> UploadStream {
-    let (sender, receiver) = mpsc::channel(READ_AHEAD);
-    tokio::task::spawn_blocking(move || {
-        let PassedDisk { file, size } = disk;
-        let mut reader = &file;
-        if let Err(e) = reader.seek(SeekFrom::Start(0)) {
-            let _ = sender.blocking_send(Err(read_error(&e)));
-            return;
-        }
-        let pool = ChunkPool::new(READ_CHUNK, POOLED_CHUNKS);
-        let mut offset = 0u64;
-        while offset < size {
-            let want = (size - offset).min(READ_CHUNK as u64) as usize;
-            let mut buf = pool.take();
-            let item = match read_up_to(reader, &mut buf[..want]) {
-                Ok(0) => Err(UseCaseError::new(
-                    ErrorKind::Cancelled,
-                    format!(
-                        "the passed disk ended after {offset} of {size} bytes \
-                         (was it truncated during the import?)"
-                    ),
-                )),
-                Ok(n) => {
-                    offset += n as u64;
-                    Ok(pool.freeze(buf, n))
-                }
-                Err(e) => Err(read_error(&e)),
-            };
-            let stop = item.is_err();
-            if sender.blocking_send(item).is_err() || stop {
-                return;
-            }
-        }
-    });
-    ReceiverStream::new(receiver).boxed()
-}
-
-/// Fills `buf` unless the file ends first; the count read.
-fn read_up_to(mut reader: impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
-fn read_error(e: &io::Error) -> UseCaseError {
-    UseCaseError::new(ErrorKind::Internal, format!("reading the passed disk: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,35 +360,5 @@ mod tests {
         assert!(err.contains("not open for reading"), "{err}");
         let (_empty, empty) = file_with(b"");
         assert!(check_readable_file(&empty).is_err());
-    }
-
-    #[tokio::test]
-    async fn a_passed_disk_is_read_from_its_start_and_a_short_one_fails() {
-        let bytes: Vec<u8> = (0..(READ_CHUNK * 2 + 7)).map(|i| (i % 253) as u8).collect();
-        let (_keep, mut file) = file_with(&bytes);
-        // The caller's offset does not matter.
-        let mut skip = [0u8; 5];
-        file.read_exact(&mut skip).expect("seek by reading");
-        let size = bytes.len() as u64;
-        let mut stream = read_passed_disk(PassedDisk { file, size });
-        let mut got = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.expect("chunk");
-            assert!(chunk.len() <= READ_CHUNK);
-            got.extend_from_slice(&chunk);
-        }
-        assert_eq!(got, bytes);
-
-        let (_keep, file) = file_with(&bytes[..100]);
-        let mut stream = read_passed_disk(PassedDisk { file, size: 200 });
-        let first = stream.next().await.expect("item").expect("100 bytes");
-        assert_eq!(first.len(), 100);
-        let err = stream.next().await.expect("item").expect_err("short");
-        assert!(
-            err.message.contains("ended after 100 of 200"),
-            "{}",
-            err.message
-        );
-        assert!(stream.next().await.is_none());
     }
 }

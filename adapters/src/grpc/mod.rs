@@ -3,7 +3,6 @@
 //! mapping between proto messages and the driving ports.
 
 mod auth;
-mod chunk_pool;
 mod compose;
 mod contexts;
 mod convert;

@@ -11,13 +11,13 @@ use tonic::{Request, Response, Status, Streaming};
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
 use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
 use vmr_ports::driving::{
-    ContextUseCases, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest, StoreCheck,
-    StoreProblemKind, UploadStream, UseCaseError,
+    ContextUseCases, DiskSource, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest,
+    StoreCheck, StoreProblemKind, UploadStream, UseCaseError,
 };
 use vmr_proto::v1 as pb;
 use vmr_proto::v1::vm_service_server::VmService;
 
-use super::fdpass::{PassedDisks, read_passed_disk};
+use super::fdpass::{PassedDisk, PassedDisks};
 use super::status::to_status;
 use super::{auth, compose, contexts, convert, networks, transfer, vms};
 
@@ -67,9 +67,9 @@ fn import_source(
     token: &str,
     mut request: ImportRequest,
     chunks: UploadStream,
-) -> Result<(ImportRequest, UploadStream), Status> {
+) -> Result<(ImportRequest, DiskSource), Status> {
     if token.is_empty() {
-        return Ok((request, chunks));
+        return Ok((request, DiskSource::Stream(chunks)));
     }
     let disk = disks
         .take(token, caller_uid, Instant::now())
@@ -86,7 +86,8 @@ fn import_source(
     request.disk_size = disk.size;
     // Chunks after a token are not read: the passed file is the disk.
     drop(chunks);
-    Ok((request, read_passed_disk(disk)))
+    let PassedDisk { file, size } = disk;
+    Ok((request, DiskSource::File { file, size }))
 }
 
 /// Splits an import stream into its header and an upload stream of chunks.

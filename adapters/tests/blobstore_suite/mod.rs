@@ -49,6 +49,9 @@ macro_rules! suite {
             clean_temporaries_removes_leftovers,
             concurrent_writers_of_the_same_content,
             local_path_holds_the_blob,
+            write_file_between_chunks,
+            write_file_on_a_resumed_writer,
+            write_file_from_a_short_file_fails_and_leaves_nothing,
         );
     };
 }
@@ -614,4 +617,97 @@ pub async fn local_path_holds_the_blob(h: &impl Harness) {
     ));
     store.delete_blob(&digest).await.unwrap();
     assert!(!path.exists(), "deleting a blob removes its local copy");
+}
+
+/// A file with `bytes`, opened for reading, its offset moved (a passed
+/// descriptor's offset is the caller's: it must not matter).
+fn passed_file(bytes: &[u8]) -> (tempfile::NamedTempFile, std::fs::File) {
+    use std::io::{Read as _, Write as _};
+    let mut temp = tempfile::NamedTempFile::new().expect("temp file");
+    temp.write_all(bytes).expect("write");
+    let mut file = std::fs::File::open(temp.path()).expect("open");
+    let mut skip = [0u8; 3];
+    let _ = file.read(&mut skip).expect("move the offset");
+    (temp, file)
+}
+
+pub async fn write_file_between_chunks(h: &impl Harness) {
+    let store = h.store();
+    // Larger than the copy window, not a multiple of it.
+    let bytes = data(9 * 1024 * 1024 + 4321, 21);
+    let (head, rest) = bytes.split_at(1000);
+    let (middle, tail) = rest.split_at(rest.len() - 777);
+    let (_keep, file) = passed_file(middle);
+
+    let mut writer = store.begin_blob().await.unwrap();
+    writer.write(Bytes::copy_from_slice(head)).await.unwrap();
+    writer.write_file(file, middle.len() as u64).await.unwrap();
+    writer.write(Bytes::copy_from_slice(tail)).await.unwrap();
+    assert_eq!(writer.written(), bytes.len() as u64);
+    let digest = Digest::of(&bytes);
+    assert_eq!(
+        writer.commit(Some(&digest)).await.unwrap(),
+        (digest.clone(), bytes.len() as u64),
+        "hashed in order: chunk, copied file, chunk"
+    );
+    assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
+
+    // Only the first `len` bytes of a longer file are taken.
+    let (_keep, file) = passed_file(&bytes);
+    let mut writer = store.begin_blob().await.unwrap();
+    writer.write_file(file, 5000).await.unwrap();
+    let (prefix, size) = writer.commit(None).await.unwrap();
+    assert_eq!((prefix, size), (Digest::of(&bytes[..5000]), 5000));
+}
+
+pub async fn write_file_on_a_resumed_writer(h: &impl Harness) {
+    let store = h.store();
+    let bytes = data(5 * 1024 * 1024 + 3, 22);
+    let digest = Digest::of(&bytes);
+    let cut = 2 * 1024 * 1024 + 5;
+    let mut writer = store.resume_blob(&digest).await.unwrap();
+    writer
+        .write(Bytes::copy_from_slice(&bytes[..cut]))
+        .await
+        .unwrap();
+    drop(writer);
+    // The partial temporary is append-only: the copy must still land at its end.
+    let mut writer = store.resume_blob(&digest).await.unwrap();
+    assert_eq!(writer.written(), cut as u64);
+    let (_keep, file) = passed_file(&bytes[cut..]);
+    writer
+        .write_file(file, (bytes.len() - cut) as u64)
+        .await
+        .unwrap();
+    assert_eq!(
+        writer.commit(None).await.unwrap(),
+        (digest.clone(), bytes.len() as u64)
+    );
+    assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
+}
+
+pub async fn write_file_from_a_short_file_fails_and_leaves_nothing(h: &impl Harness) {
+    let store = h.store();
+    let bytes = data(6 * 1024 * 1024 + 11, 23);
+    let (_keep, file) = passed_file(&bytes);
+    let mut writer = store.begin_blob().await.unwrap();
+    let err = writer
+        .write_file(file, bytes.len() as u64 + 100)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SizeMismatch { expected, actual }
+            if expected == bytes.len() as u64 + 100 && actual == bytes.len() as u64),
+        "{err:?}"
+    );
+    // The writer is failed: more data is refused, and aborting leaves nothing.
+    assert!(writer.write(Bytes::from_static(b"x")).await.is_err());
+    writer.abort().await.unwrap();
+    assert!(!store.blob_exists(&Digest::of(&bytes)).await.unwrap());
+    assert!(
+        temporaries_settle(store).await.is_empty(),
+        "{:?}",
+        temporaries(store)
+    );
 }

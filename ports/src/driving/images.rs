@@ -10,6 +10,32 @@ use super::UseCaseError;
 /// The disk's bytes as they arrive from a client.
 pub type UploadStream = BoxStream<'static, Result<Bytes, UseCaseError>>;
 
+/// Where an import's disk comes from.
+pub enum DiskSource {
+    /// Bytes streamed by the client.
+    Stream(UploadStream),
+    /// An open regular file of `size` bytes that a local caller handed over
+    /// (never a path). It is read from offset 0 with positional reads, and
+    /// the stored blob is hashed from what the store wrote, not from the
+    /// file again: the caller may still change it.
+    File { file: std::fs::File, size: u64 },
+}
+
+impl From<UploadStream> for DiskSource {
+    fn from(stream: UploadStream) -> Self {
+        Self::Stream(stream)
+    }
+}
+
+impl std::fmt::Debug for DiskSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream(_) => f.write_str("DiskSource::Stream"),
+            Self::File { size, .. } => write!(f, "DiskSource::File({size} bytes)"),
+        }
+    }
+}
+
 /// What a client sends before the disk.
 #[derive(Debug, Clone)]
 pub struct ImportRequest {
@@ -105,7 +131,7 @@ pub trait ImageUseCases: Send + Sync {
     async fn import(
         &self,
         request: ImportRequest,
-        disk: UploadStream,
+        disk: DiskSource,
     ) -> Result<ImportOutcome, UseCaseError>;
     /// Every local image, optionally of one repository.
     async fn list(&self, repository: Option<Repository>) -> Result<Vec<ImageInfo>, UseCaseError>;

@@ -21,7 +21,7 @@ pub use contexts::{Context, ContextUseCases, ContextView};
 pub use error::{ErrorKind, UseCaseError};
 pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
 pub use images::{
-    ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
+    DiskSource, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
     RemoveOutcome, StoreCheck, StoreProblem, StoreProblemKind, UploadStream,
 };
 pub use networks::NetworkUseCases;

@@ -20,8 +20,8 @@ use vmr_domain::image::{
 use vmr_domain::vmfile::VmFile;
 use vmr_ports::blobstore::{BlobStore, BlobWriter, StoreError};
 use vmr_ports::driving::{
-    ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
-    RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
+    DiskSource, ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest,
+    PruneOutcome, RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
 
 pub use leases::{Lease, Leases};
@@ -298,6 +298,66 @@ fn parse_tags(tags: &[String]) -> Result<Vec<Tag>, UseCaseError> {
     Ok(out)
 }
 
+/// Copies a disk file that a local caller handed over into a blob writer,
+/// after checking its length and its format's header. Returns the head.
+async fn receive_disk_file(
+    writer: &mut Box<dyn vmr_ports::blobstore::BlobWriter>,
+    file: std::fs::File,
+    size: u64,
+    expected_len: u64,
+    format: DiskFormat,
+) -> Result<Bytes, UseCaseError> {
+    use std::os::unix::fs::FileExt as _;
+    if size != expected_len {
+        return Err(UseCaseError::invalid(
+            "disk_size",
+            format!("{expected_len} bytes announced, but the passed file has {size}"),
+        ));
+    }
+    let head_len = usize::try_from(expected_len.min(DiskFormat::HEADER_LEN as u64))
+        .unwrap_or(DiskFormat::HEADER_LEN);
+    let (file, head) = tokio::task::spawn_blocking(move || {
+        let mut head = vec![0; head_len];
+        let mut filled = 0;
+        let read = loop {
+            if filled == head_len {
+                break Ok(());
+            }
+            match file.read_at(&mut head[filled..], filled as u64) {
+                Ok(0) => break Ok(()),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        head.truncate(filled);
+        (file, read.map(|()| head))
+    })
+    .await
+    .map_err(|e| UseCaseError::new(ErrorKind::Internal, format!("reading the passed disk: {e}")))?;
+    let head = head.map_err(|e| {
+        UseCaseError::new(ErrorKind::Internal, format!("reading the passed disk: {e}"))
+    })?;
+    let truncated = |actual: u64| {
+        UseCaseError::new(
+            ErrorKind::Cancelled,
+            format!(
+                "the passed disk ended after {actual} of {expected_len} bytes \
+                 (was it truncated during the import?)"
+            ),
+        )
+    };
+    if head.len() < head_len {
+        return Err(truncated(head.len() as u64));
+    }
+    format.check_header(&head)?;
+    match writer.write_file(file, expected_len).await {
+        Err(StoreError::SizeMismatch { actual, .. }) => Err(truncated(actual)),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(Bytes::from(head)),
+    }
+}
+
 /// Pumps the client's disk stream into a blob writer, checking the length
 /// and the format's header on the way. Returns the head it saw.
 async fn receive_disk(
@@ -345,7 +405,7 @@ impl ImageUseCases for ImageService {
     async fn import(
         &self,
         request: ImportRequest,
-        disk: UploadStream,
+        disk: DiskSource,
     ) -> Result<ImportOutcome, UseCaseError> {
         let vmfile = VmFile::parse(&request.vmfile)?;
         let tags = parse_tags(&request.tags)?;
@@ -376,7 +436,15 @@ impl ImageUseCases for ImageService {
         let mut lease = self.lease(expected.clone()).await;
 
         let mut writer = self.store.begin_blob().await?;
-        let head = match receive_disk(&mut writer, disk, request.disk_size, format).await {
+        let received = match disk {
+            DiskSource::Stream(stream) => {
+                receive_disk(&mut writer, stream, request.disk_size, format).await
+            }
+            DiskSource::File { file, size } => {
+                receive_disk_file(&mut writer, file, size, request.disk_size, format).await
+            }
+        };
+        let head = match received {
             Ok(head) => head,
             Err(e) => {
                 // Best effort: the writer's temporary is also swept at start.

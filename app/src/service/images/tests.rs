@@ -130,7 +130,7 @@ async fn import(images: &ImageService, tag: &str, disk: &'static [u8]) -> Import
         disk_file_name: None,
     };
     let stream = futures::stream::iter([Ok(Bytes::from_static(disk))]).boxed();
-    images.import(request, stream).await.expect("import")
+    images.import(request, stream.into()).await.expect("import")
 }
 
 #[tokio::test]

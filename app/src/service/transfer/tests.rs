@@ -84,7 +84,7 @@ impl Host {
         };
         let stream = futures::stream::iter([Ok(Bytes::from(disk))]).boxed();
         self.images
-            .import(request, stream)
+            .import(request, stream.into())
             .await
             .expect("import")
             .image

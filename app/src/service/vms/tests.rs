@@ -70,7 +70,7 @@ impl World {
             disk_file_name: None,
         };
         let stream = futures::stream::iter([Ok(Bytes::from(disk))]).boxed();
-        self.images.import(request, stream).await.unwrap();
+        self.images.import(request, stream.into()).await.unwrap();
     }
 
     async fn network(&self, name: &str, mode: &str, subnet: &str, active: bool) {

@@ -91,7 +91,7 @@ impl World {
             disk_file_name: None,
         };
         let stream = futures::stream::iter([Ok(Bytes::from(disk))]).boxed();
-        self.images.import(request, stream).await.unwrap();
+        self.images.import(request, stream.into()).await.unwrap();
     }
 
     fn runtime_entries(&self) -> Vec<String> {
