@@ -12,7 +12,7 @@ if ! command -v docker-registry > /dev/null || ! command -v skopeo > /dev/null; 
   echo "bench transfer: skipped (needs docker-registry and skopeo)"
   exit 0
 fi
-SIZE_MIB=${TRANSFER_MIB:-2048}
+SIZE_MIB=${TRANSFER_MIB:-4096}
 BYTES=$((SIZE_MIB * 1024 * 1024))
 bench_build
 bench_workdir transfer

@@ -29,14 +29,10 @@ use vmr_ports::blobstore::StoreError;
 use super::error::{io_error, task_error};
 use super::layout::{TEMP_PREFIX, partial_name};
 
-/// Chunks queued for the hashing thread: 4 × 1 MiB keeps it busy without
+/// Chunks queued per thread: 4 × 1 MiB keeps both threads busy without
 /// holding much memory (see research/stream-throughput.md, "pipelined").
+/// (16 for the writer was measured: no faster for the stream, 20 MiB more.)
 const QUEUE_DEPTH: usize = 4;
-/// Chunks queued for the writing thread. Deeper, because writes stall now
-/// and then (page-cache throttling, writeback), and sha256, the slower of
-/// the two threads, must not wait for them: the hasher may run this far
-/// ahead of the disk.
-const WRITE_QUEUE_DEPTH: usize = 16;
 /// How long a resumed writer waits for an earlier writer of the same partial
 /// file (typically one just dropped after a cut connection) to let it go.
 pub(crate) const PARTIAL_HANDOVER: Duration = Duration::from_secs(5);
@@ -494,7 +490,7 @@ impl Spool {
             mut hasher,
             written,
         } = opened;
-        let (to_file, mut file_rx) = mpsc::channel::<FileMessage>(WRITE_QUEUE_DEPTH);
+        let (to_file, mut file_rx) = mpsc::channel::<FileMessage>(QUEUE_DEPTH);
         let (to_hasher, mut hasher_rx) = mpsc::channel::<HashMessage>(QUEUE_DEPTH);
         let copies_to_hasher = to_hasher.clone();
         let file_task = tokio::task::spawn_blocking(move || {
