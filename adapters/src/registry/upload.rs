@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, LOCATION};
+use reqwest::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION,
+};
 use reqwest::{Method, Response, StatusCode, Url};
 use vmr_domain::image::{Digest, Repository};
 use vmr_ports::{BlobSource, ByteStream, RegistryError, StoreError, UploadProgress};
@@ -461,29 +463,17 @@ impl<'a> Uploader<'a> {
                 Err(other) => return Err(other),
             };
             retry += 1;
-            let Some(delay) = transport.retry().delay(retry, headers.as_ref()) else {
-                return Err(RegistryError::Unavailable {
-                    registry: transport.registry(),
-                    message: format!(
-                        "sending bytes {offset}..{size} of blob {digest} failed: {transient} (still failing after retries)"
-                    ),
-                });
-            };
-            tracing::debug!(%digest, offset, ?delay, reason = %transient, "streamed PATCH failed, asking the registry how far it got");
-            tokio::time::sleep(delay).await;
-            let (next, stored) = match self.status(repository, &location).await {
-                Ok(status) => status,
-                Err(RegistryError::NotFound { message, .. }) => {
-                    return Err(RegistryError::Unavailable {
-                        registry: transport.registry(),
-                        message: format!(
-                            "sending bytes {offset}..{size} of blob {digest} failed ({transient}) and the registry \
-                             no longer knows the upload session ({message}); push again"
-                        ),
-                    });
-                }
-                Err(other) => return Err(other),
-            };
+            let (next, stored) = self
+                .how_far_after_failure(
+                    repository,
+                    digest,
+                    &location,
+                    offset..size,
+                    &transient,
+                    retry,
+                    headers.as_ref(),
+                )
+                .await?;
             location = next;
             if stored < offset || stored > size {
                 return Err(RegistryError::InvalidResponse {
@@ -657,31 +647,17 @@ impl<'a> Uploader<'a> {
                 Err(RegistryError::Unavailable { message, .. }) => (message, None),
                 Err(other) => return Err(other),
             };
-            let Some(delay) = transport.retry().delay(retry, headers.as_ref()) else {
-                return Err(RegistryError::Unavailable {
-                    registry: transport.registry(),
-                    message: format!(
-                        "sending bytes {start}..{end} of blob {digest} failed: {transient} (still failing after retries)"
-                    ),
-                });
-            };
-            tracing::debug!(%digest, start, ?delay, reason = %transient, "chunk failed, asking the registry how far it got");
-            tokio::time::sleep(delay).await;
-            let (next, stored) = match self.status(repository, &location).await {
-                Ok(status) => status,
-                // distribution forgets a session URL once a later chunk
-                // landed: the chunk may be in, but there is no telling.
-                Err(RegistryError::NotFound { message, .. }) => {
-                    return Err(RegistryError::Unavailable {
-                        registry: transport.registry(),
-                        message: format!(
-                            "sending bytes {start}..{end} of blob {digest} failed ({transient}) and the registry \
-                             no longer knows the upload session ({message}); push again"
-                        ),
-                    });
-                }
-                Err(other) => return Err(other),
-            };
+            let (next, stored) = self
+                .how_far_after_failure(
+                    repository,
+                    digest,
+                    &location,
+                    start..end,
+                    &transient,
+                    retry,
+                    headers.as_ref(),
+                )
+                .await?;
             location = next;
             if stored >= end {
                 return Ok(location);
@@ -700,6 +676,47 @@ impl<'a> Uploader<'a> {
     }
 
     /// `GET` on a session: its URL and how many bytes it holds.
+    /// After bytes `range` of `digest` failed to go up (`transient`): waits
+    /// the retry delay (an error once retries are spent) and asks the
+    /// registry where the upload session stands: its next URL and how many
+    /// bytes it holds.
+    #[allow(clippy::too_many_arguments)]
+    async fn how_far_after_failure(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        location: &Url,
+        range: std::ops::Range<u64>,
+        transient: &str,
+        retry: u32,
+        headers: Option<&HeaderMap>,
+    ) -> Result<(Url, u64), RegistryError> {
+        let transport = &self.client.transport;
+        let (start, end) = (range.start, range.end);
+        let Some(delay) = transport.retry().delay(retry, headers) else {
+            return Err(RegistryError::Unavailable {
+                registry: transport.registry(),
+                message: format!(
+                    "sending bytes {start}..{end} of blob {digest} failed: {transient} (still failing after retries)"
+                ),
+            });
+        };
+        tracing::debug!(%digest, start, ?delay, reason = %transient, "upload failed, asking the registry how far it got");
+        tokio::time::sleep(delay).await;
+        match self.status(repository, location).await {
+            // distribution forgets a session URL once a later chunk landed:
+            // the bytes may be in, but there is no telling.
+            Err(RegistryError::NotFound { message, .. }) => Err(RegistryError::Unavailable {
+                registry: transport.registry(),
+                message: format!(
+                    "sending bytes {start}..{end} of blob {digest} failed ({transient}) and the registry \
+                     no longer knows the upload session ({message}); push again"
+                ),
+            }),
+            other => other,
+        }
+    }
+
     async fn status(
         &self,
         repository: &Repository,
