@@ -182,15 +182,11 @@ async fn a_chunk_the_registry_never_saw_is_resent() {
     let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("resend");
     let blob = noise(3 * 256 * 1024, 11);
-    let digest = push_blob(client.as_ref(), &repo, &blob).await;
+    push_blob(client.as_ref(), &repo, &blob).await;
     // Three chunks, the second sent twice, and one status query in between.
     assert_eq!(proxy.count(&Method::PATCH, "/blobs/uploads/"), 4);
     assert_eq!(proxy.count(&Method::GET, "/blobs/uploads/"), 1);
-    let direct = connect(&registry, None);
-    assert_eq!(
-        collect(direct.get_blob(&repo, &digest, 0).await.unwrap().stream).await,
-        blob
-    );
+    assert_registry_holds(&registry, &repo, &blob).await;
 }
 
 #[tokio::test]
@@ -265,7 +261,7 @@ async fn a_completion_the_registry_never_saw_is_resent() {
     let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("resendput");
     let blob = noise(10_000, 15);
-    let digest = push_blob(client.as_ref(), &repo, &blob).await;
+    push_blob(client.as_ref(), &repo, &blob).await;
     assert_eq!(
         proxy.count(&Method::PUT, "digest="),
         2,
@@ -276,11 +272,18 @@ async fn a_completion_the_registry_never_saw_is_resent() {
         1,
         "after a HEAD"
     );
-    let direct = connect(&registry, None);
-    assert_eq!(
-        collect(direct.get_blob(&repo, &digest, 0).await.unwrap().stream).await,
-        blob
-    );
+    assert_registry_holds(&registry, &repo, &blob).await;
+}
+
+/// Reads the blob back from the registry itself, past the proxy.
+async fn assert_registry_holds(registry: &str, repo: &vmr_domain::image::Repository, blob: &[u8]) {
+    let direct = connect(registry, None);
+    let stream = direct
+        .get_blob(repo, &Digest::of(blob), 0)
+        .await
+        .expect("the registry has the blob")
+        .stream;
+    assert_eq!(collect(stream).await, blob);
 }
 
 /// Pushes `blob` from a memory source through `client`; returns the source.
@@ -324,18 +327,7 @@ async fn a_streamed_put_the_registry_never_saw_is_resent_from_a_new_session() {
     assert_eq!(proxy.count(&Method::POST, "/blobs/uploads/"), 2);
     assert_eq!(proxy.count(&Method::PUT, "digest="), 2);
     assert_eq!(proxy.count(&Method::PATCH, "/blobs/uploads/"), 0);
-    let direct = connect(&registry, None);
-    assert_eq!(
-        collect(
-            direct
-                .get_blob(&repo, &Digest::of(&blob), 0)
-                .await
-                .unwrap()
-                .stream
-        )
-        .await,
-        blob
-    );
+    assert_registry_holds(&registry, &repo, &blob).await;
 }
 
 #[tokio::test]
@@ -386,18 +378,7 @@ async fn a_streamed_patch_the_registry_never_saw_is_resent_from_where_it_stopped
     assert_eq!(proxy.count(&Method::PATCH, "/blobs/uploads/"), 2);
     assert_eq!(proxy.count(&Method::GET, "/blobs/uploads/"), 1);
     assert_eq!(proxy.count(&Method::PUT, "digest="), 1);
-    let direct = connect(&registry, None);
-    assert_eq!(
-        collect(
-            direct
-                .get_blob(&repo, &Digest::of(&blob), 0)
-                .await
-                .unwrap()
-                .stream
-        )
-        .await,
-        blob
-    );
+    assert_registry_holds(&registry, &repo, &blob).await;
 }
 
 #[tokio::test]
