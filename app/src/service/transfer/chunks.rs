@@ -476,19 +476,23 @@ mod tests {
         assert!(place.push(&compressed).is_err());
     }
 
-    #[test]
-    fn random_chunks_are_not_compressed() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk");
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let bytes: Vec<u8> = (0..200_000)
+    /// Incompressible bytes (xorshift from `state`).
+    fn noise(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 state as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn random_chunks_are_not_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk");
+        let bytes = noise(200_000, 0x9e37_79b9_7f4a_7c15);
         std::fs::write(&disk, &bytes).unwrap();
         let read = read_chunk(&disk, &(0..200_000), dir.path(), true).unwrap();
         assert!(read.zstd.is_none());
@@ -510,15 +514,7 @@ mod tests {
     fn a_chunk_random_at_its_start_only_is_still_compressed() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk");
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut bytes: Vec<u8> = (0..1024 * 1024)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let mut bytes = noise(1024 * 1024, 0x2545_f491_4f6c_dd1d);
         bytes.resize(4 * 1024 * 1024, 0);
         std::fs::write(&disk, &bytes).unwrap();
         let read = read_chunk(&disk, &(0..bytes.len() as u64), dir.path(), true).unwrap();
