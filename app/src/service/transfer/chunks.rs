@@ -283,7 +283,8 @@ pub(crate) async fn file_range_stream(
 pub(crate) type Pieces = Vec<(u64, Bytes)>;
 
 /// A chunk's stored bytes on their way into the disk: decompressed when
-/// zstd, hashed both ways, size-checked as they come (a chunk that
+/// zstd, hashed both ways (once when stored plain: then the stored bytes are
+/// the plain bytes and one digest answers for both), size-checked as they come (a chunk that
 /// decompresses past its size is stopped at once), and cut into pieces of
 /// [`PIECE`] plain bytes, each with its offset in the disk, to be written in
 /// place.
@@ -297,7 +298,8 @@ pub(crate) struct Place {
     /// Present for compressed chunks.
     decoder: Option<zstd::stream::raw::Decoder<'static>>,
     scratch: Vec<u8>,
-    stored: Sha256,
+    /// The hash of the compressed bytes; a plain chunk's is `plain`.
+    stored: Option<Sha256>,
 }
 
 impl Place {
@@ -314,7 +316,7 @@ impl Place {
                 None
             },
             scratch: if zstd { vec![0u8; PIECE] } else { Vec::new() },
-            stored: Sha256::new(),
+            stored: zstd.then(Sha256::new),
         })
     }
 
@@ -356,7 +358,9 @@ impl Place {
     /// pieces now ready to be written, with their disk offsets.
     pub(crate) fn push(&mut self, bytes: &[u8]) -> std::io::Result<Pieces> {
         use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
-        self.stored.update(bytes);
+        if let Some(stored) = &mut self.stored {
+            stored.update(bytes);
+        }
         let mut out = Vec::new();
         let Some(mut decoder) = self.decoder.take() else {
             self.take_plain(bytes, &mut out)?;
@@ -400,8 +404,11 @@ impl Place {
             }
         }
         self.flush(&mut out);
-        let got_stored = Digest::from_hasher(self.stored);
         let got_plain = Digest::from_hasher(self.plain);
+        let got_stored = match self.stored {
+            Some(stored) => Digest::from_hasher(stored),
+            None => got_plain.clone(),
+        };
         let verdict = if &got_stored != stored {
             Err(format!("its bytes hash to {got_stored}"))
         } else if self.written != self.size {
@@ -486,6 +493,45 @@ mod tests {
                 state as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn a_plain_chunk_is_checked_by_its_one_digest() {
+        let bytes = noise(3 * PIECE as usize / 2, 0x51_7cc1_b727_220a);
+        let digest = Digest::of(&bytes);
+        let place_all = |bytes: &[u8], stored: &Digest, plain: &Digest| {
+            let mut place = Place::new(4096, bytes.len() as u64, false).unwrap();
+            let mut pieces = Vec::new();
+            for piece in bytes.chunks(100_003) {
+                pieces.extend(place.push(piece).unwrap());
+            }
+            let (last, verdict) = place.finish(stored, plain).unwrap();
+            pieces.extend(last);
+            (pieces, verdict)
+        };
+        let (pieces, verdict) = place_all(&bytes, &digest, &digest);
+        verdict.unwrap();
+        let offsets: Vec<u64> = pieces.iter().map(|(at, _)| *at).collect();
+        assert_eq!(offsets, [4096, 4096 + PIECE as u64]);
+        let rebuilt: Vec<u8> = pieces
+            .iter()
+            .flat_map(|(_, piece)| piece.to_vec())
+            .collect();
+        assert_eq!(rebuilt, bytes);
+
+        // One flipped byte fails the stored digest, which names what came.
+        let mut bad = bytes.clone();
+        bad[PIECE] ^= 1;
+        let (_, verdict) = place_all(&bad, &digest, &digest);
+        let reason = verdict.unwrap_err();
+        assert!(reason.contains(&Digest::of(&bad).to_string()), "{reason}");
+        // A manifest whose plain digest differs from the stored one for an
+        // uncompressed chunk is refused too.
+        let other = Digest::of(b"other");
+        let (_, verdict) = place_all(&bytes, &digest, &other);
+        assert!(verdict.unwrap_err().contains("uncompressed"));
+        let (_, verdict) = place_all(&bytes, &other, &digest);
+        assert!(verdict.unwrap_err().contains("its bytes hash to"));
     }
 
     #[test]
