@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures::future::BoxFuture;
 use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
-use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
 use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
@@ -33,29 +33,31 @@ pub struct Assembled {
     pub restart_policies: RestartTask,
 }
 
-/// Connects to the hypervisor the configuration names.
+/// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
+/// description for the logs and the health check.
+///
+/// Only the `vmrd-libvirt` binary has one. This library never links libvirt,
+/// so `vmrd` with the fake hypervisor, the `vmr` CLI and programs embedding
+/// the core map none of libvirt's ~55 libraries (docs/decisions.md, "Idle
+/// memory").
+pub type OpenLibvirt =
+    for<'a> fn(&'a DaemonConfig) -> BoxFuture<'a, anyhow::Result<(Arc<dyn Hypervisor>, String)>>;
+
+/// Connects to the hypervisor the configuration names; `libvirt` opens
+/// libvirt, when this program can.
 pub async fn open_hypervisor(
     config: &DaemonConfig,
+    libvirt: Option<OpenLibvirt>,
 ) -> anyhow::Result<(Arc<dyn Hypervisor>, String)> {
-    match config.hypervisor {
-        HypervisorKind::Fake => Ok((
+    match (config.hypervisor, libvirt) {
+        (HypervisorKind::Fake, _) => Ok((
             Arc::new(FakeHypervisor::new().without_call_log()),
             "fake (in memory; VMs do not outlive the daemon)".to_string(),
         )),
-        HypervisorKind::Libvirt => {
-            let mut settings = LibvirtConfig::new(config.libvirt_uri.clone());
-            settings.virt_type = config
-                .virt_type
-                .as_deref()
-                .map(str::parse::<VirtType>)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--{e}"))?;
-            let libvirt = LibvirtHypervisor::connect(settings)
-                .await
-                .with_context(|| format!("--libvirt-uri {}", config.libvirt_uri))?;
-            let description = format!("libvirt {} ({})", config.libvirt_uri, libvirt.virt_type());
-            Ok((Arc::new(libvirt), description))
-        }
+        (HypervisorKind::Libvirt, Some(open)) => open(config).await,
+        (HypervisorKind::Libvirt, None) => anyhow::bail!(
+            "--hypervisor libvirt: this program has no libvirt adapter (run vmrd-libvirt, or use --hypervisor fake)"
+        ),
     }
 }
 
@@ -172,9 +174,12 @@ fn auth_probe(auth: Arc<dyn AuthConnector>, url: String) -> Probe {
 }
 
 /// Builds the whole core from the configuration.
-pub async fn assemble(config: &DaemonConfig) -> anyhow::Result<Assembled> {
+pub async fn assemble(
+    config: &DaemonConfig,
+    libvirt: Option<OpenLibvirt>,
+) -> anyhow::Result<Assembled> {
     let store = open_store(config).await?;
-    let (hypervisor, hypervisor_description) = open_hypervisor(config).await?;
+    let (hypervisor, hypervisor_description) = open_hypervisor(config, libvirt).await?;
     // Libvirt resolves paths in its own process: they must be absolute.
     let runtime_root = std::path::absolute(config.fs_path.join("runtime"))
         .with_context(|| format!("--fs-path {}", config.fs_path.display()))?;

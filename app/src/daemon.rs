@@ -3,13 +3,88 @@
 //! bounded time, remove the socket; VMs keep running, libvirt owns them).
 
 use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{DaemonConfig, LogFormat};
+use crate::assemble::OpenLibvirt;
+use crate::config::{ConfigOrUsage, DaemonConfig, HypervisorKind, LogFormat};
+
+/// The binary that serves `--hypervisor libvirt`, installed next to `vmrd`.
+pub const LIBVIRT_BINARY: &str = "vmrd-libvirt";
+
+/// Where a daemon binary gets libvirt from.
+#[derive(Debug, Clone, Copy)]
+pub enum Libvirt {
+    /// This binary links it.
+    Linked(OpenLibvirt),
+    /// This binary does not: with `--hypervisor libvirt` it becomes
+    /// [`LIBVIRT_BINARY`] from its own directory (exec: same process, same
+    /// arguments and environment), so it never loads libvirt otherwise.
+    Exec,
+}
+
+/// The whole of a daemon binary's `main`: configuration, logging, the
+/// runtime, serving.
+pub fn main(libvirt: Libvirt) -> ExitCode {
+    let config = match DaemonConfig::from_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(ConfigOrUsage::Usage(e)) => e.exit(),
+        Err(ConfigOrUsage::Config(e)) => {
+            eprintln!("vmrd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let libvirt = match libvirt {
+        Libvirt::Linked(open) => Some(open),
+        Libvirt::Exec if config.hypervisor == HypervisorKind::Libvirt => {
+            let e = exec_libvirt_binary();
+            eprintln!("vmrd: --hypervisor libvirt: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        Libvirt::Exec => None,
+    };
+    init_logging(&config);
+    // TLS for S3 and registries goes through rustls with ring (no aws-lc
+    // build); installing twice is harmless, so the result is ignored.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vmrd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, libvirt)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmrd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Replaces this process with [`LIBVIRT_BINARY`]; returns only on failure.
+fn exec_libvirt_binary() -> anyhow::Error {
+    let program = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(LIBVIRT_BINARY),
+        Err(e) => return anyhow::anyhow!("cannot find this program's directory: {e}"),
+    };
+    let e = Command::new(&program)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!(
+        "cannot run {} (it serves libvirt; install it next to vmrd, or use --hypervisor fake): {e}",
+        program.display()
+    )
+}
 
 /// How long in-flight calls may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -49,9 +124,9 @@ async fn stop_signal() {
 }
 
 /// Runs the daemon until a stop signal.
-pub async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+pub async fn run(config: DaemonConfig, libvirt: Option<OpenLibvirt>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let core = crate::assemble::assemble(&config).await?;
+    let core = crate::assemble::assemble(&config, libvirt).await?;
     let listener = crate::socket::bind(
         &config.socket,
         config.socket_mode,

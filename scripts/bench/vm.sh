@@ -26,7 +26,7 @@ mkdir -p "$WORK/real"
 } > "$WORK/real/vmcompose.yaml"
 # The create and start phases' debug events and the libvirt adapter's timing
 # of virDomainCreate (JSON) go to vmrd.log for the phase table.
-RUST_LOG=warn,vmr_app::service::vms=debug,vmr_adapters::libvirt::vms=debug \
+RUST_LOG=warn,vmr_app::service::vms=debug,vmr_libvirt::vms=debug \
   start_vmrd "$WORK/l.sock" --fs-path "$WORK/lstore" --hypervisor libvirt \
   --libvirt-uri "$LIBVIRT_URI" --virt-type qemu --log-format json 2> "$WORK/vmrd.log"
 VMR=("$BIN/vmr" --socket "$WORK/l.sock")

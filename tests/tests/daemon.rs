@@ -186,3 +186,99 @@ async fn reflection_and_grpc_health_are_served() {
         pb::ServingStatus::Serving as i32
     );
 }
+
+/// The file names of the shared libraries process `pid` has mapped.
+fn mapped_libraries(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut names: Vec<String> = maps
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter_map(|path| path.rsplit('/').next())
+        .filter(|name| name.contains(".so"))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn the_fake_hypervisor_runs_without_libvirt_in_memory() {
+    let daemon = Daemon::start();
+    let libraries = mapped_libraries(daemon.pid().unwrap());
+    assert!(
+        libraries.iter().any(|l| l.starts_with("libc.so")),
+        "{libraries:?}"
+    );
+    assert!(
+        !libraries.iter().any(|l| l.contains("libvirt")),
+        "{libraries:?}"
+    );
+    assert!(daemon.log_text().contains("hypervisor=fake"));
+}
+
+#[test]
+fn libvirt_is_served_by_vmrd_libvirt_in_the_process_vmrd_started() {
+    let daemon = Daemon::start_with(&[
+        "--hypervisor",
+        "libvirt",
+        "--libvirt-uri",
+        "test:///default",
+    ]);
+    let pid = daemon.pid().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        exe.file_name().unwrap(),
+        "vmrd-libvirt",
+        "{}",
+        exe.display()
+    );
+    let libraries = mapped_libraries(pid);
+    assert!(
+        libraries.iter().any(|l| l.starts_with("libvirt.so")),
+        "{libraries:?}"
+    );
+    let health = daemon.vmr(&["health"]).ok();
+    assert!(health.contains("test:///default"), "{health}");
+}
+
+#[test]
+fn without_vmrd_libvirt_beside_it_vmrd_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let alone = dir.path().join("vmrd");
+    std::fs::copy(bin("vmrd"), &alone).unwrap();
+    let sock = dir.path().join("s.sock");
+    let out = Command::new(&alone)
+        .args(["--hypervisor", "libvirt", "--socket"])
+        .arg(&sock)
+        .arg("--fs-path")
+        .arg(dir.path().join("store"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("vmrd: --hypervisor libvirt: cannot run "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("vmrd-libvirt"), "{stderr}");
+    assert!(stderr.contains("--hypervisor fake"), "{stderr}");
+    assert!(!sock.exists());
+    // The fake hypervisor needs nothing beside it.
+    let mut fake = Command::new(&alone)
+        .args(["--hypervisor", "fake", "--socket"])
+        .arg(&sock)
+        .arg("--fs-path")
+        .arg(dir.path().join("store"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !sock.exists() && std::time::Instant::now() < deadline {
+        assert!(fake.try_wait().unwrap().is_none(), "vmrd exited");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(sock.exists());
+    fake.kill().unwrap();
+    fake.wait().unwrap();
+}

@@ -17,7 +17,7 @@ const QEMU_IMG: &str = "qemu-img";
 
 /// Creates a qcow2 overlay over `base` with a virtual size of
 /// `max(size, base's virtual size)`.
-pub(crate) async fn create_overlay(
+pub async fn create_overlay(
     base: &Path,
     base_format: DiskFormat,
     overlay: &Path,
@@ -66,7 +66,7 @@ fn write_new(path: &Path, bytes: &[u8], len: u64) -> std::io::Result<()> {
 }
 
 /// Creates an empty qcow2 disk of `size` bytes.
-pub(crate) async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorError> {
+pub async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorError> {
     if size == 0 {
         return Err(HypervisorError::invalid(
             "diskSize",
@@ -83,7 +83,7 @@ pub(crate) async fn create_blank_disk(path: &Path, size: u64) -> Result<(), Hype
 
 /// The virtual size of a disk image, read from its length (raw) or its
 /// header (qcow2) without opening it for writing.
-pub(crate) async fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64, HypervisorError> {
+pub async fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64, HypervisorError> {
     let unreadable = |e: String| {
         HypervisorError::invalid(
             "disk",

@@ -13,7 +13,7 @@ use quick_xml::events::BytesText;
 use vmr_domain::vm::Bootloader;
 use vmr_ports::{HypervisorError, VmDefinition};
 
-pub(crate) use read::{ParsedDomain, attached_networks, parse};
+pub use read::{ParsedDomain, attached_networks, parse};
 
 use super::xml::{XmlResult, finish, new_writer, xml_error};
 
@@ -22,7 +22,7 @@ pub const VM_NS: &str = "https://vmregistry.io/xmlns/libvirt/vm/1";
 const VM_PREFIX: &str = "vmr";
 
 /// Renders the domain XML for `def`, with `<domain type=virt_type>`.
-pub(crate) fn render(def: &VmDefinition, virt_type: &str) -> Result<String, HypervisorError> {
+pub fn render(def: &VmDefinition, virt_type: &str) -> Result<String, HypervisorError> {
     let mut w = new_writer();
     write_domain(&mut w, def, virt_type).map_err(|e| xml_error(&e))?;
     finish(w)

@@ -20,7 +20,7 @@ use quick_xml::events::BytesText;
 use vmr_domain::network::{NetworkMode, bridge_device_name};
 use vmr_ports::{HypervisorError, NetworkDefinition};
 
-pub(crate) use read::{ParsedNetwork, parse};
+pub use read::{ParsedNetwork, parse};
 
 use super::xml::{XmlResult, finish, new_writer, xml_error};
 
@@ -29,7 +29,7 @@ pub const NETWORK_NS: &str = "https://vmregistry.io/xmlns/libvirt/network/1";
 const PREFIX: &str = "vmr";
 
 /// Renders the network XML for `def`.
-pub(crate) fn render(def: &NetworkDefinition) -> Result<String, HypervisorError> {
+pub fn render(def: &NetworkDefinition) -> Result<String, HypervisorError> {
     let mut w = new_writer();
     write_network(&mut w, def).map_err(|e| xml_error(&e))?;
     finish(w)

@@ -182,7 +182,7 @@ struct LogDoc {
 
 /// A vmr VM read back from its domain XML.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParsedDomain {
+pub struct ParsedDomain {
     pub spec: VmSpec,
     pub disk: Option<DiskAttachment>,
     pub cdroms: Vec<PathBuf>,
@@ -193,7 +193,7 @@ pub(crate) struct ParsedDomain {
 
 /// Reads a domain's XML. `Ok(None)` for a domain vmr did not define (no
 /// vmr metadata, or a name vmr would not accept).
-pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
+pub fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
     let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
         HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
     })?;
@@ -379,7 +379,7 @@ pub(crate) fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> 
 }
 
 /// The names of the networks a domain's interfaces attach to.
-pub(crate) fn attached_networks(xml: &str) -> Result<Vec<String>, HypervisorError> {
+pub fn attached_networks(xml: &str) -> Result<Vec<String>, HypervisorError> {
     let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
         HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
     })?;

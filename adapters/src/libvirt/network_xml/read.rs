@@ -90,7 +90,7 @@ struct RangeDoc {
 
 /// A network read back from libvirt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ParsedNetwork {
+pub struct ParsedNetwork {
     pub spec: NetworkSpec,
     pub project: Option<String>,
     pub managed: bool,
@@ -99,7 +99,7 @@ pub(crate) struct ParsedNetwork {
 
 /// Reads a network's XML. `Ok(None)` for a network vmr cannot describe
 /// (a name vmr would not accept, a forward mode outside the six, IPv6 only).
-pub(crate) fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError> {
+pub fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError> {
     let doc: NetworkDoc = quick_xml::de::from_str(xml).map_err(|e| {
         HypervisorError::Backend(format!("unreadable network XML from libvirt: {e}"))
     })?;

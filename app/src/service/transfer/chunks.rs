@@ -497,7 +497,7 @@ mod tests {
 
     #[test]
     fn a_plain_chunk_is_checked_by_its_one_digest() {
-        let bytes = noise(3 * PIECE as usize / 2, 0x51_7cc1_b727_220a);
+        let bytes = noise(3 * PIECE / 2, 0x51_7cc1_b727_220a);
         let digest = Digest::of(&bytes);
         let place_all = |bytes: &[u8], stored: &Digest, plain: &Digest| {
             let mut place = Place::new(4096, bytes.len() as u64, false).unwrap();

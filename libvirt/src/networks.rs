@@ -11,8 +11,8 @@ use vmr_domain::network::{NetworkMode, overlaps};
 use vmr_ports::{HypervisorError, NetworkDefinition, NetworkDetails, NetworkRecord};
 
 use super::conn::{is_missing, map_err, network};
-use super::network_xml::{self, ParsedNetwork};
 use super::vms;
+use vmr_adapters::libvirt::network_xml::{self, ParsedNetwork};
 
 fn lookup(conn: &Connect, name: &str) -> Result<Network, HypervisorError> {
     conn.lookup_network_by_name(name)

@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../adapters/tests/hypervisor_support/mod.rs"]
 mod hypervisor_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hypervisor_support::Fixture;
-use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VM_NS};
 use vmr_domain::image::DiskFormat;
+use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VM_NS};
 use vmr_ports::Hypervisor;
 
 async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {

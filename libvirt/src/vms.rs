@@ -14,8 +14,8 @@ use vmr_domain::vm::VmState;
 use vmr_ports::{HypervisorError, VmDefinition, VmDetails, VmInterface, VmRecord};
 
 use super::conn::{is_missing, map_err, network, vm};
-use super::domain_xml::{self, ParsedDomain};
 use super::events::vm_state;
+use vmr_adapters::libvirt::domain_xml::{self, ParsedDomain};
 
 pub(crate) fn lookup(conn: &Connect, name: &str) -> Result<Domain, HypervisorError> {
     conn.lookup_domain_by_name(name)

@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../adapters/tests/hypervisor_support/mod.rs"]
 mod hypervisor_support;
 
 use std::path::Path;
@@ -15,9 +16,9 @@ use std::time::Duration;
 
 use hypervisor_support::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 use vmr_adapters::cloudinit::build_cidata_iso;
-use vmr_adapters::libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::vm::VmState;
+use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
 use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason};
 
 /// The libvirt URI to test against, or `None` when told to skip.

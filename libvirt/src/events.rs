@@ -23,7 +23,7 @@ use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{LifecycleEvent, LifecycleKind, StopReason};
 
 use super::conn::{Connection, LinkState};
-use super::domain_xml::VM_NS;
+use vmr_adapters::libvirt::VM_NS;
 
 /// How many events a slow consumer may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
