@@ -305,6 +305,9 @@ stop_registries() {
   for name in anon basic token; do
     stop_pidfile "registry $name" "$STATE/registry-$name.pid" "registry-$name.yml"
   done
+  # The token realm's auth server: started on demand by the tests
+  # (vmr-test-authd), it exits by itself after 2 idle minutes.
+  pkill -x vmr-test-authd 2>/dev/null || true
 }
 
 # ---------------------------------------------------------------- commands

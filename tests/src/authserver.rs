@@ -7,13 +7,16 @@
 //!
 //! The token registry of `scripts/test-services.sh` sends clients to
 //! `http://127.0.0.1:5005/token`, so [`AuthServer::shared_on_realm_port`]
-//! serves there, once per process (or reuses another test process's server
-//! already listening there).
+//! makes sure a server answers there: a process of its own
+//! (`vmr-test-authd`), shared by every test process and outliving each, that
+//! exits after [`REALM_IDLE`] without a request.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::os::unix::process::CommandExt;
 
 use anyhow::{Context, anyhow, bail};
 use axum::Json;
@@ -208,14 +211,14 @@ impl AuthServer {
         })
     }
 
-    /// The server on the realm port (5005) with the environment's key,
-    /// started once per process on its own thread, so it outlives any one
-    /// test's runtime. If another process already serves there (a parallel
-    /// test run), that server is used: it has the same users and key.
+    /// The server on the realm port (5005) with the environment's key: the
+    /// one already there, or a `vmr-test-authd` started now. Not a thread of
+    /// this process: a test process exits when its test ends, and tests in
+    /// other processes may be fetching tokens from the same port then.
     pub fn shared_on_realm_port() -> anyhow::Result<String> {
         static SHARED: OnceLock<Result<String, String>> = OnceLock::new();
         SHARED
-            .get_or_init(|| start_shared(REALM_PORT).map_err(|e| format!("{e:#}")))
+            .get_or_init(|| ensure_realm_server().map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(|e| anyhow!(e))
     }
@@ -230,53 +233,78 @@ impl AuthServer {
     }
 }
 
-fn start_shared(port: u16) -> anyhow::Result<String> {
-    let config = AuthServerConfig::from_env(port)?;
-    let url = format!("http://127.0.0.1:{port}");
-    let router = router(config.clone())?;
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
-    std::thread::Builder::new()
-        .name("test-auth-server".to_owned())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("tokio runtime: {e}")));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::bind(config.addr).await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(format!("binding {}: {e}", config.addr)));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                let _ = axum::serve(listener, router).await;
-            });
-        })
-        .context("spawning the test auth server thread")?;
-    match ready_rx
-        .recv()
-        .context("the test auth server thread died")?
-    {
-        Ok(()) => Ok(url),
-        Err(bind_error) => {
-            // Someone holds the port: fine if it is one of ours.
-            if is_ours(port) {
-                Ok(url)
-            } else {
-                bail!(
-                    "cannot serve the token realm on 127.0.0.1:{port} ({bind_error}) and what listens there is not a vmr test auth server"
-                )
+/// How long `vmr-test-authd` waits without a request before it exits.
+pub const REALM_IDLE: Duration = Duration::from_secs(120);
+
+fn ensure_realm_server() -> anyhow::Result<String> {
+    let url = format!("http://127.0.0.1:{REALM_PORT}");
+    if is_ours(REALM_PORT) {
+        return Ok(url);
+    }
+    let program = crate::daemon::bin("vmr-test-authd");
+    let mut child = std::process::Command::new(&program)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // Its own process group: nothing aimed at the test's group reaches it.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if is_ours(REALM_PORT) {
+            return Ok(url);
+        }
+        // It exits at once, successfully, when another process won the port
+        // (another test process's server, maybe not answering yet).
+        if let Ok(Some(status)) = child.try_wait()
+            && !status.success()
+        {
+            bail!("{} exited with {status}", program.display());
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "nothing answering as a vmr test auth server on 127.0.0.1:{REALM_PORT} within 15 s"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Serves the realm port with the environment's key until [`REALM_IDLE`]
+/// passes without a request. `Ok(false)` when the port was taken.
+pub async fn serve_realm_until_idle() -> anyhow::Result<bool> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let config = AuthServerConfig::from_env(REALM_PORT)?;
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("binding {}", config.addr)),
+    };
+    let started = std::time::Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let seen = Arc::clone(&last);
+    let router = router(config)?.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            seen.store(started.elapsed().as_secs(), Ordering::Relaxed);
+            next.run(request)
+        },
+    ));
+    let idle = async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let since = started.elapsed().as_secs() - last.load(Ordering::Relaxed);
+            if since >= REALM_IDLE.as_secs() {
+                return;
             }
         }
-    }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(idle)
+        .await
+        .context("serving the token realm")?;
+    Ok(true)
 }
 
 /// Whether `127.0.0.1:port` answers `GET /` with our banner.
