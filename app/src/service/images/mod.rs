@@ -68,7 +68,15 @@ pub struct ImageService {
     /// digest: content-addressed like the configs, so a listing parses only
     /// manifests it has not seen before.
     described: std::sync::Mutex<HashMap<Digest, Arc<Described>>>,
+    /// The digest of the manifest each tag last pointed at, kept with those
+    /// bytes: a tag's digest is reused only while its bytes are identical
+    /// (a comparison instead of a sha256 per image in every listing).
+    tag_digests: std::sync::Mutex<HashMap<Repository, TagDigests>>,
 }
+
+/// A repository's tags, each with the manifest bytes it held when last
+/// hashed and their digest.
+type TagDigests = HashMap<Tag, (Bytes, Digest)>;
 
 /// A manifest and the image summary built from it and its config; the
 /// summary's repository and tags are the caller's to fill.
@@ -90,6 +98,7 @@ impl ImageService {
             commits: RwLock::new(()),
             configs: std::sync::Mutex::new(HashMap::new()),
             described: std::sync::Mutex::new(HashMap::new()),
+            tag_digests: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -264,11 +273,36 @@ impl ImageService {
     }
 
     /// Every tag with the digest of the manifest it points at.
+    /// The digest of `bytes`, the manifest `repository:tag` holds now.
+    fn manifest_digest(&self, repository: &Repository, tag: &Tag, bytes: &Bytes) -> Digest {
+        if let Ok(memo) = self.tag_digests.lock()
+            && let Some((seen, digest)) = memo.get(repository).and_then(|tags| tags.get(tag))
+            // The memo holds its bytes, so the same address and length are
+            // the same bytes (the store's index hands out clones).
+            && ((seen.as_ptr() == bytes.as_ptr() && seen.len() == bytes.len()) || seen == bytes)
+        {
+            return digest.clone();
+        }
+        let digest = Digest::of(bytes);
+        if let Ok(mut memo) = self.tag_digests.lock() {
+            if memo.len() >= CONFIG_CACHE_LIMIT {
+                memo.clear();
+            }
+            memo.entry(repository.clone())
+                .or_default()
+                .insert(tag.clone(), (bytes.clone(), digest.clone()));
+        }
+        digest
+    }
+
     async fn tag_index(&self) -> Result<Vec<(Repository, Tag, Digest, Bytes)>, UseCaseError> {
         let mut out = Vec::new();
         for (repository, tag) in self.store.list_manifests().await? {
             match self.store.get_manifest(&repository, &tag).await {
-                Ok(bytes) => out.push((repository, tag, Digest::of(&bytes), bytes)),
+                Ok(bytes) => {
+                    let digest = self.manifest_digest(&repository, &tag, &bytes);
+                    out.push((repository, tag, digest, bytes));
+                }
                 // Removed between list and get: not an error.
                 Err(StoreError::ManifestNotFound { .. }) => {}
                 Err(e) => return Err(e.into()),

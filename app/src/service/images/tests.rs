@@ -254,3 +254,40 @@ async fn one_manifest_under_two_names_lists_each_with_its_own_name_and_tags() {
     assert_eq!(details.info.repository.to_string(), "other/name");
     assert_eq!(details.info.tags.len(), 1);
 }
+
+#[tokio::test]
+async fn a_retagged_name_lists_its_new_digest_with_or_without_the_index() {
+    let fixture = fixture(None);
+    let indexed = crate::service::IndexedStore::wrap(fixture.store.clone());
+    let through_index = ImageService::new(indexed.clone(), Arc::new(NoVms));
+    for images in [&*fixture.images, &through_index] {
+        let first = import(images, "v1", b"first disk").await;
+        let listed = images.list(None).await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].digest, first.image.digest);
+        // Listed again: the same digest, now from the memo.
+        assert_eq!(
+            images.list(None).await.expect("list")[0].digest,
+            first.image.digest
+        );
+
+        // The same name now holds another manifest.
+        let second = import(images, "v1", b"second disk").await;
+        assert_ne!(second.image.digest, first.image.digest);
+        let listed = images.list(None).await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].digest, second.image.digest);
+        let stored = indexed
+            .get_manifest(
+                &"leased".parse().expect("repository"),
+                &"v1".parse().expect("tag"),
+            )
+            .await
+            .expect("manifest");
+        assert_eq!(listed[0].digest, Digest::of(&stored));
+        images
+            .remove(&"leased:v1".parse().expect("reference"), true)
+            .await
+            .expect("remove");
+    }
+}
