@@ -3,13 +3,13 @@
 # docs/benchmarks.md. Each section is its own script in scripts/bench/ and
 # replaces only its own part of the document, so one can be rerun alone:
 #   scripts/bench.sh                 every section, in order
-#   scripts/bench.sh --only NAME     one section: import, compose, vm, transfer, rpc
+#   scripts/bench.sh --only NAME     one section: import, compose, vm, transfer, transfer-system, rpc
 # Figures are wall-clock medians (REPS runs, default 3); these machines are
 # shared and noisy, so compare ratios, not absolute numbers.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
-SECTIONS=(import compose vm transfer rpc)
+SECTIONS=(import compose vm transfer transfer-system rpc)
 cargo build --release --bins -q
 export BENCH_NO_BUILD=1
 if [ "${1:-}" = "--only" ]; then

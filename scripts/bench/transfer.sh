@@ -7,6 +7,9 @@
 # the bytes. vmr's pull also fsyncs and renames each blob; skopeo's copy to an
 # OCI layout does not fsync.
 # Run alone: scripts/bench.sh --only transfer   (TRANSFER_MIB sets the disk size)
+# TRANSFER_DISK=random (default: the worst case for compression and dedupe) or
+# system (a disk like a freshly installed VM's: a quarter of this machine's
+# /usr files, the rest zeros; its own section, transfer-system).
 source "$(dirname "$0")/lib.sh"
 if ! command -v docker-registry > /dev/null || ! command -v skopeo > /dev/null; then
   echo "bench transfer: skipped (needs docker-registry and skopeo)"
@@ -14,11 +17,29 @@ if ! command -v docker-registry > /dev/null || ! command -v skopeo > /dev/null; 
 fi
 SIZE_MIB=${TRANSFER_MIB:-4096}
 BYTES=$((SIZE_MIB * 1024 * 1024))
+DISK_KIND=${TRANSFER_DISK:-random}
+case $DISK_KIND in
+  random) SECTION=transfer ;;
+  system) SECTION=transfer-system ;;
+  *) echo "bench transfer: TRANSFER_DISK is random or system, not '$DISK_KIND'" >&2; exit 2 ;;
+esac
 bench_build
 bench_workdir transfer
 
-echo "bench transfer: making a ${SIZE_MIB} MiB random disk"
-head -c "$BYTES" /dev/urandom > "$WORK/disk.raw"
+echo "bench transfer: making a ${SIZE_MIB} MiB $DISK_KIND disk"
+if [ "$DISK_KIND" = random ]; then
+  head -c "$BYTES" /dev/urandom > "$WORK/disk.raw"
+  DISK_TEXT="The data is random, the worst case for compression and for dedupe."
+else
+  # Files in a fixed order, so reruns make the same disk on the same machine.
+  { find /usr/bin /usr/lib /usr/share -type f -size +0 2> /dev/null | LC_ALL=C sort |
+      xargs -d '\n' cat 2> /dev/null || true; } | head -c $((BYTES / 4)) > "$WORK/disk.raw"
+  head -c $((BYTES - $(stat -c %s "$WORK/disk.raw"))) /dev/zero >> "$WORK/disk.raw"
+  DISK_TEXT="The disk is like a freshly installed VM's: its first quarter is this machine's
+/usr/bin, /usr/lib and /usr/share files (programs, libraries, text) back to back, the rest
+zeros (written, not a hole). skopeo moves the bytes as they are; vmr's chunks compress, and
+the zero chunks are one blob."
+fi
 cat > "$WORK/vmfile.yaml" <<YAML
 apiVersion: vmregistry.io/v1alpha1
 metadata:
@@ -170,7 +191,7 @@ row() {
 REG_VERSION=$(docker-registry --version 2>/dev/null | awk '{print $3}')
 SKOPEO_VERSION=$(skopeo --version | awk '{print $3}')
 cat > "$WORK/section.md" <<MD
-## Push and pull (${SIZE_MIB} MiB raw disk, docker-registry ${REG_VERSION:-?} on loopback)
+## Push and pull (${SIZE_MIB} MiB $DISK_KIND raw disk, docker-registry ${REG_VERSION:-?} on loopback)
 
 The same disk pushed to an empty registry and pulled into an empty
 destination, by \`skopeo\` $SKOPEO_VERSION and by vmr in its two forms,
@@ -182,8 +203,7 @@ renames it. With its default, \`--push-chunk-mib 32\`, vmr pushes 32 MiB chunk l
 a time, each streamed from the disk file in one POST + \`PUT ?digest=\`, and zstd-compressed
 only when 4 samples of 256 KiB say it may pay and it then saves 10 % (random data: never tried),
 and pulls them 3 at a time, verifying each as it streams and writing it once
-at its offset in the disk blob (docs/chunked-images.md). The data is random, the worst
-case for compression. Median of $REPS runs;
+at its offset in the disk blob (docs/chunked-images.md). $DISK_TEXT Median of $REPS runs;
 machine: $(machine).
 
 The registry's ingest ceiling is measured with curl in the same run, as
@@ -211,4 +231,4 @@ $(row "\`vmr pull\`, chunk layers (default)" cl "$SL" "")
 Daemon peak RSS (VmHWM) over the push and pull runs: ${RSS_MIB} MiB (one layer),
 ${CHUNK_RSS_MIB} MiB (chunk layers).
 MD
-put_section transfer "$WORK/section.md"
+put_section "$SECTION" "$WORK/section.md"
