@@ -6,7 +6,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-# Idempotent and quick when everything is installed; the libvirt adapter links libvirt.
+# Idempotent and quick when everything is installed; vmrd-libvirt links libvirt.
 bash scripts/install-deps.sh
 cargo build --release --bins
 
