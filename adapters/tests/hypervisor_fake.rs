@@ -4,18 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod hypervisor_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypervisor_support::{Fixture, expect_event, nic};
 use vmr_adapters::fake::hypervisor::{FakeCall, FakeHypervisor};
 use vmr_domain::network::NetworkMode;
 use vmr_domain::vm::VmState;
 use vmr_ports::{
     Hypervisor, HypervisorError, LifecycleKind, NetworkDefinition, StopMode, StopReason,
 };
+use vmr_tests::hypervisor_contract::{Fixture, expect_event, nic};
 
 async fn fake(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {
     Some((
@@ -24,7 +22,7 @@ async fn fake(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)>
     ))
 }
 
-contract_tests!(fake);
+vmr_tests::hypervisor_contract_tests!(fake);
 
 #[tokio::test]
 async fn scripted_failure_hits_once() {

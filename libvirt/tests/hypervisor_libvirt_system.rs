@@ -6,20 +6,17 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../adapters/tests/hypervisor_support/mod.rs"]
-mod hypervisor_support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypervisor_support::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 use vmr_adapters::cloudinit::build_cidata_iso;
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::vm::VmState;
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
 use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason};
+use vmr_tests::hypervisor_contract::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 
 /// The libvirt URI to test against, or `None` when told to skip.
 fn libvirt_uri() -> Option<String> {
@@ -61,7 +58,7 @@ async fn system(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture
     Some((hv, fx))
 }
 
-contract_tests!(system);
+vmr_tests::hypervisor_contract_tests!(system);
 
 async fn wait_for_file_containing(path: &Path, needle: &str, within: Duration) -> String {
     let deadline = tokio::time::Instant::now() + within;

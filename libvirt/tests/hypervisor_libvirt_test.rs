@@ -5,16 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../adapters/tests/hypervisor_support/mod.rs"]
-mod hypervisor_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypervisor_support::Fixture;
 use vmr_domain::image::DiskFormat;
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VM_NS};
 use vmr_ports::Hypervisor;
+use vmr_tests::hypervisor_contract::Fixture;
 
 async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {
     let fx = Fixture::new(&format!("ct-{prefix}"), octet, "br0", "eth0");
@@ -28,7 +25,7 @@ async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fi
     Some((Arc::new(hv), fx))
 }
 
-contract_tests!(test_driver);
+vmr_tests::hypervisor_contract_tests!(test_driver);
 
 #[tokio::test]
 async fn default_test_host_is_reachable_and_its_foreign_objects_ignored() {
@@ -97,7 +94,7 @@ fn qemu_img_info(path: &std::path::Path) -> serde_json::Value {
 async fn overlays_grow_to_the_disk_size_but_never_below_the_base() {
     let (hv, fx) = test_driver("ovsize", 221).await.unwrap();
     let base = fx.base_disk("base.qcow2");
-    let before = hypervisor_support::sha256_file(&base);
+    let before = vmr_tests::hypervisor_contract::sha256_file(&base);
 
     let small = fx.path("small.qcow2");
     hv.create_overlay(&base, DiskFormat::Qcow2, &small, Some(32 << 20))
@@ -130,5 +127,5 @@ async fn overlays_grow_to_the_disk_size_but_never_below_the_base() {
     assert_eq!(qemu_img_info(&blank)["virtual-size"], 2u64 << 30);
     assert!(qemu_img_info(&blank).get("backing-filename").is_none());
 
-    assert_eq!(hypervisor_support::sha256_file(&base), before);
+    assert_eq!(vmr_tests::hypervisor_contract::sha256_file(&base), before);
 }

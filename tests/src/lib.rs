@@ -5,6 +5,7 @@ pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
 pub mod hostile_registry;
+pub mod hypervisor_contract;
 pub mod libvirt;
 pub mod registry;
 pub mod s3;

@@ -3,7 +3,7 @@
 //! driver and a real `qemu:///system`. Every backend must give the same
 //! states and the same errors for the same calls.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -666,70 +666,70 @@ pub async fn expect_event(
 
 /// Runs every scenario of the contract, each with its own fixture.
 #[macro_export]
-macro_rules! contract_tests {
+macro_rules! hypervisor_contract_tests {
     ($make:path) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn vm_lifecycle() {
             let Some((hv, fx)) = $make("life", 201).await else {
                 return;
             };
-            hypervisor_support::vm_lifecycle(hv, &fx).await;
+            $crate::hypervisor_contract::vm_lifecycle(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn duplicate_vm_name() {
             let Some((hv, fx)) = $make("dup", 202).await else {
                 return;
             };
-            hypervisor_support::duplicate_vm_name(hv, &fx).await;
+            $crate::hypervisor_contract::duplicate_vm_name(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn networks_must_exist() {
             let Some((hv, fx)) = $make("nets", 203).await else {
                 return;
             };
-            hypervisor_support::networks_must_exist(hv, &fx).await;
+            $crate::hypervisor_contract::networks_must_exist(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn metadata_round_trip() {
             let Some((hv, fx)) = $make("meta", 204).await else {
                 return;
             };
-            hypervisor_support::metadata_round_trip(hv, &fx).await;
+            $crate::hypervisor_contract::metadata_round_trip(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn network_modes() {
             let Some((hv, fx)) = $make("modes", 205).await else {
                 return;
             };
-            hypervisor_support::network_modes(hv, &fx).await;
+            $crate::hypervisor_contract::network_modes(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn overlapping_subnets_refused() {
             let Some((hv, fx)) = $make("ovl", 206).await else {
                 return;
             };
-            hypervisor_support::overlapping_subnets_refused(hv, &fx).await;
+            $crate::hypervisor_contract::overlapping_subnets_refused(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn overlay_rules() {
             let Some((hv, fx)) = $make("disk", 207).await else {
                 return;
             };
-            hypervisor_support::overlay_rules(hv, &fx).await;
+            $crate::hypervisor_contract::overlay_rules(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn missing_files_refused() {
             let Some((hv, fx)) = $make("files", 208).await else {
                 return;
             };
-            hypervisor_support::missing_files_refused(hv, &fx).await;
+            $crate::hypervisor_contract::missing_files_refused(hv, &fx).await;
         }
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn lifecycle_events() {
             let Some((hv, fx)) = $make("events", 209).await else {
                 return;
             };
-            hypervisor_support::lifecycle_events(hv, &fx).await;
+            $crate::hypervisor_contract::lifecycle_events(hv, &fx).await;
         }
     };
 }
