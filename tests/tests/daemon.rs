@@ -282,3 +282,40 @@ fn without_vmrd_libvirt_beside_it_vmrd_names_what_is_missing() {
     fake.kill().unwrap();
     fake.wait().unwrap();
 }
+
+/// The libraries the dynamic loader loads to start `program` (its
+/// `LD_DEBUG=libs` trace), by name.
+fn loaded_libraries(program: &str) -> Vec<String> {
+    let out = Command::new(bin(program))
+        .arg("--version")
+        .env("LD_DEBUG", "libs")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} --version");
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|line| line.split("find library=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|name| name.trim_end_matches(';').to_owned())
+        .collect()
+}
+
+#[test]
+fn only_vmrd_libvirt_loads_libvirt() {
+    let linked = loaded_libraries("vmrd-libvirt");
+    assert!(
+        linked.iter().any(|l| l.starts_with("libvirt.so")),
+        "{linked:?}"
+    );
+    for program in ["vmrd", "vmr"] {
+        let loaded = loaded_libraries(program);
+        assert!(
+            loaded.iter().any(|l| l.starts_with("libc.so")),
+            "{loaded:?}"
+        );
+        assert!(
+            !loaded.iter().any(|l| l.contains("libvirt")),
+            "{program}: {loaded:?}"
+        );
+    }
+}
