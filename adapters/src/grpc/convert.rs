@@ -1,7 +1,7 @@
 //! Conversions between proto messages and the driving ports' types.
 
 use tonic::Status;
-use vmr_domain::image::{Descriptor, Reference};
+use vmr_domain::image::{Descriptor, Reference, Tag};
 use vmr_ports::driving::{
     ComponentHealth, HealthReport, ImageDetails, ImageInfo, PruneOutcome, RemoveOutcome,
     ServingStatus,
@@ -17,17 +17,19 @@ pub fn reference(field: &str, raw: &str) -> Result<Reference, Status> {
         .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
 }
 
-pub fn image_summary(info: &ImageInfo) -> pb::ImageSummary {
+/// Takes the summary by value: a listing of 200 images moves its strings
+/// instead of copying them.
+pub fn image_summary(info: ImageInfo) -> pb::ImageSummary {
     pb::ImageSummary {
-        repository: info.repository.to_string(),
-        tags: info.tags.iter().map(ToString::to_string).collect(),
-        digest: info.digest.to_string(),
+        repository: info.repository.into_string(),
+        tags: info.tags.into_iter().map(Tag::into_string).collect(),
+        digest: info.digest.prefixed(),
         size: info.size,
-        disk_format: info.disk_format.to_string(),
-        created: info.created.clone(),
+        disk_format: info.disk_format.as_str().to_owned(),
+        created: info.created,
         cpu: info.cpu,
         memory_bytes: info.memory_bytes,
-        description: info.description.clone(),
+        description: info.description,
     }
 }
 
@@ -42,7 +44,7 @@ fn descriptor(d: &Descriptor) -> pb::Descriptor {
 
 pub fn image_details(details: &ImageDetails) -> pb::InspectImageResponse {
     pb::InspectImageResponse {
-        image: Some(image_summary(&details.info)),
+        image: Some(image_summary(details.info.clone())),
         manifest: details.manifest_bytes.to_vec(),
         config: details.config_bytes.to_vec(),
         layers: details.manifest.layers.iter().map(descriptor).collect(),

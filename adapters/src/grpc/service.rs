@@ -249,7 +249,7 @@ impl VmService for VmServiceImpl {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ImportImageResponse {
-            image: Some(convert::image_summary(&outcome.image)),
+            image: Some(convert::image_summary(outcome.image)),
             references: outcome.references,
         }))
     }
@@ -270,7 +270,7 @@ impl VmService for VmServiceImpl {
         };
         let images = self.core.images.list(repository).await.map_err(to_status)?;
         Ok(Response::new(pb::ListImagesResponse {
-            images: images.iter().map(convert::image_summary).collect(),
+            images: images.into_iter().map(convert::image_summary).collect(),
         }))
     }
 

@@ -38,6 +38,15 @@ impl Digest {
         &self.hex
     }
 
+    /// `sha256:<hex>`, as `to_string` gives it, built without the
+    /// formatting machinery (listings make one per image).
+    pub fn prefixed(&self) -> String {
+        let mut out = String::with_capacity(7 + self.hex.len());
+        out.push_str("sha256:");
+        out.push_str(&self.hex);
+        out
+    }
+
     /// The algorithm name, always `sha256`.
     pub fn algorithm(&self) -> &'static str {
         "sha256"
@@ -111,6 +120,7 @@ mod tests {
     fn digest_of_known_input() {
         assert_eq!(Digest::of(b"").hex(), EMPTY);
         assert_eq!(Digest::of(b"").to_string(), format!("sha256:{EMPTY}"));
+        assert_eq!(Digest::of(b"").prefixed(), Digest::of(b"").to_string());
         let mut hasher = Sha256::new();
         hasher.update(b"ab");
         hasher.update(b"c");

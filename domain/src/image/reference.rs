@@ -22,6 +22,11 @@ impl Repository {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as a `String`, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl FromStr for Repository {
@@ -72,6 +77,11 @@ impl Tag {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The tag as a `String`, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
     }
 }
 

@@ -544,11 +544,20 @@ impl ImageUseCases for ImageService {
         for ((repo, digest), (mut tags, bytes)) in grouped {
             tags.sort();
             match self.described(&repo, &digest, &bytes).await {
-                Ok(described) => images.push(ImageInfo {
-                    repository: repo,
-                    tags,
-                    ..described.info.clone()
-                }),
+                Ok(described) => {
+                    let info = &described.info;
+                    images.push(ImageInfo {
+                        repository: repo,
+                        tags,
+                        digest: info.digest.clone(),
+                        size: info.size,
+                        disk_format: info.disk_format,
+                        created: info.created.clone(),
+                        cpu: info.cpu,
+                        memory_bytes: info.memory_bytes,
+                        description: info.description.clone(),
+                    });
+                }
                 // A damaged image must not hide the others; `inspect` names
                 // the damage and `vmr system check` reports it.
                 Err(e)
