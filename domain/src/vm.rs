@@ -26,6 +26,11 @@ impl VmName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as a `String`, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl FromStr for VmName {

@@ -84,10 +84,10 @@ pub async fn compose_ps(
         project: status.project,
         services: status
             .services
-            .iter()
+            .into_iter()
             .map(|s| pb::ComposeServiceStatus {
-                service: s.service.clone(),
-                vm: s.vm.as_ref().map(vm_info),
+                service: s.service,
+                vm: s.vm.map(vm_info),
             })
             .collect(),
     }))

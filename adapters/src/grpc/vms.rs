@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use vmr_domain::image::Digest;
 use vmr_domain::network::{MacAddr, NetworkName};
 use vmr_domain::units::ByteSize;
 use vmr_domain::validation::ValidationError;
@@ -130,32 +131,34 @@ pub(super) fn vm_state(state: VmState) -> pb::VmState {
 }
 
 /// A VM as the API shows it.
-pub(super) fn vm_info(record: &VmRecord) -> pb::VmInfo {
-    let spec = &record.spec;
+/// Takes the record by value: a listing moves its strings into the response
+/// instead of copying them.
+pub(super) fn vm_info(record: VmRecord) -> pb::VmInfo {
+    let spec = record.spec;
     pb::VmInfo {
-        name: spec.name.to_string(),
+        name: spec.name.into_string(),
         state: vm_state(record.state) as i32,
-        image: spec.labels.image.clone(),
+        image: spec.labels.image,
         image_digest: spec
             .labels
             .image_digest
             .as_ref()
-            .map(ToString::to_string)
+            .map(Digest::prefixed)
             .unwrap_or_default(),
         cpu: spec.cpu,
         memory_bytes: spec.memory.bytes(),
         disk_size_bytes: spec.disk_size.map_or(0, ByteSize::bytes),
         interfaces: record
             .interfaces
-            .iter()
+            .into_iter()
             .map(|i| pb::InterfaceInfo {
-                network: i.network.to_string(),
+                network: i.network.into_string(),
                 mac: i.mac.to_string(),
                 ip: i.ip.map(|ip| ip.to_string()).unwrap_or_default(),
             })
             .collect(),
-        project: spec.labels.project.clone().unwrap_or_default(),
-        service: spec.labels.service.clone().unwrap_or_default(),
+        project: spec.labels.project.unwrap_or_default(),
+        service: spec.labels.service.unwrap_or_default(),
         restart_policy: spec.restart_policy.as_str().to_owned(),
         bootloader: spec.bootloader.as_str().to_owned(),
     }
@@ -163,7 +166,7 @@ pub(super) fn vm_info(record: &VmRecord) -> pb::VmInfo {
 
 fn details(details: &VmDetails) -> pb::InspectVmResponse {
     pb::InspectVmResponse {
-        vm: Some(vm_info(&details.record)),
+        vm: Some(vm_info(details.record.clone())),
         domain_xml: details.definition.clone(),
     }
 }
@@ -174,7 +177,7 @@ pub async fn create_vm(
 ) -> Result<Response<pb::VmInfo>, Status> {
     let request = create_request(request.into_inner())?;
     let record = core.vms.create(request).await.map_err(to_status)?;
-    Ok(Response::new(vm_info(&record)))
+    Ok(Response::new(vm_info(record)))
 }
 
 pub async fn start_vm(
@@ -183,7 +186,7 @@ pub async fn start_vm(
 ) -> Result<Response<pb::VmInfo>, Status> {
     let name = vm_name(&request.into_inner().name)?;
     let record = core.vms.start(&name).await.map_err(to_status)?;
-    Ok(Response::new(vm_info(&record)))
+    Ok(Response::new(vm_info(record)))
 }
 
 pub async fn stop_vm(
@@ -197,7 +200,7 @@ pub async fn stop_vm(
         timeout: seconds(request.timeout_seconds),
     };
     let record = core.vms.stop(&name, how).await.map_err(to_status)?;
-    Ok(Response::new(vm_info(&record)))
+    Ok(Response::new(vm_info(record)))
 }
 
 pub async fn restart_vm(
@@ -211,7 +214,7 @@ pub async fn restart_vm(
         .restart(&name, seconds(request.timeout_seconds))
         .await
         .map_err(to_status)?;
-    Ok(Response::new(vm_info(&record)))
+    Ok(Response::new(vm_info(record)))
 }
 
 pub async fn remove_vm(
@@ -238,7 +241,7 @@ pub async fn list_v_ms(
     };
     let vms = core.vms.list(filter).await.map_err(to_status)?;
     Ok(Response::new(pb::ListVMsResponse {
-        vms: vms.iter().map(vm_info).collect(),
+        vms: vms.into_iter().map(vm_info).collect(),
     }))
 }
 

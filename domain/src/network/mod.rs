@@ -29,6 +29,11 @@ impl NetworkName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name as a `String`, without copying it.
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl FromStr for NetworkName {
