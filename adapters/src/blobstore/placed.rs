@@ -21,10 +21,7 @@ use vmr_ports::blobstore::{PlacedWriter, StoreError};
 
 use super::Inner;
 use super::layout::placed_name;
-use super::spool::{PARTIAL_HANDOVER, TempFile, spawn_io};
-
-/// Read size when hashing settled ranges.
-const HASH_READ: usize = 1 << 20;
+use super::spool::{PARTIAL_HANDOVER, TempFile, hash_range, spawn_io};
 
 /// What has been hashed: the prefix `..upto`, and settled ranges beyond it.
 struct Hashed {
@@ -32,25 +29,15 @@ struct Hashed {
     upto: u64,
     /// start → end of settled ranges not yet hashed.
     settled: BTreeMap<u64, u64>,
+    buffer: Vec<u8>,
 }
 
 impl Hashed {
     /// Hashes `file` from `upto` to `end`.
     fn hash_to(&mut self, file: &File, end: u64) -> io::Result<()> {
-        let mut buffer = vec![0u8; HASH_READ];
-        while self.upto < end {
-            let want = usize::try_from(end - self.upto)
-                .unwrap_or(usize::MAX)
-                .min(HASH_READ);
-            let n = file.read_at(&mut buffer[..want], self.upto)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the placed blob ends at byte {}", self.upto),
-                ));
-            }
-            self.hasher.update(&buffer[..n]);
-            self.upto += n as u64;
+        if self.upto < end {
+            hash_range(&mut self.hasher, file, self.upto..end, &mut self.buffer)?;
+            self.upto = end;
         }
         Ok(())
     }
@@ -133,6 +120,7 @@ impl Inner {
                 hasher: Sha256::new(),
                 upto: 0,
                 settled: BTreeMap::new(),
+                buffer: Vec::new(),
             })),
         })
     }

@@ -435,7 +435,7 @@ fn buffered_copy(
 }
 
 /// Hashes `range` of `file`, read through `buffer`.
-fn hash_range(
+pub(super) fn hash_range(
     hasher: &mut Sha256,
     file: &File,
     range: Range<u64>,

@@ -352,6 +352,25 @@ impl<'a> Uploader<'a> {
         Some(Self::source_error(digest, error))
     }
 
+    /// A PATCH sending bytes `from..to` of a blob to the session at `location`.
+    fn patch_request(
+        &self,
+        repository: &Repository,
+        location: &Url,
+        from: u64,
+        to: u64,
+    ) -> Result<Request, RegistryError> {
+        let range = HeaderValue::from_str(&format!("{from}-{}", to - 1))
+            .map_err(|e| self.internal(e.to_string()))?;
+        Ok(Request::new(
+            Method::PATCH,
+            location.clone(),
+            vec![push_scope(repository.as_str())],
+        )
+        .header(CONTENT_TYPE, OCTET_STREAM)
+        .header(CONTENT_RANGE, range))
+    }
+
     fn length(&self, bytes: u64) -> Result<HeaderValue, RegistryError> {
         HeaderValue::from_str(&bytes.to_string()).map_err(|e| self.internal(e.to_string()))
     }
@@ -426,16 +445,9 @@ impl<'a> Uploader<'a> {
         let mut retry = 0;
         let mut challenged = false;
         while offset < size {
-            let range = HeaderValue::from_str(&format!("{offset}-{}", size - 1))
-                .map_err(|e| self.internal(e.to_string()))?;
-            let request = Request::new(
-                Method::PATCH,
-                location.clone(),
-                vec![push_scope(repository.as_str())],
-            )
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(CONTENT_RANGE, range)
-            .header(CONTENT_LENGTH, self.length(size - offset)?);
+            let request = self
+                .patch_request(repository, &location, offset, size)?
+                .header(CONTENT_LENGTH, self.length(size - offset)?);
             let (body, failure) = Self::body(digest, source, offset, size, progress).await?;
             let sent = transport.send_streamed(&request, body, challenged).await;
             if let Some(error) = Self::failed_source(digest, &failure) {
@@ -620,17 +632,9 @@ impl<'a> Uploader<'a> {
         let mut retry = 0;
         loop {
             retry += 1;
-            let range =
-                HeaderValue::from_str(&format!("{start}-{}", start + data.len() as u64 - 1))
-                    .map_err(|e| self.internal(e.to_string()))?;
-            let request = Request::new(
-                Method::PATCH,
-                location.clone(),
-                vec![push_scope(repository.as_str())],
-            )
-            .header(CONTENT_TYPE, OCTET_STREAM)
-            .header(CONTENT_RANGE, range)
-            .body(data.clone());
+            let request = self
+                .patch_request(repository, &location, start, start + data.len() as u64)?
+                .body(data.clone());
             let (transient, headers) = match transport.send(&request).await {
                 Ok(response) if response.status() == StatusCode::ACCEPTED => {
                     return self.location(&response);

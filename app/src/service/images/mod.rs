@@ -272,7 +272,6 @@ impl ImageService {
         Ok(described)
     }
 
-    /// Every tag with the digest of the manifest it points at.
     /// The digest of `bytes`, the manifest `repository:tag` holds now.
     fn manifest_digest(&self, repository: &Repository, tag: &Tag, bytes: &Bytes) -> Digest {
         if let Ok(memo) = self.tag_digests.lock()
@@ -295,6 +294,7 @@ impl ImageService {
         digest
     }
 
+    /// Every tag with the digest of the manifest it points at.
     async fn tag_index(&self) -> Result<Vec<(Repository, Tag, Digest, Bytes)>, UseCaseError> {
         let mut out = Vec::new();
         for (repository, tag) in self.store.list_manifests().await? {

@@ -302,6 +302,8 @@ enum Tamper {
 }
 
 /// A registry whose downloads are tampered with; records download offsets.
+/// Clones share the tampering and the counters.
+#[derive(Clone)]
 struct TamperingConnector {
     inner: FakeRegistry,
     tamper: Tamper,
@@ -474,28 +476,20 @@ async fn tampered(len: usize, tamper: Tamper) -> (Host, TamperingConnector, Dige
     let digest = source.import("team/vm", "1", disk(len)).await;
     let (_, pushed) = follow(source.transfers.push(request("team/vm:1")).await).await;
     pushed.expect("push");
-    let connector = TamperingConnector {
-        inner: registry,
-        tamper,
-        cut_once: Arc::default(),
-        offsets: Arc::default(),
-        received: Arc::default(),
-        budget: Arc::default(),
-    };
-    let host = Host::new(Arc::new(connector.share()));
+    let connector = TamperingConnector::new(registry, tamper);
+    let host = Host::new(Arc::new(connector.clone()));
     (host, connector, digest)
 }
 
 impl TamperingConnector {
-    /// Another connector with the same tampering and counters.
-    fn share(&self) -> Self {
+    fn new(inner: FakeRegistry, tamper: Tamper) -> Self {
         Self {
-            inner: self.inner.clone(),
-            tamper: self.tamper,
-            cut_once: self.cut_once.clone(),
-            offsets: self.offsets.clone(),
-            received: self.received.clone(),
-            budget: self.budget.clone(),
+            inner,
+            tamper,
+            cut_once: Arc::default(),
+            offsets: Arc::default(),
+            received: Arc::default(),
+            budget: Arc::default(),
         }
     }
 }
@@ -526,15 +520,8 @@ async fn tampered_chunked(
     let digest = source.import("team/vm", "1", bytes.clone()).await;
     let (_, pushed) = follow(source.transfers.push(request("team/vm:1")).await).await;
     pushed.expect("push");
-    let connector = TamperingConnector {
-        inner: registry,
-        tamper,
-        cut_once: Arc::default(),
-        offsets: Arc::default(),
-        received: Arc::default(),
-        budget: Arc::default(),
-    };
-    let host = Host::chunking(Arc::new(connector.share()), parallel);
+    let connector = TamperingConnector::new(registry, tamper);
+    let host = Host::chunking(Arc::new(connector.clone()), parallel);
     (host, connector, digest, bytes)
 }
 
