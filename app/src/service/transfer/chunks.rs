@@ -130,17 +130,10 @@ struct Hashing<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
-    limit: u64,
 }
 
 impl<W: Write> Write for Hashing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.written + buf.len() as u64 > self.limit {
-            return Err(std::io::Error::other(format!(
-                "the chunk is longer than its announced {} bytes",
-                self.limit
-            )));
-        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;
@@ -190,7 +183,6 @@ pub(crate) fn read_chunk(
         inner: std::io::BufWriter::with_capacity(PIECE, std::fs::File::create(&path)?),
         hasher: Sha256::new(),
         written: 0,
-        limit: u64::MAX,
     };
     let result = (|| {
         let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
