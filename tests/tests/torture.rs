@@ -329,7 +329,9 @@ async fn torture(backend_flags: &[String], temp_dir: &str) {
         let what = if op < 60 {
             t.import(i, kill);
             "import"
-        } else if op < 85 {
+        } else if op < 85 || kill {
+            // A removal is not one of the killed operations: a scheduled
+            // kill makes it a pull, so every tenth operation really is killed.
             t.pull(kill);
             "pull"
         } else {
