@@ -565,6 +565,9 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
     daemon
         .vmr(&["import", "-f", file.to_str().unwrap(), "-t", "big"])
         .ok();
+    // The store has its own copy now; the source would only hold a GiB of the
+    // shared machine's disk while two daemons and a registry hold theirs.
+    std::fs::remove_file(&disk).unwrap();
 
     let upload_requests = |registry: &PrivateRegistry| {
         ["POST", "PATCH", "PUT"]
