@@ -9,7 +9,7 @@ SUDO=""
 want_debs=(libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-config
            docker-registry skopeo apache2-utils genisoimage xorriso openssl iproute2
            ovmf python3-venv curl ca-certificates make
-           # the bootable guest of the compose readiness test (tests/tests/compose.rs)
+           # the bootable guest of the compose readiness test (tests/tests/e2e/compose/libvirt.rs)
            linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio)
 missing=()
 for p in "${want_debs[@]}"; do

@@ -29,7 +29,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: build the binaries first (`cargo build --workspace --bins`)",
+        "{} is missing: build the binaries first (`cargo build --workspace --bins --tests`)",
         path.display()
     );
     path

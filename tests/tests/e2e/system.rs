@@ -1,8 +1,6 @@
 //! `vmr system check` against a real store: clean after imports, and each
 //! kind of damage done behind the daemon's back is reported with exit 1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use serde_json::Value;

@@ -1,8 +1,6 @@
 //! vmrd as a process: settings, the socket, signals, the call log,
 //! reflection and grpc.health.v1.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 

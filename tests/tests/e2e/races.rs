@@ -4,8 +4,6 @@
 //! depends on timing: every task runs a fixed number of operations and the
 //! assertions are about what the store holds afterwards.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeSet;
 
 use serde_json::Value;

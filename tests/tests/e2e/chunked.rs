@@ -6,8 +6,6 @@
 //! downloads only that chunk. Needs `scripts/test-services.sh` (or
 //! `VMR_TEST_SKIP_REGISTRY=1` to skip).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 
 use vmr_proto::v1 as pb;

@@ -11,8 +11,6 @@
 //! (anonymous) and, for the S3 run, the test S3 server (a fresh bucket,
 //! deleted at the end).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,8 +1,6 @@
 //! Contexts through the real CLI: create, ls, use, inspect, rm; persisted by
 //! the daemon across restarts; `default` from the daemon's flags.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use vmr_tests::Daemon;
 
 #[test]

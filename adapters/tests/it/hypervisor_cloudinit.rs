@@ -2,8 +2,6 @@
 //! `cidata`, and `user-data`, `meta-data`, `network-config` under their
 //! own names (read back with genisoimage's `isoinfo`).
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::process::Command;
 

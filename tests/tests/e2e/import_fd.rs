@@ -2,8 +2,6 @@
 //! file over its socket (SCM_RIGHTS) and imports with the one-shot token it
 //! gets back; the stream stays the fallback and the portable path.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::io::{IoSlice, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;

@@ -1,8 +1,6 @@
 //! The image slice end to end: the real `vmr` talks to a real `vmrd` over its
 //! socket; the store is checked on disk.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use vmr_proto::v1 as pb;
 use vmr_tests::Daemon;
 use vmr_tests::fixtures::{iso, qcow2, raw, sha256_bytes, sha256_file, vmfile};

@@ -6,18 +6,12 @@
 //! `VMR_TEST_S3_SECRET_KEY` and `VMR_TEST_S3_REGION` (default us-east-1).
 //! Without an endpoint these tests fail, unless `VMR_TEST_SKIP_S3=1`.
 
-// Integration tests: a failed unwrap is the test failing (clippy.toml allows
-// it in #[test] functions, not in the helpers they share).
-#![allow(clippy::unwrap_used)]
-
-mod blobstore_suite;
-
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use blobstore_suite::{Harness, data, put, temporaries};
+use crate::blobstore_suite::{self, Harness, data, put, temporaries};
 use bytes::Bytes;
 use tempfile::TempDir;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings, delete_bucket};

@@ -3,8 +3,6 @@
 //! host (`test:///<dir>/host.xml`); disks are still real files made with
 //! qemu-img. Also checks the XML vmr writes and reads directly.
 
-#![allow(clippy::unwrap_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,17 +1,11 @@
 //! The blob store suite against the filesystem backend, plus what only a
 //! local directory shows: the exact on-disk layout and a restart.
 
-// Integration tests: a failed unwrap is the test failing (clippy.toml allows
-// it in #[test] functions, not in the helpers they share).
-#![allow(clippy::unwrap_used)]
-
-mod blobstore_suite;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::blobstore_suite::{self, Harness, data, put, temporaries};
 use async_trait::async_trait;
-use blobstore_suite::{Harness, data, put, temporaries};
 use bytes::Bytes;
 use tempfile::TempDir;
 use vmr_adapters::blobstore::OpendalStore;
@@ -181,7 +175,7 @@ async fn a_root_that_is_a_file_is_refused() {
 /// printed. The first big write of a run pays for fresh memory pages (on
 /// this VM up to 3 CPU-s per GiB), whichever of the two it is, so round 1
 /// is a warm-up. Run in release:
-/// `cargo test --release -p vmr-adapters --test blobstore_fs -- --ignored --nocapture`
+/// `cargo test --release -p vmr-adapters --test it blobstore_fs:: -- --ignored --nocapture`
 /// (`VMR_BENCH_MIB` sets the size, 1024 by default; `VMR_BENCH_ROUNDS`, 4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark"]

@@ -4,8 +4,6 @@
 //! `VMR_TEST_SKIP_LIBVIRT=1` says to skip them. Guests run under TCG
 //! (`type='qemu'`): they must boot on hosts without hardware virtualisation.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;

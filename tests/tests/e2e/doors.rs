@@ -3,8 +3,6 @@
 //! CLI's hint. Real users and a real group are created (the tests run as
 //! root) and removed afterwards, even when the test fails.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};

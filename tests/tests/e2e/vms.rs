@@ -7,8 +7,6 @@
 //! `scripts/test-services.sh env`); they fail without it unless
 //! `VMR_TEST_SKIP_LIBVIRT=1`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

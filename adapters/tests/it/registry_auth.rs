@@ -3,11 +3,9 @@
 //! with vmr's test auth server on the realm port; and the auth-server client
 //! (register, login, logout, token) against that server.
 
-mod registry_support;
-
+use crate::registry_support::*;
 use base64::Engine as _;
 use bytes::Bytes;
-use registry_support::*;
 use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::registry::RetryPolicy;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE};

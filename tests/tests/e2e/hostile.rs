@@ -5,8 +5,6 @@
 //! a stream cut short, CANCELLED), write nothing outside the store and leave
 //! the daemon healthy.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;

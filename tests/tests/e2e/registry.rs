@@ -5,8 +5,6 @@
 //! (or `VMR_TEST_SKIP_REGISTRY=1` to skip). The resume test pulls a 1 GiB
 //! image from a registry of its own; `VMR_TEST_RESUME_MIB` makes it smaller.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -546,7 +544,7 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
     }
     let mut registry = PrivateRegistry::start();
     // One disk blob (no chunks): this is the single-layer path, resumed by
-    // HTTP Range; tests/tests/chunked.rs covers chunked images.
+    // HTTP Range; chunked.rs covers chunked images.
     let daemon = Daemon::start_with(&[
         "--hypervisor",
         "fake",

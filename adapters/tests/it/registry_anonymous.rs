@@ -3,14 +3,12 @@
 //! manifests by tag and digest, tag lists, ranged downloads, the errors for
 //! missing things and a dead registry, and skopeo agreeing on digests.
 
-mod registry_support;
-
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::registry_support::*;
 use bytes::Bytes;
-use registry_support::*;
 use vmr_adapters::registry::RegistryOptions;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE, Tag};
 use vmr_ports::{

@@ -1,12 +1,6 @@
 //! The blob store suite against the in-memory backend.
 
-// Integration tests: a failed unwrap is the test failing (clippy.toml allows
-// it in #[test] functions, not in the helpers they share).
-#![allow(clippy::unwrap_used)]
-
-mod blobstore_suite;
-
-use blobstore_suite::Harness;
+use crate::blobstore_suite::{self, Harness};
 use vmr_adapters::blobstore::OpendalStore;
 
 struct Memory {

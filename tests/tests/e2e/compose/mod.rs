@@ -8,8 +8,6 @@
 //! the readiness gate against a real boot of a kernel and a busybox
 //! initramfs that prints cloud-init's finished line on the serial console.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 mod fake;
 mod libvirt;
 mod support;

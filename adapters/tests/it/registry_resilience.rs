@@ -4,19 +4,17 @@
 //! small token-auth stand-in counts token fetches to show tokens are cached
 //! per scope until they expire.
 
-mod registry_support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::registry_support::*;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use registry_support::*;
 use vmr_adapters::registry::RegistryOptions;
 use vmr_domain::image::{Digest, MANIFEST_MEDIA_TYPE};
 use vmr_ports::{ManifestReference, RegistryError};
@@ -167,19 +165,48 @@ fn chunked_options() -> RegistryOptions {
     }
 }
 
+/// Fault `hits` (1-based) of the requests with `method` whose path holds `path_part`.
+fn rule(method: Method, path_part: &'static str, hits: &[usize], fault: Fault) -> Rule {
+    Rule {
+        method,
+        path_part,
+        hits: hits.to_vec(),
+        fault,
+    }
+}
+
+/// The anonymous registry behind a proxy that applies `rules`, and a client
+/// of the proxy with [`chunked_options`].
+struct Faulty {
+    /// The registry itself, past the proxy.
+    registry: String,
+    proxy: Arc<Proxy>,
+    client: Arc<dyn vmr_ports::RegistryClient>,
+}
+
+/// `None` when the registry tests are skipped.
+async fn behind_proxy(rules: Vec<Rule>) -> Option<Faulty> {
+    let registry = service_env("VMR_TEST_REGISTRY")?;
+    let (proxy, addr) = proxy(&registry, rules).await;
+    let client = connect_with(chunked_options(), &addr.to_string(), None);
+    Some(Faulty {
+        registry,
+        proxy,
+        client,
+    })
+}
+
 #[tokio::test]
 async fn a_chunk_the_registry_never_saw_is_resent() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PATCH, "/blobs/uploads/", &[2], Fault::Before)];
+    let Some(Faulty {
+        registry,
+        proxy,
+        client,
+    }) = behind_proxy(rules).await
+    else {
         return;
     };
-    let rule = Rule {
-        method: Method::PATCH,
-        path_part: "/blobs/uploads/",
-        hits: vec![2],
-        fault: Fault::Before,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("resend");
     let blob = noise(3 * 256 * 1024, 11);
     push_blob(client.as_ref(), &repo, &blob).await;
@@ -191,17 +218,10 @@ async fn a_chunk_the_registry_never_saw_is_resent() {
 
 #[tokio::test]
 async fn a_chunk_whose_answer_is_lost_fails_cleanly() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PATCH, "/blobs/uploads/", &[2], Fault::After)];
+    let Some(Faulty { client, .. }) = behind_proxy(rules).await else {
         return;
     };
-    let rule = Rule {
-        method: Method::PATCH,
-        path_part: "/blobs/uploads/",
-        hits: vec![2],
-        fault: Fault::After,
-    };
-    let (_proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("lostchunk");
     let blob = noise(3 * 256 * 1024, 12);
     let digest = Digest::of(&blob);
@@ -221,17 +241,10 @@ async fn a_chunk_whose_answer_is_lost_fails_cleanly() {
 
 #[tokio::test]
 async fn a_completion_whose_answer_is_lost_is_checked_with_head() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PUT, "digest=", &[1], Fault::After)];
+    let Some(Faulty { proxy, client, .. }) = behind_proxy(rules).await else {
         return;
     };
-    let rule = Rule {
-        method: Method::PUT,
-        path_part: "digest=",
-        hits: vec![1],
-        fault: Fault::After,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("lostput");
     let blob = noise(10_000, 13);
     let digest = push_blob(client.as_ref(), &repo, &blob).await;
@@ -248,17 +261,15 @@ async fn a_completion_whose_answer_is_lost_is_checked_with_head() {
 
 #[tokio::test]
 async fn a_completion_the_registry_never_saw_is_resent() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PUT, "digest=", &[1], Fault::Before)];
+    let Some(Faulty {
+        registry,
+        proxy,
+        client,
+    }) = behind_proxy(rules).await
+    else {
         return;
     };
-    let rule = Rule {
-        method: Method::PUT,
-        path_part: "digest=",
-        hits: vec![1],
-        fault: Fault::Before,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("resendput");
     let blob = noise(10_000, 15);
     push_blob(client.as_ref(), &repo, &blob).await;
@@ -308,18 +319,16 @@ async fn push_from(
 
 #[tokio::test]
 async fn a_streamed_put_the_registry_never_saw_is_resent_from_a_new_session() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PUT, "digest=", &[1], Fault::Before)];
+    let Some(Faulty {
+        registry,
+        proxy,
+        client,
+    }) = behind_proxy(rules).await
+    else {
         return;
     };
-    let rule = Rule {
-        method: Method::PUT,
-        path_part: "digest=",
-        hits: vec![1],
-        fault: Fault::Before,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
     // 300 KiB: over the monolithic limit, under the streamed-PUT limit.
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("streamput");
     let blob = noise(300 * 1024, 16);
     let source = push_from(client.as_ref(), &repo, &blob).await;
@@ -332,17 +341,10 @@ async fn a_streamed_put_the_registry_never_saw_is_resent_from_a_new_session() {
 
 #[tokio::test]
 async fn a_streamed_put_whose_answer_is_lost_is_checked_with_head() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PUT, "digest=", &[1], Fault::After)];
+    let Some(Faulty { proxy, client, .. }) = behind_proxy(rules).await else {
         return;
     };
-    let rule = Rule {
-        method: Method::PUT,
-        path_part: "digest=",
-        hits: vec![1],
-        fault: Fault::After,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("streamlost");
     let blob = noise(300 * 1024, 17);
     let source = push_from(client.as_ref(), &repo, &blob).await;
@@ -356,18 +358,16 @@ async fn a_streamed_put_whose_answer_is_lost_is_checked_with_head() {
 
 #[tokio::test]
 async fn a_streamed_patch_the_registry_never_saw_is_resent_from_where_it_stopped() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::PATCH, "/blobs/uploads/", &[1], Fault::Before)];
+    let Some(Faulty {
+        registry,
+        proxy,
+        client,
+    }) = behind_proxy(rules).await
+    else {
         return;
     };
-    let rule = Rule {
-        method: Method::PATCH,
-        path_part: "/blobs/uploads/",
-        hits: vec![1],
-        fault: Fault::Before,
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
     // 700 KiB: over the streamed-PUT limit, so one streamed PATCH.
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("streampatch");
     let blob = noise(700 * 1024, 18);
     let source = push_from(client.as_ref(), &repo, &blob).await;
@@ -383,25 +383,13 @@ async fn a_streamed_patch_the_registry_never_saw_is_resent_from_where_it_stopped
 
 #[tokio::test]
 async fn transient_answers_are_retried_then_reported() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![
+        rule(Method::GET, "/manifests/", &[1, 2], Fault::Before),
+        rule(Method::GET, "/tags/list", &[1, 2, 3], Fault::Before),
+    ];
+    let Some(Faulty { proxy, client, .. }) = behind_proxy(rules).await else {
         return;
     };
-    let rules = vec![
-        Rule {
-            method: Method::GET,
-            path_part: "/manifests/",
-            hits: vec![1, 2],
-            fault: Fault::Before,
-        },
-        Rule {
-            method: Method::GET,
-            path_part: "/tags/list",
-            hits: vec![1, 2, 3],
-            fault: Fault::Before,
-        },
-    ];
-    let (proxy, addr) = proxy(&registry, rules).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let repo = unique_repo("transient");
     let config = bytes::Bytes::from_static(b"{}");
     let disk = noise(1000, 14);
@@ -437,17 +425,10 @@ async fn transient_answers_are_retried_then_reported() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
+    let rules = vec![rule(Method::GET, "/v2/", &[1], Fault::Throttle(1))];
+    let Some(Faulty { proxy, client, .. }) = behind_proxy(rules).await else {
         return;
     };
-    let rule = Rule {
-        method: Method::GET,
-        path_part: "/v2/",
-        hits: vec![1],
-        fault: Fault::Throttle(1),
-    };
-    let (proxy, addr) = proxy(&registry, vec![rule]).await;
-    let client = connect_with(chunked_options(), &addr.to_string(), None);
     let started = Instant::now();
     client.ping().await.expect("after the pause");
     assert!(

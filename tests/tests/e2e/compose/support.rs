@@ -9,9 +9,9 @@ use serde_json::Value;
 use vmr_tests::fixtures::{qcow2, sha256_file, vmfile};
 use vmr_tests::{Daemon, VmrOutput};
 
-pub const ZITI: &str = include_str!("../../../domain/tests/fixtures/compose-full.yaml");
+pub const ZITI: &str = include_str!("../../../../domain/tests/fixtures/compose-full.yaml");
 pub const ZITI_USER_DATA: &str =
-    include_str!("../../../domain/tests/fixtures/cloud-init/server-a-2.yaml");
+    include_str!("../../../../domain/tests/fixtures/cloud-init/server-a-2.yaml");
 pub const ZITI_IMAGE: &str = "nixos-server/nixos-k3s-vm";
 pub const FINISHED_LINE: &str = "Cloud-init v. 24.1 finished at Mon, 01 Jan 2024 00:00:00 +0000. Datasource DataSourceNoCloud [seed=/dev/sr0].  Up 4.20 seconds";
 

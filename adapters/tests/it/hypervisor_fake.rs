@@ -2,8 +2,6 @@
 //! fake offers: scripted failures, delays, call timestamps, and guests that
 //! crash, power off or ignore ACPI.
 
-#![allow(clippy::unwrap_used)]
-
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,8 +6,6 @@
 //! bounded daemon memory, no image, no unverified blob or temporary left in the store,
 //! nothing written beside it, and `vmr system check` clean.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 use std::time::Duration;
 

@@ -8,8 +8,6 @@
 //! `nobody` in session mode, in a directory of its own: the shared one is
 //! never touched.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
