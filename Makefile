@@ -21,8 +21,8 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	cargo fmt --all
 
-bench: ## run the benchmarks (scripts/bench.sh)
-	@if [ -f scripts/bench.sh ]; then bash scripts/bench.sh; else echo "bench: no benchmarks yet (scripts/bench.sh does not exist)"; fi
+bench: ## release build, start what the benchmarks need, run them all, write docs/benchmarks.md
+	bash scripts/bench.sh
 
 fuzz: ## run each fuzz target ~15 s (scripts/fuzz.sh short; `long N` for longer runs)
 	bash scripts/fuzz.sh short

@@ -10,14 +10,35 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 SECTIONS=(import compose vm transfer transfer-system rpc)
+only=
+if [ "${1:-}" = "--only" ]; then
+  only=${2:-}
+  [ -f "scripts/bench/$only.sh" ] || { echo "bench: --only knows: ${SECTIONS[*]}" >&2; exit 2; }
+else
+  [ $# -eq 0 ] || { echo "usage: scripts/bench.sh [--only NAME]" >&2; exit 2; }
+fi
+
+# What the sections need from the machine: the apt packages (docker-registry and skopeo for
+# the transfer sections, libvirt and QEMU for the vm section; a no-op when installed) and a
+# running libvirtd for the vm section. The test services (libvirtd among them, all on
+# loopback) are started unless they already answer; those started here are stopped at the end.
+bash scripts/install-deps.sh
+services_started=0
+if [ -z "$only" ] || [ "$only" = vm ]; then
+  if ! bash scripts/test-services.sh check; then
+    bash scripts/test-services.sh start
+    services_started=1
+  fi
+  eval "$(bash scripts/test-services.sh env)"
+fi
+trap '[ "$services_started" = 0 ] || bash scripts/test-services.sh stop' EXIT
+
 cargo build --release --bins -q
 export BENCH_NO_BUILD=1
-if [ "${1:-}" = "--only" ]; then
-  name=${2:-}
-  [ -f "scripts/bench/$name.sh" ] || { echo "bench: --only knows: ${SECTIONS[*]}" >&2; exit 2; }
-  exec bash "scripts/bench/$name.sh"
+if [ -n "$only" ]; then
+  bash "scripts/bench/$only.sh"
+  exit
 fi
-[ $# -eq 0 ] || { echo "usage: scripts/bench.sh [--only NAME]" >&2; exit 2; }
 # The header is rewritten; each section replaces its own part; the hand-written
 # parts (the optimisations and their before/after figures) are kept.
 python3 - docs/benchmarks.md "$(date -u +%Y-%m-%d)" <<'PYTHON'
