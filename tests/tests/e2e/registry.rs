@@ -563,8 +563,8 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
     daemon
         .vmr(&["import", "-f", file.to_str().unwrap(), "-t", "big"])
         .ok();
-    // The store has its own copy now; the source would only hold a GiB of the
-    // shared machine's disk while two daemons and a registry hold theirs.
+    // The store has its own copy now: the source would only hold a GiB more
+    // of the shared machine's disk.
     std::fs::remove_file(&disk).unwrap();
 
     let upload_requests = |registry: &PrivateRegistry| {
@@ -599,6 +599,8 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
         registry.count("HEAD", &format!("/v2/{repo}/blobs/sha256:")),
         4
     );
+    // Stopped, its store removed: the pull below needs only the registry's copy.
+    drop(daemon);
 
     // Another host pulls; the registry dies a quarter of the way in.
     let other = daemon_for(&registry.url(), None);
