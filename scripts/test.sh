@@ -22,7 +22,7 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$REPO/target}
 mkdir -p "$target_dir"
 free_mib=$(df -Pm "$target_dir" | awk 'NR == 2 { print $4 }')
-echo "disk: ${free_mib} MiB free for ${target_dir} (a run from nothing peaks at about 4.5 GiB: 2.5 of build, 2 of test data)"
+echo "disk: ${free_mib} MiB free for ${target_dir} (a run from nothing peaks at about 4 GiB: 2.5 of build, 2 of test data)"
 if [ "${free_mib:-0}" -lt 5120 ]; then
   echo "disk: WARNING: less than 5 GiB free; the build may fail with 'No space left on device'" >&2
 fi
