@@ -3,7 +3,7 @@
 //!
 //! One test binary with a module per subject, rather than one binary per
 //! file: each binary links the whole dependency tree, so one link instead
-//! of eight saves build time and about 250 MB of disk per build.
+//! of eight saves build time and about 200 MB of disk per build.
 
 // Integration tests: a failed unwrap is the test failing (clippy.toml allows
 // it in #[test] functions, not in the helpers they share).
