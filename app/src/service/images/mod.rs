@@ -284,7 +284,9 @@ impl ImageService {
         }
         let digest = Digest::of(bytes);
         if let Ok(mut memo) = self.tag_digests.lock() {
-            if memo.len() >= CONFIG_CACHE_LIMIT {
+            // Bounded by tags, not repositories: one repository whose tags
+            // come and go (a CI tagging every build) must not grow it forever.
+            if memo.values().map(HashMap::len).sum::<usize>() >= CONFIG_CACHE_LIMIT {
                 memo.clear();
             }
             memo.entry(repository.clone())
