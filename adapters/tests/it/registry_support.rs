@@ -16,25 +16,7 @@ use vmr_ports::{
     RegistryTarget, StoreError,
 };
 
-/// The value of a service variable, or `None` (after saying so) when the
-/// services are deliberately skipped with `VMR_TEST_SKIP_REGISTRY=1`.
-/// Otherwise an unset variable fails the test with the way to fix it.
-pub fn service_env(name: &str) -> Option<String> {
-    if let Ok(value) = std::env::var(name)
-        && !value.is_empty()
-    {
-        return Some(value);
-    }
-    if std::env::var("VMR_TEST_SKIP_REGISTRY").as_deref() == Ok("1") {
-        eprintln!("skipping: {name} is not set and VMR_TEST_SKIP_REGISTRY=1");
-        return None;
-    }
-    panic!(
-        "{name} is not set. Start the test registries with `scripts/test-services.sh start` and load their \
-         settings with `eval \"$(scripts/test-services.sh env)\"`, or set VMR_TEST_SKIP_REGISTRY=1 to skip \
-         the registry tests."
-    );
-}
+pub use vmr_tests::registry::service_env;
 
 /// Installs the TLS provider the binaries install.
 pub fn init() {

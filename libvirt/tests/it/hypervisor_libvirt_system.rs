@@ -16,22 +16,6 @@ use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
 use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason};
 use vmr_tests::hypervisor_contract::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 
-/// The libvirt URI to test against, or `None` when told to skip.
-fn libvirt_uri() -> Option<String> {
-    match std::env::var("VMR_TEST_LIBVIRT_URI") {
-        Ok(uri) if !uri.is_empty() => Some(uri),
-        _ if std::env::var("VMR_TEST_SKIP_LIBVIRT").as_deref() == Ok("1") => {
-            eprintln!("skipping: VMR_TEST_SKIP_LIBVIRT=1 and no VMR_TEST_LIBVIRT_URI");
-            None
-        }
-        _ => panic!(
-            "VMR_TEST_LIBVIRT_URI is not set: these tests need a real libvirt \
-             (e.g. VMR_TEST_LIBVIRT_URI=qemu:///system with libvirtd and virtlogd running); \
-             set VMR_TEST_SKIP_LIBVIRT=1 to skip them"
-        ),
-    }
-}
-
 async fn connect(uri: String) -> Arc<dyn Hypervisor> {
     let mut config = LibvirtConfig::new(uri.clone());
     config.virt_type = Some(VirtType::Qemu);
@@ -43,7 +27,7 @@ async fn connect(uri: String) -> Arc<dyn Hypervisor> {
 }
 
 async fn system(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {
-    let uri = libvirt_uri()?;
+    let uri = vmr_tests::libvirt::uri()?;
     let hv = connect(uri).await;
     let prefix = format!("vmrt-{prefix}");
     clean(&hv, &prefix).await;
@@ -160,7 +144,7 @@ async fn stops_outside_vmr_are_reported_with_their_reason() {
     expect_event(&mut events, &name, LifecycleKind::Defined).await;
     hv.start_vm(&name).await.unwrap();
     expect_event(&mut events, &name, LifecycleKind::Started).await;
-    let uri = libvirt_uri().unwrap();
+    let uri = vmr_tests::libvirt::uri().unwrap();
     let status = Command::new("virsh")
         .args(["-c", &uri, "destroy", name.as_str()])
         .output()
@@ -238,7 +222,9 @@ fn dnsmasq_running_with(conf: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virt_type_defaults_to_kvm_only_with_hardware_virtualisation() {
-    let Some(uri) = libvirt_uri() else { return };
+    let Some(uri) = vmr_tests::libvirt::uri() else {
+        return;
+    };
     let hv = LibvirtHypervisor::connect(LibvirtConfig::new(uri))
         .await
         .unwrap();

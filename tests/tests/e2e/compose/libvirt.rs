@@ -10,22 +10,6 @@ use vmr_tests::fixtures::qcow2;
 
 use super::support::*;
 
-/// The libvirt URI to test against, or `None` when told to skip.
-fn libvirt_uri() -> Option<String> {
-    match std::env::var("VMR_TEST_LIBVIRT_URI") {
-        Ok(uri) if !uri.is_empty() => Some(uri),
-        _ if std::env::var("VMR_TEST_SKIP_LIBVIRT").as_deref() == Ok("1") => {
-            eprintln!("skipping: VMR_TEST_SKIP_LIBVIRT=1 and no VMR_TEST_LIBVIRT_URI");
-            None
-        }
-        _ => panic!(
-            "VMR_TEST_LIBVIRT_URI is not set: these tests need a real libvirt \
-             (e.g. VMR_TEST_LIBVIRT_URI=qemu:///system with libvirtd and virtlogd running; \
-             `eval \"$(scripts/test-services.sh env)\"`); set VMR_TEST_SKIP_LIBVIRT=1 to skip them"
-        ),
-    }
-}
-
 fn virsh(uri: &str, args: &[&str]) -> Vec<String> {
     let out = Command::new("virsh")
         .arg("-c")
@@ -65,7 +49,7 @@ fn import_tiny(daemon: &Daemon, name: &str, tag: &str, disk: &Path, format: &str
 
 #[test]
 fn ziti_example_on_real_libvirt() {
-    let Some(uri) = libvirt_uri() else {
+    let Some(uri) = vmr_tests::libvirt::uri() else {
         return;
     };
     let daemon = Daemon::on_libvirt(&uri);
@@ -228,7 +212,7 @@ fn bootable_guest_iso(dir: &Path) -> PathBuf {
 
 #[test]
 fn ready_gate_against_a_real_boot() {
-    let Some(uri) = libvirt_uri() else {
+    let Some(uri) = vmr_tests::libvirt::uri() else {
         return;
     };
     let daemon = Daemon::on_libvirt(&uri);
