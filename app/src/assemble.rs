@@ -19,7 +19,7 @@ use crate::service::TransferService;
 use crate::service::health::{Component, Probe};
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
-use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
+use crate::service::{ComposeService, ComposeSettings};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
 };
@@ -197,12 +197,8 @@ pub async fn assemble(
     ));
     let networks = Arc::new(NetworkService::new(hypervisor.clone()));
     let compose = Arc::new(ComposeService::new(
-        Arc::new(ServiceRuntime::new(
-            hypervisor.clone(),
-            images.clone(),
-            vms.clone(),
-            networks.clone(),
-        )),
+        vms.clone(),
+        networks.clone(),
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();

@@ -10,6 +10,7 @@ pub mod cloudinit;
 pub mod compose;
 pub mod image;
 pub mod network;
+pub mod provision;
 pub mod units;
 pub mod validation;
 pub mod vm;

@@ -5,9 +5,6 @@
 //! record of stops asked for through vmr that restart policies honour.
 //! It also tells image garbage collection which images VMs use.
 
-mod create;
-mod materialize;
-mod nics;
 mod runtime;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,11 +18,10 @@ use vmr_domain::vm::VmName;
 use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
 use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
 
-pub use create::{PreparedVm, VmBlueprint, prepare, prepare_leased};
-pub use materialize::materialize;
 pub use runtime::RuntimeDirs;
 
 use super::images::{ImageService, ImagesInUse};
+use super::provision::{Phases, PreparedVm, Provision, Provisioner, VmBlueprint};
 
 /// Digests of the images a set of VMs runs from.
 pub fn image_digests(vms: &[VmRecord]) -> BTreeSet<Digest> {
@@ -59,7 +55,7 @@ impl VmImages {
     }
 
     /// Counts `digest` as in use until the returned guard is dropped.
-    fn hold(self: &Arc<Self>, digest: Digest) -> ImageHold {
+    pub(crate) fn hold(self: &Arc<Self>, digest: Digest) -> ImageHold {
         *lock(&self.in_flight).entry(digest.clone()).or_insert(0) += 1;
         ImageHold {
             images: Arc::clone(self),
@@ -68,7 +64,7 @@ impl VmImages {
     }
 }
 
-struct ImageHold {
+pub(crate) struct ImageHold {
     images: Arc<VmImages>,
     digest: Digest,
 }
@@ -97,9 +93,8 @@ impl ImagesInUse for VmImages {
 
 struct Inner {
     hypervisor: Arc<dyn Hypervisor>,
-    images: Arc<ImageService>,
     runtime: RuntimeDirs,
-    usage: Arc<VmImages>,
+    provisioner: Provisioner,
     /// VMs being created or removed: one such change per name at a time.
     busy: Mutex<BTreeSet<VmName>>,
 }
@@ -131,10 +126,9 @@ impl VmService {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                provisioner: Provisioner::new(hypervisor.clone(), images, runtime.clone(), usage),
                 hypervisor,
-                images,
                 runtime,
-                usage,
                 busy: Mutex::new(BTreeSet::new()),
             }),
         }
@@ -157,51 +151,38 @@ impl VmService {
         })
     }
 
-    /// Checks a blueprint and builds what it would create, creating nothing
-    /// (compose compares the spec hash with a running VM's).
+    /// The one way VMs are made from images, compose's too.
+    pub fn provisioner(&self) -> &Provisioner {
+        &self.inner.provisioner
+    }
+
+    /// Checks a blueprint and builds what it would create, creating nothing.
     pub async fn prepare(&self, blueprint: &VmBlueprint) -> Result<PreparedVm, UseCaseError> {
-        prepare(
-            self.inner.hypervisor.as_ref(),
-            &self.inner.images,
-            blueprint,
-        )
-        .await
+        Ok(self.inner.provisioner.prepare(blueprint).await?.vm)
     }
 
     /// Creates a VM from a blueprint; see [`VmUseCases::create`].
     #[instrument(skip_all, fields(vm = %blueprint.request.name))]
     pub async fn create_from(&self, blueprint: VmBlueprint) -> Result<VmRecord, UseCaseError> {
         let busy = self.claim(&blueprint.request.name, ErrorKind::AlreadyExists)?;
-        let (prepared, lease) = prepare_leased(
-            self.inner.hypervisor.as_ref(),
-            &self.inner.images,
-            &blueprint,
-        )
-        .await?;
-        let hold = prepared
-            .spec
-            .labels
-            .image_digest
-            .clone()
-            .map(|digest| self.inner.usage.hold(digest));
-        let inner = Arc::clone(&self.inner);
-        // On its own task: a caller that goes away mid-way must not leave
-        // half a VM behind, so the steps and their rollback always finish.
-        let task = tokio::spawn(async move {
-            let _busy = busy;
-            let _hold = hold;
-            let _lease = lease;
-            materialize(
-                &inner.hypervisor,
-                inner.images.store(),
-                &inner.runtime,
-                prepared,
-            )
-            .await
-        });
-        let record = task
-            .await
-            .map_err(|e| UseCaseError::internal(format!("the create task failed: {e}")))??;
+        let provision = self.inner.provisioner.prepare(&blueprint).await?;
+        self.create_claimed(busy, provision).await
+    }
+
+    /// Creates a VM another use case prepared (compose), under the same
+    /// per-name exclusion as `create` and `remove`.
+    #[instrument(skip_all, fields(vm = %provision.vm.spec.name))]
+    pub async fn create_prepared(&self, provision: Provision) -> Result<VmRecord, UseCaseError> {
+        let busy = self.claim(provision.vm.name(), ErrorKind::AlreadyExists)?;
+        self.create_claimed(busy, provision).await
+    }
+
+    async fn create_claimed(
+        &self,
+        busy: Busy,
+        provision: Provision,
+    ) -> Result<VmRecord, UseCaseError> {
+        let record = self.inner.provisioner.create(provision, busy).await?;
         info!(vm = %record.spec.name, state = %record.state, "VM created");
         Ok(record)
     }
@@ -258,7 +239,7 @@ impl VmUseCases for VmService {
 
     #[instrument(skip(self))]
     async fn start(&self, name: &VmName) -> Result<VmRecord, UseCaseError> {
-        let mut phases = materialize::Phases::new(name);
+        let mut phases = Phases::new(name);
         self.inner.hypervisor.start_vm(name).await?;
         phases.start("start");
         self.inner.runtime.clear_stopped(name).await;

@@ -6,10 +6,9 @@
 //! One `up` or `down` per project at a time: a second one is refused with
 //! FAILED_PRECONDITION rather than queued behind a long boot.
 
+mod deps;
 mod project;
-mod provision;
 mod readiness;
-mod runtime;
 mod up;
 
 #[cfg(test)]
@@ -26,11 +25,12 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::{Instrument, info_span};
 use vmr_ports::driving::{
     ComposeConfig, ComposeDownOutcome, ComposeEventKind, ComposeEventStream, ComposeSource,
-    ComposeStatus, ComposeUseCases, UseCaseError,
+    ComposeStatus, ComposeUseCases, NetworkUseCases, UseCaseError,
 };
 
-pub use provision::ServiceRuntime;
-pub use runtime::{ComposeRuntime, PreparedVm, ResolvedImage};
+use crate::service::VmService;
+
+pub use deps::{Deps, blueprint};
 pub use up::ReadySettings;
 use up::{Events, UpSteps};
 
@@ -97,17 +97,21 @@ impl ProjectLocks {
     }
 }
 
-/// The compose use cases over a [`ComposeRuntime`].
+/// The compose use cases over the VM and network use cases.
 pub struct ComposeService {
-    runtime: Arc<dyn ComposeRuntime>,
+    deps: Arc<Deps>,
     settings: ComposeSettings,
     locks: ProjectLocks,
 }
 
 impl ComposeService {
-    pub fn new(runtime: Arc<dyn ComposeRuntime>, settings: ComposeSettings) -> Self {
+    pub fn new(
+        vms: Arc<VmService>,
+        networks: Arc<dyn NetworkUseCases>,
+        settings: ComposeSettings,
+    ) -> Self {
         Self {
-            runtime,
+            deps: Arc::new(Deps { vms, networks }),
             settings,
             locks: ProjectLocks::default(),
         }
@@ -127,9 +131,9 @@ impl ComposeUseCases for ComposeService {
     async fn up(&self, source: ComposeSource) -> Result<ComposeEventStream, UseCaseError> {
         let plan = project::plan_of(&source)?;
         let guard = self.locks.try_lock(&plan.project)?;
-        let steps = UpSteps::observe(self.runtime.as_ref(), &plan).await?;
+        let steps = UpSteps::observe(&self.deps, &plan).await?;
         let (events, rx) = Events::new(&plan.project);
-        let runtime = self.runtime.clone();
+        let deps = self.deps.clone();
         let ready = self.settings.ready;
         let span = info_span!("compose up", project = %plan.project);
         tokio::spawn(
@@ -137,7 +141,7 @@ impl ComposeUseCases for ComposeService {
                 // Held until the last step is done, even if the client left,
                 // and released before the client hears the end, so that it
                 // may run the next `up` or `down` at once.
-                let result = steps.run(runtime, events.clone(), ready).await;
+                let result = steps.run(deps, events.clone(), ready).await;
                 drop(guard);
                 match result {
                     Ok(()) => events.project(ComposeEventKind::Done, ""),
@@ -153,12 +157,12 @@ impl ComposeUseCases for ComposeService {
     }
 
     async fn ps(&self, source: ComposeSource) -> Result<ComposeStatus, UseCaseError> {
-        project::status(self.runtime.as_ref(), &source).await
+        project::status(&self.deps, &source).await
     }
 
     async fn down(&self, source: ComposeSource) -> Result<ComposeDownOutcome, UseCaseError> {
         let (name, plan) = project::project_of(&source)?;
         let _guard = self.locks.try_lock(&name)?;
-        project::down(self.runtime.as_ref(), &name, plan.as_ref()).await
+        project::down(&self.deps, &name, plan.as_ref()).await
     }
 }

@@ -13,7 +13,7 @@ use vmr_ports::driving::{
     ComposeDownOutcome, ComposeServiceStatus, ComposeSource, ComposeStatus, ErrorKind, UseCaseError,
 };
 
-use super::runtime::ComposeRuntime;
+use super::deps::Deps;
 
 /// Most files a compose source may carry (three per service at most).
 const MAX_SOURCE_FILES: usize = 3 * 1024;
@@ -84,12 +84,9 @@ fn in_project<'a>(vms: &'a [VmRecord], project: &str) -> Vec<&'a VmRecord> {
 
 /// `ps`: the file's services in dependency order (absent ones without a
 /// VM), then VMs of the project the file no longer names.
-pub async fn status(
-    runtime: &dyn ComposeRuntime,
-    source: &ComposeSource,
-) -> Result<ComposeStatus, UseCaseError> {
+pub async fn status(deps: &Deps, source: &ComposeSource) -> Result<ComposeStatus, UseCaseError> {
     let (project, plan) = project_of(source)?;
-    let vms = runtime.vms().await?;
+    let vms = deps.all_vms().await?;
     let mut ours: BTreeMap<String, &VmRecord> = in_project(&vms, &project)
         .into_iter()
         .map(|vm| (vm.spec.name.to_string(), vm))
@@ -122,11 +119,11 @@ pub async fn status(
 /// file's services left, then every network labelled with the project.
 /// What is already gone is skipped, so a second `down` removes nothing.
 pub async fn down(
-    runtime: &dyn ComposeRuntime,
+    deps: &Deps,
     project: &str,
     plan: Option<&ComposePlan>,
 ) -> Result<ComposeDownOutcome, UseCaseError> {
-    let vms = runtime.vms().await?;
+    let vms = deps.all_vms().await?;
     let mut outcome = ComposeDownOutcome {
         project: project.to_owned(),
         ..ComposeDownOutcome::default()
@@ -136,7 +133,7 @@ pub async fn down(
     ours.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     for vm in ours {
         let name = &vm.spec.name;
-        match runtime.remove_vm(name).await {
+        match deps.remove_vm(name).await {
             Ok(()) => outcome.removed_vms.push(name.to_string()),
             Err(e) => failures.push((e.kind, format!("VM {name}: {}", e.message))),
         }
@@ -144,7 +141,7 @@ pub async fn down(
     let defined: BTreeSet<String> = vms.iter().map(|vm| vm.spec.name.to_string()).collect();
     for service in plan.iter().flat_map(|p| p.services()) {
         if !defined.contains(service.vm_name.as_str()) {
-            match runtime.remove_runtime_files(&service.vm_name).await {
+            match deps.remove_runtime_files(&service.vm_name).await {
                 Ok(true) => tracing::info!(vm = %service.vm_name, "removed leftover runtime files"),
                 Ok(false) => {}
                 Err(e) => failures.push((e.kind, format!("VM {}: {}", service.vm_name, e.message))),
@@ -152,8 +149,8 @@ pub async fn down(
         }
     }
     if failures.is_empty() {
-        let mut networks: Vec<_> = runtime
-            .networks()
+        let mut networks: Vec<_> = deps
+            .all_networks()
             .await?
             .into_iter()
             .filter(|n| n.project.as_deref() == Some(project))
@@ -161,7 +158,7 @@ pub async fn down(
             .collect();
         networks.sort();
         for name in networks {
-            match runtime.remove_network(&name).await {
+            match deps.remove_network(&name).await {
                 Ok(()) => outcome.removed_networks.push(name.to_string()),
                 Err(e) => failures.push((e.kind, format!("network {name}: {}", e.message))),
             }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vmr_domain::vm::VmName;
 use vmr_ports::driving::{ErrorKind, UseCaseError};
 
-use super::runtime::ComposeRuntime;
+use super::deps::Deps;
 
 /// Longest partial line kept between two reads: a console line longer than
 /// this cannot be the one we look for.
@@ -83,13 +83,13 @@ impl LogScanner {
 /// Waits until `vm`'s console log, read from `offset`, shows cloud-init's
 /// finished line. Fails when the VM stops or disappears, or after `timeout`.
 pub async fn wait_ready(
-    runtime: &dyn ComposeRuntime,
+    deps: &Deps,
     vm: &VmName,
     offset: u64,
     timeout: Duration,
     poll: Duration,
 ) -> Result<(), UseCaseError> {
-    let path = runtime.console_log(vm);
+    let path = deps.vms.runtime().console_log(vm);
     let mut scanner = LogScanner {
         path: path.clone(),
         offset,
@@ -103,7 +103,7 @@ pub async fn wait_ready(
         if found {
             return Ok(());
         }
-        match runtime.vm_state(vm).await? {
+        match deps.vm_state(vm).await? {
             Some(state) if state.is_active() => {}
             Some(state) => {
                 return Err(UseCaseError::new(

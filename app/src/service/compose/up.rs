@@ -15,12 +15,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 use vmr_domain::compose::{ComposePlan, DependencyCondition};
-use vmr_domain::network::{NetworkName, NetworkSpec, overlaps};
-use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError};
+use vmr_domain::network::{Ipv4Config, NetworkName, NetworkSpec, overlaps};
+use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
 
+use super::deps::Deps;
 use super::readiness::{log_len, wait_ready};
-use super::runtime::{ComposeRuntime, PreparedVm};
+use crate::service::provision::Provision;
 
 /// Timing of the readiness gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,16 +58,19 @@ pub enum ServiceAction {
 }
 
 /// One service's step.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServiceStep {
-    pub vm: PreparedVm,
+    /// The service's key in the file.
+    pub service: String,
+    /// Its VM, prepared as `vmr create` prepares one (the image leased).
+    pub vm: Provision,
     pub action: ServiceAction,
     /// A later service waits until this one's guest is ready.
     pub wait_ready: bool,
 }
 
 /// Everything `up` will do, decided before anything is done.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct UpSteps {
     pub project: String,
     pub networks: Vec<NetworkStep>,
@@ -76,13 +80,10 @@ pub struct UpSteps {
 impl UpSteps {
     /// Decides each step from what exists, checking on the way everything
     /// that would otherwise fail half-way.
-    pub async fn observe(
-        runtime: &dyn ComposeRuntime,
-        plan: &ComposePlan,
-    ) -> Result<Self, UseCaseError> {
+    pub async fn observe(deps: &Deps, plan: &ComposePlan) -> Result<Self, UseCaseError> {
         let project = plan.project.as_str();
-        let existing_networks: BTreeMap<String, NetworkRecord> = runtime
-            .networks()
+        let existing_networks: BTreeMap<String, NetworkRecord> = deps
+            .all_networks()
             .await?
             .into_iter()
             .map(|n| (n.spec.name.to_string(), n))
@@ -123,8 +124,23 @@ impl UpSteps {
             networks.push(step);
         }
 
-        let existing_vms: BTreeMap<String, VmRecord> = runtime
-            .vms()
+        // Each network's IPv4 settings as they will be once `up` ran: the
+        // file's for the networks it creates, the host's for the others.
+        let ipv4: BTreeMap<NetworkName, Option<Ipv4Config>> = plan
+            .networks
+            .iter()
+            .map(|planned| {
+                let ipv4 = match &planned.spec {
+                    Some(spec) => spec.ipv4,
+                    None => existing_networks
+                        .get(planned.name.as_str())
+                        .and_then(|n| n.spec.ipv4),
+                };
+                (planned.name.clone(), ipv4)
+            })
+            .collect();
+        let existing_vms: BTreeMap<String, VmRecord> = deps
+            .all_vms()
             .await?
             .into_iter()
             .map(|vm| (vm.spec.name.to_string(), vm))
@@ -140,8 +156,8 @@ impl UpSteps {
             let mut steps = Vec::new();
             for service in level {
                 let field = format!("services.{}", service.service);
-                let vm = runtime
-                    .prepare(project, service)
+                let vm = deps
+                    .prepare(project, service, &ipv4)
                     .await
                     .map_err(|e| within_service(e, &service.service, "image"))?;
                 let action = match existing_vms.get(service.vm_name.as_str()) {
@@ -156,7 +172,7 @@ impl UpSteps {
                                 field,
                             ));
                         }
-                        if record.spec_hash.as_deref() != Some(vm.spec_hash.as_str()) {
+                        if record.spec_hash.as_deref() != Some(vm.vm.spec_hash.as_str()) {
                             ServiceAction::Recreate
                         } else if record.state.is_active() {
                             ServiceAction::Unchanged
@@ -166,6 +182,7 @@ impl UpSteps {
                     }
                 };
                 steps.push(ServiceStep {
+                    service: service.service.clone(),
                     wait_ready: awaited.contains(service.service.as_str()),
                     vm,
                     action,
@@ -185,22 +202,22 @@ impl UpSteps {
     /// caller ends the stream with it, or with `Done`).
     pub async fn run(
         self,
-        runtime: Arc<dyn ComposeRuntime>,
+        deps: Arc<Deps>,
         events: Events,
         ready: ReadySettings,
     ) -> Result<(), UseCaseError> {
         for step in &self.networks {
-            run_network_step(runtime.as_ref(), &self.project, step, &events).await?;
+            run_network_step(&deps, &self.project, step, &events).await?;
         }
         for (index, level) in self.levels.into_iter().enumerate() {
             let span = info_span!("compose level", project = %self.project, level = index);
             let mut tasks = JoinSet::new();
             for step in level {
-                let runtime = runtime.clone();
+                let deps = deps.clone();
                 let events = events.clone();
-                let span = info_span!(parent: &span, "service", service = %step.vm.service);
+                let span = info_span!(parent: &span, "service", service = %step.service);
                 tasks.spawn(
-                    async move { run_service_step(runtime.as_ref(), step, &events, ready).await }
+                    async move { run_service_step(&deps, step, &events, ready).await }
                         .instrument(span),
                 );
             }
@@ -266,7 +283,7 @@ fn existing_network_step(
 }
 
 async fn run_network_step(
-    runtime: &dyn ComposeRuntime,
+    deps: &Deps,
     project: &str,
     step: &NetworkStep,
     events: &Events,
@@ -276,8 +293,14 @@ async fn run_network_step(
             events.network(name, ComposeEventKind::NetworkExists, "");
             return Ok(());
         }
-        NetworkStep::Start(name) => (name, runtime.start_network(name).await),
-        NetworkStep::Create(spec) => (&spec.name, runtime.create_network(spec, project).await),
+        NetworkStep::Start(name) => (name, deps.networks.start(name).await.map(drop)),
+        NetworkStep::Create(spec) => (
+            &spec.name,
+            deps.networks
+                .create(spec.clone(), Some(project.to_owned()))
+                .await
+                .map(drop),
+        ),
     };
     match (step, result) {
         (NetworkStep::Create(_), Ok(())) => {
@@ -300,13 +323,13 @@ async fn run_network_step(
 }
 
 async fn run_service_step(
-    runtime: &dyn ComposeRuntime,
+    deps: &Deps,
     step: ServiceStep,
     events: &Events,
     ready: ReadySettings,
 ) -> Result<(), UseCaseError> {
-    let service = step.vm.service.clone();
-    let result = bring_up(runtime, &step, events, ready).await;
+    let service = step.service.clone();
+    let result = bring_up(deps, step, events, ready).await;
     if let Err(e) = &result {
         events.service(&service, ComposeEventKind::Failed, &e.message);
     }
@@ -317,43 +340,49 @@ async fn run_service_step(
 }
 
 async fn bring_up(
-    runtime: &dyn ComposeRuntime,
-    step: &ServiceStep,
+    deps: &Deps,
+    step: ServiceStep,
     events: &Events,
     ready: ReadySettings,
 ) -> Result<(), UseCaseError> {
-    let vm = &step.vm;
-    let name = vm.name();
-    let service = vm.service.as_str();
+    let ServiceStep {
+        service,
+        vm,
+        action,
+        wait_ready: awaited,
+    } = step;
+    let name = vm.vm.name().clone();
+    let name = &name;
+    let service = service.as_str();
     // Where this boot's console output starts: a restarted VM appends to
     // the log of its earlier boots, a new VM starts a new log.
     let mut boot_offset = 0;
-    match step.action {
+    match action {
         ServiceAction::Unchanged => {
             events.service(service, ComposeEventKind::Unchanged, name.as_str());
         }
         ServiceAction::Start => {
-            boot_offset = log_len(&runtime.console_log(name)).await;
+            boot_offset = log_len(&deps.vms.runtime().console_log(name)).await;
             events.service(service, ComposeEventKind::Starting, name.as_str());
-            runtime.start_vm(name).await?;
+            deps.vms.start(name).await?;
             events.service(service, ComposeEventKind::Started, name.as_str());
         }
         ServiceAction::Create | ServiceAction::Recreate => {
-            if step.action == ServiceAction::Recreate {
+            if action == ServiceAction::Recreate {
                 events.service(service, ComposeEventKind::Recreating, name.as_str());
-                runtime.remove_vm(name).await?;
+                deps.remove_vm(name).await?;
             } else {
                 events.service(service, ComposeEventKind::Creating, name.as_str());
             }
-            runtime.create_vm(vm).await?;
+            deps.vms.create_prepared(vm).await?;
             events.service(service, ComposeEventKind::Starting, name.as_str());
-            runtime.start_vm(name).await?;
+            deps.vms.start(name).await?;
             info!(vm = %name, "service started");
             events.service(service, ComposeEventKind::Started, name.as_str());
         }
     }
-    if step.wait_ready {
-        wait_ready(runtime, name, boot_offset, ready.timeout, ready.poll).await?;
+    if awaited {
+        wait_ready(deps, name, boot_offset, ready.timeout, ready.poll).await?;
         events.service(service, ComposeEventKind::Ready, name.as_str());
     }
     Ok(())

@@ -54,13 +54,7 @@ impl World {
             runtime,
             usage,
         ));
-        let networks = Arc::new(NetworkService::new(hypervisor.clone()));
-        let runtime = Arc::new(ServiceRuntime::new(
-            hypervisor,
-            images.clone(),
-            vms,
-            networks,
-        ));
+        let networks = Arc::new(NetworkService::new(hypervisor));
         let settings = ComposeSettings {
             ready: ReadySettings {
                 timeout,
@@ -70,7 +64,7 @@ impl World {
         let world = Self {
             fake,
             images,
-            compose: ComposeService::new(runtime, settings),
+            compose: ComposeService::new(vms, networks, settings),
             tmp,
         };
         world.import("nixos-server/nixos-k3s-vm", "ziti").await;

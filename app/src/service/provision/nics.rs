@@ -2,15 +2,15 @@
 //! inside the subnet, not the gateway, broadcast or DHCP range, not used by
 //! another VM; gateway inside the subnet; MAC unique), with the defaults
 //! filled in (a gateway for static addresses on forwarding networks, a MAC
-//! derived from the VM's and the network's names), and its entry in the
-//! cloud-init network-config.
+//! derived from the VM's and the network's names), with the network's IPv4
+//! settings its cloud-init network-config entry is written from.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmr_domain::cloudinit::NicConfig;
 use vmr_domain::network::{MacAddr, NetworkMode, NetworkName};
+use vmr_domain::provision::Nic;
 use vmr_domain::vm::NetworkAttachment;
 use vmr_ports::driving::{NicRequest, UseCaseError};
 use vmr_ports::{NetworkRecord, VmRecord};
@@ -49,7 +49,7 @@ impl Taken {
     }
 }
 
-/// Builds one NIC: its attachment and its network-config entry.
+/// Builds one NIC.
 pub(super) fn attach(
     vm: &str,
     index: usize,
@@ -57,7 +57,7 @@ pub(super) fn attach(
     network: &NetworkRecord,
     taken: &mut Taken,
     occurrence: usize,
-) -> Result<(NetworkAttachment, NicConfig), UseCaseError> {
+) -> Result<Nic, UseCaseError> {
     let field = |name: &str| format!("networks[{index}].{name}");
     let ipv4 = network.spec.ipv4;
     let static_ip = match nic.static_ip {
@@ -152,25 +152,13 @@ pub(super) fn attach(
         None => derive_mac(vm, &nic.network, occurrence, &taken.macs),
     };
     taken.macs.insert(mac, vm.to_owned());
-    // dnsmasq answers DNS on the gateway of the networks vmr addresses;
-    // DHCP tells a guest so itself, a static one needs it written down.
-    let nameservers = match (static_ip, ipv4) {
-        (Some(_), Some(cfg)) => vec![cfg.gateway],
-        _ => Vec::new(),
-    };
     let attachment = NetworkAttachment {
         network: nic.network.clone(),
         mac,
         static_ip,
         gateway,
     };
-    let config = NicConfig {
-        mac,
-        address: static_ip,
-        gateway,
-        nameservers,
-    };
-    Ok((attachment, config))
+    Ok(Nic { attachment, ipv4 })
 }
 
 /// A stable MAC for the VM's `occurrence`-th NIC on `network`, avoiding the

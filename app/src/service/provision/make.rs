@@ -1,59 +1,20 @@
-//! The second step of creating a VM: [`materialize`] makes the runtime
+//! The second step of creating a VM: [`create`] makes the runtime
 //! directory, the disk (an overlay over the image's blob, or a blank disk
 //! for an `iso` image), the cloud-init seed ISO and the definition, and
 //! starts the VM when asked, undoing all of it when a step fails.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
-use vmr_domain::vm::VmName;
 use vmr_ports::blobstore::BlobStore;
 use vmr_ports::driving::UseCaseError;
 use vmr_ports::{DiskAttachment, Hypervisor, HypervisorError, StopMode, VmDefinition, VmRecord};
 
-use super::create::PreparedVm;
-use super::runtime::RuntimeDirs;
-
-/// Each phase's duration as a debug event (`scripts/bench/vm.sh` tables
-/// them): "create phase" while a VM is created, "start phase" when an
-/// existing VM is started (`vmr start`, compose). The phase names are the
-/// same in both: `start` is the hypervisor's start call as vmr makes it,
-/// `inspect` the read-back of the started VM.
-pub(super) struct Phases<'a> {
-    vm: &'a VmName,
-    since: Instant,
-}
-
-impl<'a> Phases<'a> {
-    pub(super) fn new(vm: &'a VmName) -> Self {
-        Self {
-            vm,
-            since: Instant::now(),
-        }
-    }
-
-    fn lap(&mut self) -> f64 {
-        let ms = self.since.elapsed().as_secs_f64() * 1e3;
-        self.since = Instant::now();
-        ms
-    }
-
-    /// Ends a phase of a create.
-    pub(super) fn create(&mut self, phase: &'static str) {
-        let duration_ms = self.lap();
-        tracing::debug!(vm = %self.vm, phase, duration_ms, "create phase");
-    }
-
-    /// Ends a phase of a start.
-    pub(super) fn start(&mut self, phase: &'static str) {
-        let duration_ms = self.lap();
-        tracing::debug!(vm = %self.vm, phase, duration_ms, "start phase");
-    }
-}
+use super::{Phases, PreparedVm};
+use crate::service::vms::RuntimeDirs;
 
 /// What has been made so far, to undo on failure.
 #[derive(Default)]
@@ -64,7 +25,7 @@ struct Made {
 
 /// Creates the runtime files and the definition, and starts the VM when
 /// asked. On failure, undoes what it made and returns the first error.
-pub async fn materialize(
+pub(super) async fn create(
     hypervisor: &Arc<dyn Hypervisor>,
     store: &Arc<dyn BlobStore>,
     runtime: &RuntimeDirs,
