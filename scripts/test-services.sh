@@ -306,8 +306,10 @@ stop_registries() {
     stop_pidfile "registry $name" "$STATE/registry-$name.pid" "registry-$name.yml"
   done
   # The token realm's auth server: started on demand by the tests
-  # (vmr-test-authd), it exits by itself after 2 idle minutes.
-  pkill -x vmr-test-authd 2>/dev/null || true
+  # (vmr-test-authd), it exits by itself after 2 idle minutes. It records its pid in
+  # $STATE/authd.pid (VMR_TEST_SERVICES_DIR): only that process is ended, never another
+  # run's server of the same name.
+  stop_pidfile "auth server" "$STATE/authd.pid" vmr-test-authd
 }
 
 # ---------------------------------------------------------------- commands
