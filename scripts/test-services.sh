@@ -386,11 +386,14 @@ stop_tls_registries() {
   stop_pidfile "registry tls-wronghost" "$STATE/registry-tls-wronghost.pid" "registry-tls-wronghost.yml"
 }
 
+# Empty values until `start` picked the ports: the tests then say how to start them.
 print_tls_env() {
+  local tls wrong
+  tls=$(tls_port tls); wrong=$(tls_port tls-wronghost)
   cat <<ENV
 export VMR_TEST_TLS_CA=$TLS/ca.crt
-export VMR_TEST_REGISTRY_TLS=127.0.0.1:$(tls_port tls)
-export VMR_TEST_REGISTRY_TLS_WRONG_HOST=127.0.0.1:$(tls_port tls-wronghost)
+export VMR_TEST_REGISTRY_TLS=${tls:+127.0.0.1:$tls}
+export VMR_TEST_REGISTRY_TLS_WRONG_HOST=${wrong:+127.0.0.1:$wrong}
 ENV
 }
 
