@@ -147,6 +147,34 @@ impl Daemon {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Waits (30 s at most) until the daemon's log holds `needle`: an event
+    /// the daemon reports, rather than a guess at how long it takes.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str) {
+        self.wait_for_log_line(&[needle]);
+    }
+
+    /// Waits (30 s at most) until one line of the daemon's log holds every
+    /// one of `parts` (a message and its fields, like `vm=web`).
+    #[track_caller]
+    pub fn wait_for_log_line(&self, parts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            if text
+                .lines()
+                .any(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not log a line with {parts:?} within 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -169,6 +169,37 @@ impl PrivateRegistry {
             .collect()
     }
 
+    /// The access log's request lines with the status answered:
+    /// (`PUT /v2/.../blobs/uploads/<id>?...&digest=sha256%3A... HTTP/1.1`, 201).
+    pub fn answered(&self) -> Vec<(String, u16)> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| {
+                let start = line.find("] \"")? + 3;
+                let rest = &line[start..];
+                let end = rest.find('"')?;
+                let status = rest[end + 1..].split_whitespace().next()?.parse().ok()?;
+                Some((rest[..end].to_owned(), status))
+            })
+            .collect()
+    }
+
+    /// The digests of the blob uploads the registry completed (201), in
+    /// order, one entry per completed upload.
+    pub fn stored_blobs(&self) -> Vec<String> {
+        self.answered()
+            .into_iter()
+            .filter(|(request, status)| {
+                *status == 201 && request.starts_with("PUT ") && request.contains("/blobs/uploads/")
+            })
+            .filter_map(|(request, _)| {
+                let digest = request.split("digest=").nth(1)?;
+                let digest = digest.split(['&', ' ']).next()?;
+                Some(digest.replace("%3A", ":").replace("%3a", ":"))
+            })
+            .collect()
+    }
+
     /// Requests whose method is `method` and whose path contains `path`.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.requests()
