@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts, checks and stops every outside service the test suite talks to, on loopback only:
-# libvirtd (+ virtlogd), a SeaweedFS S3 server, and three OCI registries (anonymous, Basic auth,
-# token auth). State, configs, logs and pid files live in $REPO/.cache/services.
+# libvirtd (+ virtlogd), a SeaweedFS S3 server, three OCI registries (anonymous, Basic auth,
+# token auth) and two over HTTPS (a test CA's certificate for 127.0.0.1, one for a wrong host). State, configs, logs and pid files live in $REPO/.cache/services.
 #
 #   scripts/test-services.sh start    start what is not running yet (idempotent), wait until ready
 #   scripts/test-services.sh stop     stop what this script started (by its pid files)
@@ -306,8 +306,95 @@ stop_registries() {
     stop_pidfile "registry $name" "$STATE/registry-$name.pid" "registry-$name.yml"
   done
   # The token realm's auth server: started on demand by the tests
-  # (vmr-test-authd), it exits by itself after 2 idle minutes.
-  pkill -x vmr-test-authd 2>/dev/null || true
+  # (vmr-test-authd), it exits by itself after 2 idle minutes. It records its pid in
+  # $STATE/authd.pid (VMR_TEST_SERVICES_DIR): only that process is ended, never another
+  # run's server of the same name.
+  stop_pidfile "auth server" "$STATE/authd.pid" vmr-test-authd
+}
+
+# ---------------------------------------------------------------- HTTPS registries
+# Two anonymous registries over TLS, each on a free port: "tls" with a certificate for
+# 127.0.0.1 and localhost, "tls-wronghost" with one for another name; both signed by a test
+# CA made here. Tests trust the CA (a daemon flag or SSL_CERT_FILE) or not, as they need.
+
+TLS="$STATE/tls"
+
+# A CA, and two server certificates it signs: server (127.0.0.1, localhost) and wronghost.
+ensure_tls_certs() {
+  [ -s "$TLS/ca.crt" ] && [ -s "$TLS/server.crt" ] && [ -s "$TLS/wronghost.crt" ] && return
+  command -v openssl >/dev/null || fail "openssl is not installed (run scripts/install-deps.sh)"
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=vmr test CA" \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.crt" >/dev/null 2>&1 || fail "openssl could not create the test CA"
+  tls_leaf server "subjectAltName=IP:127.0.0.1,DNS:localhost"
+  tls_leaf wronghost "subjectAltName=DNS:wrong-host.invalid"
+  chmod 600 "$TLS"/*.key
+}
+
+# tls_leaf NAME SAN: $TLS/NAME.key and NAME.crt, a server certificate signed by the test CA.
+tls_leaf() {
+  local name=$1 san=$2
+  printf '%s\n' "$san" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+    >"$TLS/$name.ext"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=vmr test $name" \
+    -keyout "$TLS/$name.key" -out "$TLS/$name.csr" >/dev/null 2>&1 &&
+    openssl x509 -req -in "$TLS/$name.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$TLS/$name.ext" -out "$TLS/$name.crt" >/dev/null 2>&1 ||
+    fail "openssl could not create the $name certificate"
+  rm -f "$TLS/$name.csr" "$TLS/$name.ext"
+}
+
+tls_port() { cat "$STATE/registry-$1.port" 2>/dev/null || true; }
+
+# The registry answers /v2/ over TLS (certificate checks off: the wrong-host one fails them).
+tls_answers() {
+  local port
+  port=$(tls_port "$1")
+  [ -n "$port" ] && [ "$(curl -sk -o /dev/null --max-time 2 -w '%{http_code}' "https://127.0.0.1:$port/v2/")" = 200 ]
+}
+
+start_tls_registry() {
+  local name=$1 cert=$2 start_port=$3 port
+  local pidfile="$STATE/registry-$name.pid" log="$STATE/registry-$name.log"
+  if alive "$pidfile" "registry-$name.yml" && tls_answers "$name"; then
+    say "registry $name: already running on https://127.0.0.1:$(tls_port "$name")"
+    return
+  fi
+  stop_pidfile "registry $name (not answering)" "$pidfile" "registry-$name.yml"
+  command -v docker-registry >/dev/null || fail "docker-registry is not installed (run scripts/install-deps.sh)"
+  pick_port "$start_port" port
+  write_registry_config "$name" "$port" "  tls:
+    certificate: $TLS/$cert.crt
+    key: $TLS/$cert.key"
+  echo "$port" >"$STATE/registry-$name.port"
+  STARTING=$pidfile
+  spawn "$pidfile" "$log" docker-registry serve "$STATE/registry-$name.yml"
+  wait_until 20 "registry $name on https://127.0.0.1:$port" "$log" tls_answers "$name"
+  STARTING=""
+  say "registry $name: started on https://127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+start_tls_registries() {
+  ensure_tls_certs
+  start_tls_registry tls server 5443
+  start_tls_registry tls-wronghost wronghost 5453
+}
+
+stop_tls_registries() {
+  stop_pidfile "registry tls" "$STATE/registry-tls.pid" "registry-tls.yml"
+  stop_pidfile "registry tls-wronghost" "$STATE/registry-tls-wronghost.pid" "registry-tls-wronghost.yml"
+}
+
+# Empty values until `start` picked the ports: the tests then say how to start them.
+print_tls_env() {
+  local tls wrong
+  tls=$(tls_port tls); wrong=$(tls_port tls-wronghost)
+  cat <<ENV
+export VMR_TEST_TLS_CA=$TLS/ca.crt
+export VMR_TEST_REGISTRY_TLS=${tls:+127.0.0.1:$tls}
+export VMR_TEST_REGISTRY_TLS_WRONG_HOST=${wrong:+127.0.0.1:$wrong}
+ENV
 }
 
 # ---------------------------------------------------------------- commands
@@ -332,6 +419,7 @@ export VMR_TEST_TOKEN_ISSUER=$TOKEN_ISSUER
 export VMR_TEST_TOKEN_KEY=$STATE/token.key
 export VMR_TEST_TOKEN_CERT=$STATE/token.crt
 ENV
+  print_tls_env
 }
 
 status() {
@@ -344,13 +432,17 @@ status() {
   say "registry basic (127.0.0.1:$REG_BASIC_PORT): $up"
   http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/" && up=up || up=down
   say "registry token (127.0.0.1:$REG_TOKEN_PORT): $up"
+  tls_answers tls && up=up || up=down; say "registry tls (https://127.0.0.1:$(tls_port tls)): $up"
+  tls_answers tls-wronghost && up=up || up=down
+  say "registry tls-wronghost (https://127.0.0.1:$(tls_port tls-wronghost)): $up"
 }
 
 all_up() {
   libvirt_answers && s3_works &&
     http_is 200 "http://127.0.0.1:$REG_ANON_PORT/v2/" &&
     http_is 401 "http://127.0.0.1:$REG_BASIC_PORT/v2/" &&
-    http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/"
+    http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/" &&
+    tls_answers tls && tls_answers tls-wronghost
 }
 
 mkdir -p "$STATE"
@@ -358,12 +450,14 @@ case "${1:-}" in
   start)
     start_libvirt
     start_registries
+    start_tls_registries
     start_s3
     say "all up; load the settings with: eval \"\$($0 env)\""
     ;;
   stop)
     stop_s3
     stop_registries
+    stop_tls_registries
     stop_libvirt
     ;;
   status) status ;;

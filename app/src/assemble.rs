@@ -9,7 +9,7 @@ use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
-use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
+use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
 use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
@@ -206,22 +206,33 @@ pub async fn assemble(
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let roots = match &config.registry_ca_file {
+        Some(path) => TrustedRoots::from_pem_file(path).context("--registry-ca-file")?,
+        None => TrustedRoots::default(),
+    };
     let registries: Arc<dyn RegistryConnector> = Arc::new(
-        OciRegistryConnector::new(RegistryOptions::default()).context("registry HTTP client")?,
+        OciRegistryConnector::with_roots(RegistryOptions::default(), &roots)
+            .context("registry HTTP client")?,
     );
     let auth_servers: Arc<dyn AuthConnector> = Arc::new(
-        HttpAuthConnector::new(RetryPolicy::default()).context("auth server HTTP client")?,
+        HttpAuthConnector::with_roots(RetryPolicy::default(), &roots)
+            .context("auth server HTTP client")?,
     );
     // Probes answer within the health check's bound: no retries.
     let probe_registries: Arc<dyn RegistryConnector> = Arc::new(
-        OciRegistryConnector::new(RegistryOptions {
-            retry: RetryPolicy::none(),
-            ..RegistryOptions::default()
-        })
+        OciRegistryConnector::with_roots(
+            RegistryOptions {
+                retry: RetryPolicy::none(),
+                ..RegistryOptions::default()
+            },
+            &roots,
+        )
         .context("registry HTTP client")?,
     );
-    let probe_auth: Arc<dyn AuthConnector> =
-        Arc::new(HttpAuthConnector::new(RetryPolicy::none()).context("auth server HTTP client")?);
+    let probe_auth: Arc<dyn AuthConnector> = Arc::new(
+        HttpAuthConnector::with_roots(RetryPolicy::none(), &roots)
+            .context("auth server HTTP client")?,
+    );
     let health = Arc::new(HealthService::new(vec![
         Component {
             name: "hypervisor",

@@ -47,6 +47,10 @@ pub struct Flags {
     /// Auth server URL.
     #[arg(long, env = "VM_AUTH_SERVER_URL", value_name = "URL")]
     pub auth_url: Option<String>,
+    /// PEM file of certificate authorities trusted for registries and auth
+    /// servers, in addition to the system's (a private registry's CA).
+    #[arg(long, env = "VM_REGISTRY_CA_FILE", value_name = "PATH")]
+    pub registry_ca_file: Option<PathBuf>,
     /// Storage backend: filesystem, s3 or memory.
     #[arg(long, env = "VM_REGISTRY_STORAGE")]
     pub storage: Option<String>,
@@ -136,6 +140,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub registry_url: Option<String>,
     pub auth_url: Option<String>,
+    /// Extra trusted CAs (PEM) for registries and auth servers.
+    pub registry_ca_file: Option<PathBuf>,
     pub storage: StorageKind,
     pub fs_path: PathBuf,
     pub log_level: String,
@@ -375,6 +381,7 @@ impl DaemonConfig {
             socket,
             registry_url: check_url("registry-url", pick!(registry_url))?,
             auth_url: check_url("auth-url", pick!(auth_url))?,
+            registry_ca_file: pick!(registry_ca_file).filter(|p| !p.as_os_str().is_empty()),
             storage,
             fs_path,
             log_level,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::daemon::{Daemon, VmrOutput, bin};
-use crate::fixtures::sha256_bytes;
+use crate::fixtures::{qcow2, sha256_bytes, vmfile};
 
 /// The value of a service variable, or `None` (after saying so) when the
 /// registry tests are deliberately skipped with `VMR_TEST_SKIP_REGISTRY=1`.
@@ -182,6 +182,31 @@ impl Drop for PrivateRegistry {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Imports a small qcow2 image as `repository:tag`; returns the disk path.
+pub fn import_qcow2(daemon: &Daemon, work: &Path, repository: &str, tag: &str) -> PathBuf {
+    let disk = qcow2(
+        work,
+        &format!("{}.qcow2", repository.replace('/', "_")),
+        "64M",
+    );
+    let file = vmfile(
+        work,
+        repository,
+        disk.to_str().expect("a UTF-8 temp path"),
+        "qcow2",
+    );
+    daemon
+        .vmr(&[
+            "import",
+            "-f",
+            file.to_str().expect("a UTF-8 temp path"),
+            "-t",
+            tag,
+        ])
+        .ok();
+    disk
 }
 
 /// Runs `skopeo ARGS`, asserting success.

@@ -23,5 +23,6 @@ mod races;
 mod registry;
 mod restarts;
 mod system;
+mod tls;
 mod torture;
 mod vms;
