@@ -63,6 +63,16 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// One line of a registry's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `GET /v2/team/vm/blobs/sha256:... HTTP/1.1`
+    pub request: String,
+    pub status: u16,
+    /// Body bytes the registry sent.
+    pub bytes: u64,
+}
+
 /// A `docker-registry` of the test's own on a free loopback port, anonymous,
 /// with its access log in a file. Killed when dropped.
 pub struct PrivateRegistry {
@@ -169,17 +179,23 @@ impl PrivateRegistry {
             .collect()
     }
 
-    /// The access log's request lines with the status answered:
-    /// (`PUT /v2/.../blobs/uploads/<id>?...&digest=sha256%3A... HTTP/1.1`, 201).
-    pub fn answered(&self) -> Vec<(String, u16)> {
+    /// The access log's entries: request line, status and body bytes sent
+    /// (`PUT /v2/.../blobs/uploads/<id>?...&digest=sha256%3A... HTTP/1.1`, 201, 0).
+    pub fn answered(&self) -> Vec<Access> {
         self.log_text()
             .lines()
             .filter_map(|line| {
                 let start = line.find("] \"")? + 3;
                 let rest = &line[start..];
                 let end = rest.find('"')?;
-                let status = rest[end + 1..].split_whitespace().next()?.parse().ok()?;
-                Some((rest[..end].to_owned(), status))
+                let mut fields = rest[end + 1..].split_whitespace();
+                let status = fields.next()?.parse().ok()?;
+                let bytes = fields.next()?.parse().ok()?;
+                Some(Access {
+                    request: rest[..end].to_owned(),
+                    status,
+                    bytes,
+                })
             })
             .collect()
     }
@@ -189,11 +205,13 @@ impl PrivateRegistry {
     pub fn stored_blobs(&self) -> Vec<String> {
         self.answered()
             .into_iter()
-            .filter(|(request, status)| {
-                *status == 201 && request.starts_with("PUT ") && request.contains("/blobs/uploads/")
+            .filter(|a| {
+                a.status == 201
+                    && a.request.starts_with("PUT ")
+                    && a.request.contains("/blobs/uploads/")
             })
-            .filter_map(|(request, _)| {
-                let digest = request.split("digest=").nth(1)?;
+            .filter_map(|a| {
+                let digest = a.request.split("digest=").nth(1)?;
                 let digest = digest.split(['&', ' ']).next()?;
                 Some(digest.replace("%3A", ":").replace("%3a", ":"))
             })

@@ -645,6 +645,22 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
         size as u64 - kept,
         "only the missing part travelled"
     );
+    // The registry's own account: after its restart, the disk was served
+    // once, as a 206 Partial Content of exactly the missing bytes.
+    let served: Vec<_> = registry
+        .answered()
+        .into_iter()
+        .filter(|a| {
+            a.request
+                .starts_with(&format!("GET /v2/{repo}/blobs/sha256:{disk_hex} "))
+        })
+        .collect();
+    let resumed_get = served.last().expect("the registry logged the disk's GET");
+    assert_eq!(
+        (resumed_get.status, resumed_get.bytes),
+        (206, size as u64 - kept),
+        "the registry's log of the disk's GETs: {served:?}"
+    );
     let resumed = blobs_of(&events)
         .into_iter()
         .find(|b| b.digest.ends_with(&disk_hex))
