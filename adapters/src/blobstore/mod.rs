@@ -8,6 +8,7 @@
 //! and memory it is an upload of the verified file, which is then kept as
 //! the local cache copy the hypervisor needs (`local_path`).
 
+mod cached;
 mod error;
 mod layout;
 mod local;
@@ -372,7 +373,8 @@ impl BlobStore for OpendalStore {
             .await
             .map_err(|e| backend_error(&format!("deleting blob {digest}"), &e))?;
         if let Backend::Remote { cache_dir, .. } = &inner.backend {
-            local::remove_if_present(&cache_dir.join(digest.hex())).await?;
+            let copy = cache_dir.join(digest.hex());
+            spawn_io("removing a cached blob", move || cached::remove(&copy)).await?;
         }
         Ok(())
     }
@@ -502,16 +504,38 @@ impl BlobStore for OpendalStore {
             Backend::Remote { cache_dir, .. } => {
                 let target = cache_dir.join(digest.hex());
                 if local::exists(&target).await? {
-                    return Ok(target);
+                    let copy = target.clone();
+                    let expected = digest.clone();
+                    let good = spawn_io("checking a cached blob", move || {
+                        if cached::unchanged(&copy)? {
+                            return Ok(true);
+                        }
+                        // Changed since it was verified (or never recorded):
+                        // its bytes decide.
+                        let good = cached::hash(&copy)? == expected;
+                        if good {
+                            cached::record(&copy)?;
+                        } else {
+                            cached::remove(&copy)?;
+                        }
+                        Ok(good)
+                    })
+                    .await?;
+                    if good {
+                        return Ok(target);
+                    }
+                    tracing::warn!(%digest, path = %target.display(), "the cached copy of a blob is corrupt; fetching it again");
                 }
                 let temp = inner.download_verified(digest).await?;
                 let dir = cache_dir.clone();
                 let path = target.clone();
                 spawn_io("caching blob", move || {
                     temp.persist(&path)?;
-                    local::sync_dir(&dir)
+                    local::sync_dir(&dir)?;
+                    cached::record(&path)
                 })
                 .await?;
+                tracing::debug!(%digest, "blob fetched into the local cache");
                 Ok(target)
             }
         }
