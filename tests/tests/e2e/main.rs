@@ -25,4 +25,5 @@ mod restarts;
 mod system;
 mod tls;
 mod torture;
+mod validation;
 mod vms;
