@@ -5,6 +5,9 @@
 #
 #   scripts/test-services.sh start    start what is not running yet (idempotent), wait until ready
 #   scripts/test-services.sh stop     stop what this script started (by its pid files)
+#   scripts/test-services.sh stop-started FILE
+#                                     stop only the daemons a `start` run with
+#                                     VMR_SERVICES_STARTED=FILE started (by their pid files)
 #   scripts/test-services.sh status   one line per service
 #   scripts/test-services.sh check    exit 0 when every service answers (quiet)
 #   scripts/test-services.sh env      print the `export VMR_TEST_*=...` lines the tests read
@@ -94,6 +97,22 @@ spawn() {
   echo $! >"$pidfile"
 }
 
+# Notes a daemon this invocation started in $VMR_SERVICES_STARTED (when set), so that the
+# caller (scripts/test.sh) can stop exactly those later: `stop-started FILE`.
+started() {
+  [ -n "${VMR_SERVICES_STARTED:-}" ] || return 0
+  printf '%s|%s|%s\n' "$1" "$2" "$3" >>"$VMR_SERVICES_STARTED"
+}
+
+# Stops the daemons listed in FILE by started(), last started first.
+stop_started() {
+  local file=$1 name pidfile what
+  [ -f "$file" ] || return 0
+  tac "$file" | while IFS='|' read -r name pidfile what; do
+    [ -n "$pidfile" ] && stop_pidfile "$name" "$pidfile" "$what"
+  done
+}
+
 # Sends SIGTERM to the process in a pid file, waits for it to exit, then SIGKILL.
 stop_pidfile() {
   local name=$1 pidfile=$2 what=$3 pid
@@ -133,11 +152,13 @@ start_libvirt() {
     virtlogd -d || fail "virtlogd -d failed"
     wait_until 10 "virtlogd" /var/log/libvirt/virtlogd.log alive /run/virtlogd.pid virtlogd
     cp /run/virtlogd.pid "$STATE/virtlogd.pid"
+    started virtlogd "$STATE/virtlogd.pid" virtlogd
   fi
   if ! alive /run/libvirtd.pid libvirtd; then
     libvirtd -d || fail "libvirtd -d failed" "$log"
     wait_until 10 "libvirtd pid file" "$log" alive /run/libvirtd.pid libvirtd
     cp /run/libvirtd.pid "$STATE/libvirtd.pid"
+    started libvirtd "$STATE/libvirtd.pid" libvirtd
   fi
   # A cold start probes QEMU's capabilities first (~8 s); warm starts take ~0.2 s.
   wait_until 90 "libvirtd ($LIBVIRT_URI)" "$log" libvirt_answers
@@ -222,6 +243,7 @@ JSON
     -filer.localSocket="$STATE/weed-filer.sock" -s3.localSocket="$STATE/weed-s3.sock"
   wait_until 60 "SeaweedFS S3 on 127.0.0.1:$s3" "$log" s3_works
   STARTING=""
+  started "s3 (weed)" "$pidfile" weed
   say "s3: started on 127.0.0.1:$s3 (pid $(cat "$pidfile"), bucket $S3_BUCKET)"
 }
 
@@ -279,6 +301,7 @@ start_registry() {
   spawn "$pidfile" "$log" docker-registry serve "$STATE/registry-$name.yml"
   wait_until 20 "registry $name on 127.0.0.1:$port" "$log" http_is "$expect" "$url"
   STARTING=""
+  started "registry $name" "$pidfile" "registry-$name.yml"
   say "registry $name: started on 127.0.0.1:$port (pid $(cat "$pidfile"))"
 }
 
@@ -372,6 +395,7 @@ start_tls_registry() {
   spawn "$pidfile" "$log" docker-registry serve "$STATE/registry-$name.yml"
   wait_until 20 "registry $name on https://127.0.0.1:$port" "$log" tls_answers "$name"
   STARTING=""
+  started "registry $name" "$pidfile" "registry-$name.yml"
   say "registry $name: started on https://127.0.0.1:$port (pid $(cat "$pidfile"))"
 }
 
@@ -460,11 +484,15 @@ case "${1:-}" in
     stop_tls_registries
     stop_libvirt
     ;;
+  stop-started)
+    [ -n "${2:-}" ] || { echo "usage: $0 stop-started FILE" >&2; exit 2; }
+    stop_started "$2"
+    ;;
   status) status ;;
   check) all_up ;;
   env) print_env ;;
   *)
-    echo "usage: $0 start|stop|status|check|env" >&2
+    echo "usage: $0 start|stop|stop-started FILE|status|check|env" >&2
     exit 2
     ;;
 esac
