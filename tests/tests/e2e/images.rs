@@ -328,13 +328,13 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
         }
         call.abort();
         drop(tx);
-        // ...and sees the client go (its call ends so) and removes what it
-        // wrote. Polled without blocking: this runtime carries the client.
-        let ended = "the disk stream ended after 2097152 of 67108864 bytes";
-        while !daemon.log_text().contains(ended) || !temp_files(&daemon).is_empty() {
+        // ...and sees the client go: it removes what it wrote (a call cut
+        // this early is not always logged, so the store is what tells).
+        // Polled without blocking: this runtime carries the client.
+        while !temp_files(&daemon).is_empty() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "the cut import was not seen ending, or left {:?}:\n{}",
+                "the cut import left {:?}:\n{}",
                 temp_files(&daemon),
                 daemon.log_text()
             );
