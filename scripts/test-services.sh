@@ -19,6 +19,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$REPO/.cache/services"
 VENV="$REPO/.cache/venv"
 WEED_VERSION="4.48"
+# The second S3 implementation (moto's server), so that the shared-bucket tests rely on no
+# one server's quirks; a venv of its own, so the SeaweedFS one stays as it is.
+MOTO_VENV="$REPO/.cache/moto-venv"
+MOTO_VERSION="5.2.5"
 
 LIBVIRT_URI="qemu:///system"
 S3_ACCESS_KEY="vmrtest"
@@ -249,6 +253,49 @@ JSON
 
 stop_s3() { stop_pidfile "s3 (weed)" "$STATE/weed.pid" weed; }
 
+# ---------------------------------------------------------------- S3 (moto)
+
+moto_port() { cat "$STATE/moto.port" 2>/dev/null || echo 0; }
+
+# moto accepts any credentials; a PUT then DELETE of a bucket proves its S3 API answers.
+moto_works() {
+  local url="http://127.0.0.1:$(moto_port)/vmr-services-probe"
+  curl -sf --max-time 5 -X PUT "$url" >/dev/null && curl -sf --max-time 5 -X DELETE "$url" >/dev/null
+}
+
+ensure_moto() {
+  if [ -x "$MOTO_VENV/bin/moto_server" ] &&
+    "$MOTO_VENV/bin/pip" show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+    return
+  fi
+  local py=/usr/bin/python3
+  [ -x "$py" ] || py=$(command -v python3) || fail "python3 is not installed (run scripts/install-deps.sh)"
+  say "moto: installing moto[server] $MOTO_VERSION into $MOTO_VENV"
+  rm -rf "$MOTO_VENV"
+  "$py" -m venv "$MOTO_VENV" || fail "python3 -m venv failed (is python3-venv installed?)"
+  "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" || fail "pip install moto[server] failed"
+}
+
+start_moto() {
+  local pidfile="$STATE/moto.pid" log="$STATE/moto.log" port
+  if alive "$pidfile" "moto_server" && moto_works; then
+    say "moto: already running on 127.0.0.1:$(moto_port)"
+    return
+  fi
+  stop_pidfile "moto (not answering)" "$pidfile" moto_server
+  ensure_moto
+  pick_port 5100 port
+  echo "$port" >"$STATE/moto.port"
+  : >"$log"
+  STARTING=$pidfile
+  spawn "$pidfile" "$log" "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+  wait_until 60 "moto S3 on 127.0.0.1:$port" "$log" moto_works
+  STARTING=""
+  say "moto: started on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+stop_moto() { stop_pidfile "moto" "$STATE/moto.pid" moto_server; }
+
 # ---------------------------------------------------------------- OCI registries
 
 ensure_token_cert() {
@@ -432,6 +479,9 @@ export VMR_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY
 export VMR_TEST_S3_SECRET_KEY=$S3_SECRET_KEY
 export VMR_TEST_S3_REGION=$S3_REGION
 export VMR_TEST_S3_BUCKET=$S3_BUCKET
+export VMR_TEST_S3B_ENDPOINT=http://127.0.0.1:$(moto_port)
+export VMR_TEST_S3B_ACCESS_KEY=$S3_ACCESS_KEY
+export VMR_TEST_S3B_SECRET_KEY=$S3_SECRET_KEY
 export VMR_TEST_REGISTRY=127.0.0.1:$REG_ANON_PORT
 export VMR_TEST_REGISTRY_BASIC=127.0.0.1:$REG_BASIC_PORT
 export VMR_TEST_REGISTRY_BASIC_USER=$REG_BASIC_USER
@@ -450,6 +500,7 @@ status() {
   local up
   libvirt_answers && up=up || up=down; say "libvirt ($LIBVIRT_URI): $up"
   s3_works && up=up || up=down; say "s3 (127.0.0.1:$(s3_port)): $up"
+  moto_works && up=up || up=down; say "s3 moto (127.0.0.1:$(moto_port)): $up"
   http_is 200 "http://127.0.0.1:$REG_ANON_PORT/v2/" && up=up || up=down
   say "registry anon (127.0.0.1:$REG_ANON_PORT): $up"
   http_is 401 "http://127.0.0.1:$REG_BASIC_PORT/v2/" && up=up || up=down
@@ -462,7 +513,7 @@ status() {
 }
 
 all_up() {
-  libvirt_answers && s3_works &&
+  libvirt_answers && s3_works && moto_works &&
     http_is 200 "http://127.0.0.1:$REG_ANON_PORT/v2/" &&
     http_is 401 "http://127.0.0.1:$REG_BASIC_PORT/v2/" &&
     http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/" &&
@@ -476,10 +527,12 @@ case "${1:-}" in
     start_registries
     start_tls_registries
     start_s3
+    start_moto
     say "all up; load the settings with: eval \"\$($0 env)\""
     ;;
   stop)
     stop_s3
+    stop_moto
     stop_registries
     stop_tls_registries
     stop_libvirt

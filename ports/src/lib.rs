@@ -9,6 +9,7 @@ pub mod auth;
 pub mod blobstore;
 pub mod driving;
 pub mod hypervisor;
+pub mod leases;
 pub mod registry;
 
 pub use auth::{
@@ -20,6 +21,7 @@ pub use hypervisor::{
     NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
     VmDetails, VmInterface, VmRecord,
 };
+pub use leases::{CollectionView, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases};
 pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
     RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,

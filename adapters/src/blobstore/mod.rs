@@ -8,6 +8,7 @@
 //! and memory it is an upload of the verified file, which is then kept as
 //! the local cache copy the hypervisor needs (`local_path`).
 
+mod bucket;
 mod cached;
 mod error;
 mod layout;
@@ -30,7 +31,9 @@ use opendal::{ErrorKind, Operator};
 use tempfile::TempDir;
 use vmr_domain::image::{Digest, Repository, Tag};
 use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
+use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 
+pub use bucket::{BucketLeases, LeaseSettings};
 pub use s3::S3Settings;
 pub use s3_uploads::{DEFAULT_UPLOAD_EXPIRY, delete_bucket};
 
@@ -164,6 +167,23 @@ impl OpendalStore {
     /// look behind the store (writing through it bypasses every check).
     pub fn operator(&self) -> &Operator {
         &self.inner.op
+    }
+
+    /// The leases this daemon shares with the others on the same store: in
+    /// the bucket for S3 (docs/shared-bucket.md); none for the filesystem
+    /// and memory, which one daemon alone uses.
+    pub fn shared_leases(&self, settings: LeaseSettings) -> Arc<dyn SharedLeases> {
+        match &self.inner.backend {
+            Backend::Remote {
+                s3: Some(_),
+                cache_dir,
+                ..
+            } => {
+                let id_file = cache_dir.parent().unwrap_or(cache_dir).join("host-id");
+                Arc::new(BucketLeases::new(self.inner.op.clone(), settings, &id_file))
+            }
+            _ => Arc::new(NoSharedLeases),
+        }
     }
 
     /// The local directory holding temporaries and partial downloads.
