@@ -14,6 +14,10 @@ use crate::network::MacAddr;
 use crate::validation::ValidationError;
 use crate::vm::NetworkAttachment;
 
+#[path = "cloudinit_ssh.rs"]
+mod ssh;
+pub use ssh::{MAX_SSH_KEYS, SshPublicKey, merge_ssh_keys, parse_ssh_keys};
+
 /// Largest user-data accepted.
 pub const MAX_USER_DATA_BYTES: usize = 1024 * 1024;
 /// Largest meta-data or network-config document accepted.

@@ -3,6 +3,7 @@
 //! names and the generated bridge device names that fit the kernel's
 //! 15-character limit.
 
+mod defaults;
 mod mac;
 mod spec;
 
@@ -12,6 +13,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
 
+pub use defaults::{
+    AddressSource, DEFAULT_NETWORK, PROJECT_DEFAULT_NETWORK, default_network_spec,
+    free_default_subnet,
+};
 pub use mac::MacAddr;
 pub use spec::{DhcpRange, Ipv4Config, NetworkParams, NetworkSpec, overlaps};
 pub(crate) use spec::{parse_subnet, subnets_overlap};
