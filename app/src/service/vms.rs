@@ -9,6 +9,7 @@ mod create;
 mod materialize;
 mod nics;
 mod runtime;
+pub mod ways_in;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,14 +18,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{info, instrument};
 use vmr_domain::image::Digest;
+use vmr_domain::network::DEFAULT_NETWORK;
 use vmr_domain::vm::VmName;
-use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
+use vmr_ports::driving::{
+    CreateVm, ErrorKind, NicRequest, StopVm, UseCaseError, VmFilter, VmUseCases,
+};
 use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
 
 pub use create::{PreparedVm, VmBlueprint, prepare, prepare_leased};
 pub use materialize::materialize;
 pub use runtime::RuntimeDirs;
 
+use super::DefaultNetworks;
 use super::images::{ImageService, ImagesInUse};
 
 /// Digests of the images a set of VMs runs from.
@@ -102,6 +107,7 @@ struct Inner {
     usage: Arc<VmImages>,
     /// VMs being created or removed: one such change per name at a time.
     busy: Mutex<BTreeSet<VmName>>,
+    defaults: Arc<DefaultNetworks>,
 }
 
 /// Marks a name busy until dropped.
@@ -131,9 +137,10 @@ impl VmService {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                hypervisor,
                 images,
                 runtime,
+                defaults: Arc::new(DefaultNetworks::new(Arc::clone(&hypervisor))),
+                hypervisor,
                 usage,
                 busy: Mutex::new(BTreeSet::new()),
             }),
@@ -142,6 +149,12 @@ impl VmService {
 
     pub fn runtime(&self) -> &RuntimeDirs {
         &self.inner.runtime
+    }
+
+    /// The default networks, shared with compose so that every first use
+    /// is serialised through one lock.
+    pub fn default_networks(&self) -> &Arc<DefaultNetworks> {
+        &self.inner.defaults
     }
 
     fn claim(&self, name: &VmName, kind: ErrorKind) -> Result<Busy, UseCaseError> {
@@ -252,7 +265,18 @@ pub fn stop_mode(how: StopVm) -> StopMode {
 
 #[async_trait]
 impl VmUseCases for VmService {
-    async fn create(&self, request: CreateVm) -> Result<VmRecord, UseCaseError> {
+    async fn create(&self, mut request: CreateVm) -> Result<VmRecord, UseCaseError> {
+        ways_in::add_ssh_keys(&mut request)?;
+        ways_in::check_network_choice(&request)?;
+        if request.networks.is_empty() && !request.no_network {
+            let network = self.inner.defaults.ensure(DEFAULT_NETWORK, None).await?;
+            request.networks.push(NicRequest {
+                network,
+                static_ip: None,
+                gateway: None,
+                mac: None,
+            });
+        }
         self.create_from(request.into()).await
     }
 
