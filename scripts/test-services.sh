@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Starts, checks and stops every outside service the test suite talks to, on loopback only:
-# libvirtd (+ virtlogd), a SeaweedFS S3 server, and three OCI registries (anonymous, Basic auth,
-# token auth). State, configs, logs and pid files live in $REPO/.cache/services.
+# libvirtd (+ virtlogd), a SeaweedFS S3 server, three OCI registries (anonymous, Basic auth,
+# token auth) and two over HTTPS (a test CA's certificate for 127.0.0.1, one for a wrong host). State, configs, logs and pid files live in $REPO/.cache/services.
 #
 #   scripts/test-services.sh start    start what is not running yet (idempotent), wait until ready
 #   scripts/test-services.sh stop     stop what this script started (by its pid files)
+#   scripts/test-services.sh stop-started FILE
+#                                     stop only the daemons a `start` run with
+#                                     VMR_SERVICES_STARTED=FILE started (by their pid files)
 #   scripts/test-services.sh status   one line per service
 #   scripts/test-services.sh check    exit 0 when every service answers (quiet)
 #   scripts/test-services.sh env      print the `export VMR_TEST_*=...` lines the tests read
@@ -16,6 +19,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE="$REPO/.cache/services"
 VENV="$REPO/.cache/venv"
 WEED_VERSION="4.48"
+# The second S3 implementation (moto's server), so that the shared-bucket tests rely on no
+# one server's quirks; a venv of its own, so the SeaweedFS one stays as it is.
+MOTO_VENV="$REPO/.cache/moto-venv"
+MOTO_VERSION="5.2.5"
 
 LIBVIRT_URI="qemu:///system"
 S3_ACCESS_KEY="vmrtest"
@@ -94,6 +101,22 @@ spawn() {
   echo $! >"$pidfile"
 }
 
+# Notes a daemon this invocation started in $VMR_SERVICES_STARTED (when set), so that the
+# caller (scripts/test.sh) can stop exactly those later: `stop-started FILE`.
+started() {
+  [ -n "${VMR_SERVICES_STARTED:-}" ] || return 0
+  printf '%s|%s|%s\n' "$1" "$2" "$3" >>"$VMR_SERVICES_STARTED"
+}
+
+# Stops the daemons listed in FILE by started(), last started first.
+stop_started() {
+  local file=$1 name pidfile what
+  [ -f "$file" ] || return 0
+  tac "$file" | while IFS='|' read -r name pidfile what; do
+    [ -n "$pidfile" ] && stop_pidfile "$name" "$pidfile" "$what"
+  done
+}
+
 # Sends SIGTERM to the process in a pid file, waits for it to exit, then SIGKILL.
 stop_pidfile() {
   local name=$1 pidfile=$2 what=$3 pid
@@ -133,11 +156,13 @@ start_libvirt() {
     virtlogd -d || fail "virtlogd -d failed"
     wait_until 10 "virtlogd" /var/log/libvirt/virtlogd.log alive /run/virtlogd.pid virtlogd
     cp /run/virtlogd.pid "$STATE/virtlogd.pid"
+    started virtlogd "$STATE/virtlogd.pid" virtlogd
   fi
   if ! alive /run/libvirtd.pid libvirtd; then
     libvirtd -d || fail "libvirtd -d failed" "$log"
     wait_until 10 "libvirtd pid file" "$log" alive /run/libvirtd.pid libvirtd
     cp /run/libvirtd.pid "$STATE/libvirtd.pid"
+    started libvirtd "$STATE/libvirtd.pid" libvirtd
   fi
   # A cold start probes QEMU's capabilities first (~8 s); warm starts take ~0.2 s.
   wait_until 90 "libvirtd ($LIBVIRT_URI)" "$log" libvirt_answers
@@ -222,10 +247,54 @@ JSON
     -filer.localSocket="$STATE/weed-filer.sock" -s3.localSocket="$STATE/weed-s3.sock"
   wait_until 60 "SeaweedFS S3 on 127.0.0.1:$s3" "$log" s3_works
   STARTING=""
+  started "s3 (weed)" "$pidfile" weed
   say "s3: started on 127.0.0.1:$s3 (pid $(cat "$pidfile"), bucket $S3_BUCKET)"
 }
 
 stop_s3() { stop_pidfile "s3 (weed)" "$STATE/weed.pid" weed; }
+
+# ---------------------------------------------------------------- S3 (moto)
+
+moto_port() { cat "$STATE/moto.port" 2>/dev/null || echo 0; }
+
+# moto accepts any credentials; a PUT then DELETE of a bucket proves its S3 API answers.
+moto_works() {
+  local url="http://127.0.0.1:$(moto_port)/vmr-services-probe"
+  curl -sf --max-time 5 -X PUT "$url" >/dev/null && curl -sf --max-time 5 -X DELETE "$url" >/dev/null
+}
+
+ensure_moto() {
+  if [ -x "$MOTO_VENV/bin/moto_server" ] &&
+    "$MOTO_VENV/bin/pip" show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+    return
+  fi
+  local py=/usr/bin/python3
+  [ -x "$py" ] || py=$(command -v python3) || fail "python3 is not installed (run scripts/install-deps.sh)"
+  say "moto: installing moto[server] $MOTO_VERSION into $MOTO_VENV"
+  rm -rf "$MOTO_VENV"
+  "$py" -m venv "$MOTO_VENV" || fail "python3 -m venv failed (is python3-venv installed?)"
+  "$MOTO_VENV/bin/pip" install -q "moto[server]==$MOTO_VERSION" || fail "pip install moto[server] failed"
+}
+
+start_moto() {
+  local pidfile="$STATE/moto.pid" log="$STATE/moto.log" port
+  if alive "$pidfile" "moto_server" && moto_works; then
+    say "moto: already running on 127.0.0.1:$(moto_port)"
+    return
+  fi
+  stop_pidfile "moto (not answering)" "$pidfile" moto_server
+  ensure_moto
+  pick_port 5100 port
+  echo "$port" >"$STATE/moto.port"
+  : >"$log"
+  STARTING=$pidfile
+  spawn "$pidfile" "$log" "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port"
+  wait_until 60 "moto S3 on 127.0.0.1:$port" "$log" moto_works
+  STARTING=""
+  say "moto: started on 127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+stop_moto() { stop_pidfile "moto" "$STATE/moto.pid" moto_server; }
 
 # ---------------------------------------------------------------- OCI registries
 
@@ -279,6 +348,7 @@ start_registry() {
   spawn "$pidfile" "$log" docker-registry serve "$STATE/registry-$name.yml"
   wait_until 20 "registry $name on 127.0.0.1:$port" "$log" http_is "$expect" "$url"
   STARTING=""
+  started "registry $name" "$pidfile" "registry-$name.yml"
   say "registry $name: started on 127.0.0.1:$port (pid $(cat "$pidfile"))"
 }
 
@@ -306,8 +376,96 @@ stop_registries() {
     stop_pidfile "registry $name" "$STATE/registry-$name.pid" "registry-$name.yml"
   done
   # The token realm's auth server: started on demand by the tests
-  # (vmr-test-authd), it exits by itself after 2 idle minutes.
-  pkill -x vmr-test-authd 2>/dev/null || true
+  # (vmr-test-authd), it exits by itself after 2 idle minutes. It records its pid in
+  # $STATE/authd.pid (VMR_TEST_SERVICES_DIR): only that process is ended, never another
+  # run's server of the same name.
+  stop_pidfile "auth server" "$STATE/authd.pid" vmr-test-authd
+}
+
+# ---------------------------------------------------------------- HTTPS registries
+# Two anonymous registries over TLS, each on a free port: "tls" with a certificate for
+# 127.0.0.1 and localhost, "tls-wronghost" with one for another name; both signed by a test
+# CA made here. Tests trust the CA (a daemon flag or SSL_CERT_FILE) or not, as they need.
+
+TLS="$STATE/tls"
+
+# A CA, and two server certificates it signs: server (127.0.0.1, localhost) and wronghost.
+ensure_tls_certs() {
+  [ -s "$TLS/ca.crt" ] && [ -s "$TLS/server.crt" ] && [ -s "$TLS/wronghost.crt" ] && return
+  command -v openssl >/dev/null || fail "openssl is not installed (run scripts/install-deps.sh)"
+  mkdir -p "$TLS"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=vmr test CA" \
+    -keyout "$TLS/ca.key" -out "$TLS/ca.crt" >/dev/null 2>&1 || fail "openssl could not create the test CA"
+  tls_leaf server "subjectAltName=IP:127.0.0.1,DNS:localhost"
+  tls_leaf wronghost "subjectAltName=DNS:wrong-host.invalid"
+  chmod 600 "$TLS"/*.key
+}
+
+# tls_leaf NAME SAN: $TLS/NAME.key and NAME.crt, a server certificate signed by the test CA.
+tls_leaf() {
+  local name=$1 san=$2
+  printf '%s\n' "$san" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+    >"$TLS/$name.ext"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=vmr test $name" \
+    -keyout "$TLS/$name.key" -out "$TLS/$name.csr" >/dev/null 2>&1 &&
+    openssl x509 -req -in "$TLS/$name.csr" -CA "$TLS/ca.crt" -CAkey "$TLS/ca.key" \
+      -CAcreateserial -days 3650 -extfile "$TLS/$name.ext" -out "$TLS/$name.crt" >/dev/null 2>&1 ||
+    fail "openssl could not create the $name certificate"
+  rm -f "$TLS/$name.csr" "$TLS/$name.ext"
+}
+
+tls_port() { cat "$STATE/registry-$1.port" 2>/dev/null || true; }
+
+# The registry answers /v2/ over TLS (certificate checks off: the wrong-host one fails them).
+tls_answers() {
+  local port
+  port=$(tls_port "$1")
+  [ -n "$port" ] && [ "$(curl -sk -o /dev/null --max-time 2 -w '%{http_code}' "https://127.0.0.1:$port/v2/")" = 200 ]
+}
+
+start_tls_registry() {
+  local name=$1 cert=$2 start_port=$3 port
+  local pidfile="$STATE/registry-$name.pid" log="$STATE/registry-$name.log"
+  if alive "$pidfile" "registry-$name.yml" && tls_answers "$name"; then
+    say "registry $name: already running on https://127.0.0.1:$(tls_port "$name")"
+    return
+  fi
+  stop_pidfile "registry $name (not answering)" "$pidfile" "registry-$name.yml"
+  command -v docker-registry >/dev/null || fail "docker-registry is not installed (run scripts/install-deps.sh)"
+  pick_port "$start_port" port
+  write_registry_config "$name" "$port" "  tls:
+    certificate: $TLS/$cert.crt
+    key: $TLS/$cert.key"
+  echo "$port" >"$STATE/registry-$name.port"
+  STARTING=$pidfile
+  spawn "$pidfile" "$log" docker-registry serve "$STATE/registry-$name.yml"
+  wait_until 20 "registry $name on https://127.0.0.1:$port" "$log" tls_answers "$name"
+  STARTING=""
+  started "registry $name" "$pidfile" "registry-$name.yml"
+  say "registry $name: started on https://127.0.0.1:$port (pid $(cat "$pidfile"))"
+}
+
+start_tls_registries() {
+  ensure_tls_certs
+  start_tls_registry tls server 5443
+  start_tls_registry tls-wronghost wronghost 5453
+}
+
+stop_tls_registries() {
+  stop_pidfile "registry tls" "$STATE/registry-tls.pid" "registry-tls.yml"
+  stop_pidfile "registry tls-wronghost" "$STATE/registry-tls-wronghost.pid" "registry-tls-wronghost.yml"
+}
+
+# Empty values until `start` picked the ports: the tests then say how to start them.
+print_tls_env() {
+  local tls wrong
+  tls=$(tls_port tls); wrong=$(tls_port tls-wronghost)
+  cat <<ENV
+export VMR_TEST_TLS_CA=$TLS/ca.crt
+export VMR_TEST_REGISTRY_TLS=${tls:+127.0.0.1:$tls}
+export VMR_TEST_REGISTRY_TLS_WRONG_HOST=${wrong:+127.0.0.1:$wrong}
+ENV
 }
 
 # ---------------------------------------------------------------- commands
@@ -321,6 +479,9 @@ export VMR_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY
 export VMR_TEST_S3_SECRET_KEY=$S3_SECRET_KEY
 export VMR_TEST_S3_REGION=$S3_REGION
 export VMR_TEST_S3_BUCKET=$S3_BUCKET
+export VMR_TEST_S3B_ENDPOINT=http://127.0.0.1:$(moto_port)
+export VMR_TEST_S3B_ACCESS_KEY=$S3_ACCESS_KEY
+export VMR_TEST_S3B_SECRET_KEY=$S3_SECRET_KEY
 export VMR_TEST_REGISTRY=127.0.0.1:$REG_ANON_PORT
 export VMR_TEST_REGISTRY_BASIC=127.0.0.1:$REG_BASIC_PORT
 export VMR_TEST_REGISTRY_BASIC_USER=$REG_BASIC_USER
@@ -332,25 +493,31 @@ export VMR_TEST_TOKEN_ISSUER=$TOKEN_ISSUER
 export VMR_TEST_TOKEN_KEY=$STATE/token.key
 export VMR_TEST_TOKEN_CERT=$STATE/token.crt
 ENV
+  print_tls_env
 }
 
 status() {
   local up
   libvirt_answers && up=up || up=down; say "libvirt ($LIBVIRT_URI): $up"
   s3_works && up=up || up=down; say "s3 (127.0.0.1:$(s3_port)): $up"
+  moto_works && up=up || up=down; say "s3 moto (127.0.0.1:$(moto_port)): $up"
   http_is 200 "http://127.0.0.1:$REG_ANON_PORT/v2/" && up=up || up=down
   say "registry anon (127.0.0.1:$REG_ANON_PORT): $up"
   http_is 401 "http://127.0.0.1:$REG_BASIC_PORT/v2/" && up=up || up=down
   say "registry basic (127.0.0.1:$REG_BASIC_PORT): $up"
   http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/" && up=up || up=down
   say "registry token (127.0.0.1:$REG_TOKEN_PORT): $up"
+  tls_answers tls && up=up || up=down; say "registry tls (https://127.0.0.1:$(tls_port tls)): $up"
+  tls_answers tls-wronghost && up=up || up=down
+  say "registry tls-wronghost (https://127.0.0.1:$(tls_port tls-wronghost)): $up"
 }
 
 all_up() {
-  libvirt_answers && s3_works &&
+  libvirt_answers && s3_works && moto_works &&
     http_is 200 "http://127.0.0.1:$REG_ANON_PORT/v2/" &&
     http_is 401 "http://127.0.0.1:$REG_BASIC_PORT/v2/" &&
-    http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/"
+    http_is 401 "http://127.0.0.1:$REG_TOKEN_PORT/v2/" &&
+    tls_answers tls && tls_answers tls-wronghost
 }
 
 mkdir -p "$STATE"
@@ -358,19 +525,27 @@ case "${1:-}" in
   start)
     start_libvirt
     start_registries
+    start_tls_registries
     start_s3
+    start_moto
     say "all up; load the settings with: eval \"\$($0 env)\""
     ;;
   stop)
     stop_s3
+    stop_moto
     stop_registries
+    stop_tls_registries
     stop_libvirt
+    ;;
+  stop-started)
+    [ -n "${2:-}" ] || { echo "usage: $0 stop-started FILE" >&2; exit 2; }
+    stop_started "$2"
     ;;
   status) status ;;
   check) all_up ;;
   env) print_env ;;
   *)
-    echo "usage: $0 start|stop|status|check|env" >&2
+    echo "usage: $0 start|stop|stop-started FILE|status|check|env" >&2
     exit 2
     ;;
 esac

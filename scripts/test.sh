@@ -3,8 +3,8 @@
 # starts the outside services (libvirtd, S3, OCI registries) on loopback, builds, runs every
 # test, then checks formatting and clippy. Exits non-zero when any step failed.
 #
-# Services that were already all up when it began are left running afterwards (a developer's,
-# or another test run's); services it started itself are stopped on exit.
+# Services that were already up when it began are left running afterwards (a developer's,
+# or another test run's); the daemons it started itself are stopped on exit, by their pids.
 # VMR_KEEP_SERVICES=1 keeps them running in any case.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,14 +31,17 @@ step "system packages"
 bash scripts/install-deps.sh
 
 step "test services"
-started_here=1
-bash scripts/test-services.sh check && started_here=0
+# The daemons `start` launches now are listed here and stopped on exit; services already up
+# (a developer's, another run's, shared by others on this machine) are never touched.
+VMR_SERVICES_STARTED=$(mktemp)
+export VMR_SERVICES_STARTED
 summary_line=""
 stop_services() {
-  if [ "$started_here" = 1 ] && [ "${VMR_KEEP_SERVICES:-0}" != 1 ]; then
-    step "stopping test services"
-    bash scripts/test-services.sh stop || true
+  if [ -s "$VMR_SERVICES_STARTED" ] && [ "${VMR_KEEP_SERVICES:-0}" != 1 ]; then
+    step "stopping the test services this run started"
+    bash scripts/test-services.sh stop-started "$VMR_SERVICES_STARTED" || true
   fi
+  rm -f "$VMR_SERVICES_STARTED"
   # The test summary is the run's last line, whatever came before it.
   if [ -n "$summary_line" ]; then echo; echo "$summary_line"; fi
 }

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use vmr_adapters::auth::HttpAuthConnector;
-use vmr_adapters::blobstore::{OpendalStore, S3Settings};
+use vmr_adapters::blobstore::{LeaseSettings, OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
-use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy};
+use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
 use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
+use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::TransferService;
 use crate::service::health::{Component, Probe};
+use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
 use crate::service::{ComposeService, ComposeSettings, ServiceRuntime};
@@ -31,6 +33,10 @@ pub struct Assembled {
     pub hypervisor_description: String,
     /// Enforces restart policies while it lives.
     pub restart_policies: RestartTask,
+    /// Renews this host's leases in a shared store while it lives.
+    pub heartbeat: Heartbeat,
+    /// The image use cases, for withdrawing the leases at a clean stop.
+    pub images: Arc<ImageService>,
 }
 
 /// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
@@ -61,8 +67,18 @@ pub async fn open_hypervisor(
     }
 }
 
+/// The store the configuration names and the leases this daemon shares
+/// through it with other daemons (none but for S3).
+pub struct OpenedStore {
+    pub store: Arc<dyn BlobStore>,
+    pub shared: Arc<dyn SharedLeases>,
+    pub lease_settings: LeaseSettings,
+}
+
 /// Opens the store the configuration names, and sweeps what a crash left.
-pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<OpenedStore> {
+    let mut shared: Arc<dyn SharedLeases> = Arc::new(NoSharedLeases);
+    let mut lease_settings = LeaseSettings::default();
     let store: Arc<dyn BlobStore> = match config.storage {
         StorageKind::Filesystem => Arc::new(
             OpendalStore::filesystem(config.fs_path.clone())
@@ -83,11 +99,15 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
                 skip_bucket_creation: s3.skip_bucket_creation,
                 upload_expiry: s3.upload_expiry_secs.map(std::time::Duration::from_secs),
             };
-            Arc::new(
-                OpendalStore::s3(settings, config.fs_path.clone())
-                    .await
-                    .with_context(|| format!("--s3-bucket {}", s3.bucket))?,
-            )
+            let store = OpendalStore::s3(settings, config.fs_path.clone())
+                .await
+                .with_context(|| format!("--s3-bucket {}", s3.bucket))?;
+            lease_settings = LeaseSettings {
+                ttl: std::time::Duration::from_secs(s3.lease_ttl_secs),
+                grace: std::time::Duration::from_secs(s3.gc_grace_secs),
+            };
+            shared = store.shared_leases(lease_settings);
+            Arc::new(store)
         }
     };
     let swept = store
@@ -97,7 +117,11 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<Arc<dyn BlobSto
     if swept > 0 {
         tracing::info!(count = swept, "removed temporaries left by an earlier run");
     }
-    Ok(IndexedStore::wrap(store))
+    Ok(OpenedStore {
+        store: IndexedStore::wrap(store),
+        shared,
+        lease_settings,
+    })
 }
 
 fn hypervisor_probe(hypervisor: Arc<dyn Hypervisor>) -> Probe {
@@ -178,7 +202,11 @@ pub async fn assemble(
     config: &DaemonConfig,
     libvirt: Option<OpenLibvirt>,
 ) -> anyhow::Result<Assembled> {
-    let store = open_store(config).await?;
+    let OpenedStore {
+        store,
+        shared,
+        lease_settings,
+    } = open_store(config).await?;
     let (hypervisor, hypervisor_description) = open_hypervisor(config, libvirt).await?;
     // Libvirt resolves paths in its own process: they must be absolute.
     let runtime_root = std::path::absolute(config.fs_path.join("runtime"))
@@ -188,7 +216,11 @@ pub async fn assemble(
         .with_context(|| format!("creating {}", runtime_root.display()))?;
     let runtime = RuntimeDirs::new(runtime_root);
     let usage = Arc::new(VmImages::new(hypervisor.clone()));
-    let images = Arc::new(ImageService::new(store.clone(), usage.clone()));
+    let images = Arc::new(
+        ImageService::new(store.clone(), usage.clone())
+            .with_shared_leases(shared, lease_settings.renew_every()),
+    );
+    let heartbeat = images.spawn_heartbeat(lease_settings.renew_every());
     let vms = Arc::new(VmService::new(
         hypervisor.clone(),
         images.clone(),
@@ -206,22 +238,33 @@ pub async fn assemble(
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let roots = match &config.registry_ca_file {
+        Some(path) => TrustedRoots::from_pem_file(path).context("--registry-ca-file")?,
+        None => TrustedRoots::default(),
+    };
     let registries: Arc<dyn RegistryConnector> = Arc::new(
-        OciRegistryConnector::new(RegistryOptions::default()).context("registry HTTP client")?,
+        OciRegistryConnector::with_roots(RegistryOptions::default(), &roots)
+            .context("registry HTTP client")?,
     );
     let auth_servers: Arc<dyn AuthConnector> = Arc::new(
-        HttpAuthConnector::new(RetryPolicy::default()).context("auth server HTTP client")?,
+        HttpAuthConnector::with_roots(RetryPolicy::default(), &roots)
+            .context("auth server HTTP client")?,
     );
     // Probes answer within the health check's bound: no retries.
     let probe_registries: Arc<dyn RegistryConnector> = Arc::new(
-        OciRegistryConnector::new(RegistryOptions {
-            retry: RetryPolicy::none(),
-            ..RegistryOptions::default()
-        })
+        OciRegistryConnector::with_roots(
+            RegistryOptions {
+                retry: RetryPolicy::none(),
+                ..RegistryOptions::default()
+            },
+            &roots,
+        )
         .context("registry HTTP client")?,
     );
-    let probe_auth: Arc<dyn AuthConnector> =
-        Arc::new(HttpAuthConnector::new(RetryPolicy::none()).context("auth server HTTP client")?);
+    let probe_auth: Arc<dyn AuthConnector> = Arc::new(
+        HttpAuthConnector::with_roots(RetryPolicy::none(), &roots)
+            .context("auth server HTTP client")?,
+    );
     let health = Arc::new(HealthService::new(vec![
         Component {
             name: "hypervisor",
@@ -263,7 +306,7 @@ pub async fn assemble(
     let auth = Arc::new(AuthService::new(contexts.clone(), registries, auth_servers));
     Ok(Assembled {
         grpc: Core {
-            images,
+            images: images.clone(),
             health,
             contexts,
             vms,
@@ -275,5 +318,7 @@ pub async fn assemble(
         store_description: store.describe(),
         hypervisor_description,
         restart_policies,
+        heartbeat,
+        images,
     })
 }

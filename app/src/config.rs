@@ -47,6 +47,10 @@ pub struct Flags {
     /// Auth server URL.
     #[arg(long, env = "VM_AUTH_SERVER_URL", value_name = "URL")]
     pub auth_url: Option<String>,
+    /// PEM file of certificate authorities trusted for registries and auth
+    /// servers, in addition to the system's (a private registry's CA).
+    #[arg(long, env = "VM_REGISTRY_CA_FILE", value_name = "PATH")]
+    pub registry_ca_file: Option<PathBuf>,
     /// Storage backend: filesystem, s3 or memory.
     #[arg(long, env = "VM_REGISTRY_STORAGE")]
     pub storage: Option<String>,
@@ -76,6 +80,14 @@ pub struct Flags {
     /// crash's leftover, aborted at start (default 3600).
     #[arg(long, env = "VM_REGISTRY_S3_UPLOAD_EXPIRY", value_name = "SECONDS")]
     pub s3_upload_expiry: Option<u64>,
+    /// Seconds after which a daemon's lease record in the bucket, not
+    /// renewed, is a dead host's (default 120; renewed every quarter).
+    #[arg(long, env = "VM_REGISTRY_S3_LEASE_TTL", value_name = "SECONDS")]
+    pub s3_lease_ttl: Option<u64>,
+    /// Seconds during which an unreferenced blob in the bucket is never
+    /// collected, by its Last-Modified (default 3600).
+    #[arg(long, env = "VM_REGISTRY_S3_GC_GRACE", value_name = "SECONDS")]
+    pub s3_gc_grace: Option<u64>,
     /// libvirt or fake.
     #[arg(long, env = "VM_REGISTRY_HYPERVISOR")]
     pub hypervisor: Option<String>,
@@ -128,6 +140,10 @@ pub struct S3Config {
     pub secret_key: Option<String>,
     pub skip_bucket_creation: bool,
     pub upload_expiry_secs: Option<u64>,
+    /// Lease TTL in seconds (docs/shared-bucket.md).
+    pub lease_ttl_secs: u64,
+    /// Collection grace window in seconds.
+    pub gc_grace_secs: u64,
 }
 
 /// The daemon's resolved configuration.
@@ -136,6 +152,8 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     pub registry_url: Option<String>,
     pub auth_url: Option<String>,
+    /// Extra trusted CAs (PEM) for registries and auth servers.
+    pub registry_ca_file: Option<PathBuf>,
     pub storage: StorageKind,
     pub fs_path: PathBuf,
     pub log_level: String,
@@ -351,6 +369,24 @@ impl DaemonConfig {
                 secret_key: non_empty(pick!(s3_secret_key)),
                 skip_bucket_creation: pick!(s3_skip_bucket_creation).unwrap_or(false),
                 upload_expiry_secs: pick!(s3_upload_expiry),
+                lease_ttl_secs: match pick!(s3_lease_ttl).unwrap_or(120) {
+                    ttl @ 1..=86_400 => ttl,
+                    ttl => {
+                        return Err(invalid(
+                            "s3-lease-ttl",
+                            format!("{ttl} is outside 1..=86400 seconds"),
+                        ));
+                    }
+                },
+                gc_grace_secs: match pick!(s3_gc_grace).unwrap_or(3600) {
+                    grace @ 0..=2_592_000 => grace,
+                    grace => {
+                        return Err(invalid(
+                            "s3-gc-grace",
+                            format!("{grace} is more than 2592000 seconds (30 days)"),
+                        ));
+                    }
+                },
             })
         } else {
             None
@@ -375,6 +411,7 @@ impl DaemonConfig {
             socket,
             registry_url: check_url("registry-url", pick!(registry_url))?,
             auth_url: check_url("auth-url", pick!(auth_url))?,
+            registry_ca_file: pick!(registry_ca_file).filter(|p| !p.as_os_str().is_empty()),
             storage,
             fs_path,
             log_level,

@@ -147,6 +147,8 @@ pub async fn run(config: DaemonConfig, libvirt: Option<OpenLibvirt>) -> anyhow::
         stop_signal().await;
         let _ = stopping_tx.send(());
     };
+    let images = core.images.clone();
+    let heartbeat = core.heartbeat;
     let serve = vmr_adapters::grpc::serve(listener, core.grpc, shutdown);
     tokio::pin!(serve);
     let result = tokio::select! {
@@ -162,6 +164,10 @@ pub async fn run(config: DaemonConfig, libvirt: Option<OpenLibvirt>) -> anyhow::
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "could not remove the socket");
     }
+    // No renewal after the record is gone; then nothing of this host pins
+    // blobs in a shared store (a killed daemon's record expires instead).
+    drop(heartbeat);
+    images.withdraw_shared().await;
     tracing::info!("vmrd stopped");
     result
 }

@@ -8,18 +8,24 @@
 pub mod auth;
 pub mod blobstore;
 pub mod driving;
+pub mod guest;
 pub mod hypervisor;
+pub mod leases;
 pub mod registry;
 
 pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
 };
 pub use blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
+pub use guest::{
+    ConsoleStream, ExecOutput, ExecRequest, ExecStream, GuestAgent, MAX_EXEC_STDIN, SerialConsole,
+};
 pub use hypervisor::{
     DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind,
     NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
     VmDetails, VmInterface, VmRecord,
 };
+pub use leases::{CollectionView, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases};
 pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
     RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,

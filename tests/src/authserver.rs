@@ -282,6 +282,7 @@ pub async fn serve_realm_until_idle() -> anyhow::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("binding {}", config.addr)),
     };
+    let _pid_file = PidFile::record()?;
     let started = std::time::Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let seen = Arc::clone(&last);
@@ -305,6 +306,34 @@ pub async fn serve_realm_until_idle() -> anyhow::Result<bool> {
         .await
         .context("serving the token realm")?;
     Ok(true)
+}
+
+/// `$VMR_TEST_SERVICES_DIR/authd.pid` while the realm server runs, so that
+/// `scripts/test-services.sh stop` ends this process by its id and never
+/// another run's server of the same name. Removed on exit when still ours.
+struct PidFile(Option<std::path::PathBuf>);
+
+impl PidFile {
+    fn record() -> anyhow::Result<Self> {
+        let Some(dir) = std::env::var_os("VMR_TEST_SERVICES_DIR") else {
+            return Ok(Self(None));
+        };
+        let path = std::path::Path::new(&dir).join("authd.pid");
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self(Some(path)))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let Some(path) = &self.0 else { return };
+        let ours = std::fs::read_to_string(path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Whether `127.0.0.1:port` answers `GET /` with our banner.

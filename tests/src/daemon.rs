@@ -42,6 +42,7 @@ pub struct Daemon {
     pub store: PathBuf,
     pub log: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -70,6 +71,11 @@ impl Daemon {
 
     /// A daemon with extra flags (the socket and store path are always set).
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// A daemon with extra flags and environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("vmr-e2e-")
             .tempdir()
@@ -83,6 +89,10 @@ impl Daemon {
             store,
             log,
             extra: extra.iter().map(ToString::to_string).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         daemon.spawn();
@@ -103,6 +113,7 @@ impl Daemon {
             .args(&self.extra)
             .env("VM_REGISTRY_LOG_LEVEL", "debug")
             .env_remove("VM_REGISTRY_SOCKET_PATH")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
@@ -134,6 +145,34 @@ impl Daemon {
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits (30 s at most) until the daemon's log holds `needle`: an event
+    /// the daemon reports, rather than a guess at how long it takes.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str) {
+        self.wait_for_log_line(&[needle]);
+    }
+
+    /// Waits (30 s at most) until one line of the daemon's log holds every
+    /// one of `parts` (a message and its fields, like `vm=web`).
+    #[track_caller]
+    pub fn wait_for_log_line(&self, parts: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.log_text();
+            if text
+                .lines()
+                .any(|line| parts.iter().all(|part| line.contains(part)))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not log a line with {parts:?} within 30 s:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log_text(&self) -> String {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::daemon::{Daemon, VmrOutput, bin};
-use crate::fixtures::sha256_bytes;
+use crate::fixtures::{qcow2, sha256_bytes, vmfile};
 
 /// The value of a service variable, or `None` (after saying so) when the
 /// registry tests are deliberately skipped with `VMR_TEST_SKIP_REGISTRY=1`.
@@ -61,6 +61,16 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// One line of a registry's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// `GET /v2/team/vm/blobs/sha256:... HTTP/1.1`
+    pub request: String,
+    pub status: u16,
+    /// Body bytes the registry sent.
+    pub bytes: u64,
 }
 
 /// A `docker-registry` of the test's own on a free loopback port, anonymous,
@@ -169,6 +179,45 @@ impl PrivateRegistry {
             .collect()
     }
 
+    /// The access log's entries: request line, status and body bytes sent
+    /// (`PUT /v2/.../blobs/uploads/<id>?...&digest=sha256%3A... HTTP/1.1`, 201, 0).
+    pub fn answered(&self) -> Vec<Access> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| {
+                let start = line.find("] \"")? + 3;
+                let rest = &line[start..];
+                let end = rest.find('"')?;
+                let mut fields = rest[end + 1..].split_whitespace();
+                let status = fields.next()?.parse().ok()?;
+                let bytes = fields.next()?.parse().ok()?;
+                Some(Access {
+                    request: rest[..end].to_owned(),
+                    status,
+                    bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// The digests of the blob uploads the registry completed (201), in
+    /// order, one entry per completed upload.
+    pub fn stored_blobs(&self) -> Vec<String> {
+        self.answered()
+            .into_iter()
+            .filter(|a| {
+                a.status == 201
+                    && a.request.starts_with("PUT ")
+                    && a.request.contains("/blobs/uploads/")
+            })
+            .filter_map(|a| {
+                let digest = a.request.split("digest=").nth(1)?;
+                let digest = digest.split(['&', ' ']).next()?;
+                Some(digest.replace("%3A", ":").replace("%3a", ":"))
+            })
+            .collect()
+    }
+
     /// Requests whose method is `method` and whose path contains `path`.
     pub fn count(&self, method: &str, path: &str) -> usize {
         self.requests()
@@ -182,6 +231,31 @@ impl Drop for PrivateRegistry {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Imports a small qcow2 image as `repository:tag`; returns the disk path.
+pub fn import_qcow2(daemon: &Daemon, work: &Path, repository: &str, tag: &str) -> PathBuf {
+    let disk = qcow2(
+        work,
+        &format!("{}.qcow2", repository.replace('/', "_")),
+        "64M",
+    );
+    let file = vmfile(
+        work,
+        repository,
+        disk.to_str().expect("a UTF-8 temp path"),
+        "qcow2",
+    );
+    daemon
+        .vmr(&[
+            "import",
+            "-f",
+            file.to_str().expect("a UTF-8 temp path"),
+            "-t",
+            tag,
+        ])
+        .ok();
+    disk
 }
 
 /// Runs `skopeo ARGS`, asserting success.

@@ -1,8 +1,27 @@
-//! The shared test S3 server (SeaweedFS, started by scripts/test-services.sh):
-//! daemon flags for a fresh bucket, and a guard that deletes the bucket with
-//! everything in it when dropped (the server holds only a few dozen buckets).
+//! The test S3 servers (SeaweedFS, and moto's server as a second
+//! implementation, both started by scripts/test-services.sh): daemon flags
+//! for a fresh bucket, and a guard that deletes the bucket with everything
+//! in it when dropped (SeaweedFS holds only a few dozen buckets).
 
 use vmr_adapters::blobstore::{S3Settings, delete_bucket};
+
+/// Which test S3 server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Server {
+    /// SeaweedFS (`VMR_TEST_S3_*`).
+    Seaweed,
+    /// moto's server (`VMR_TEST_S3B_*`).
+    Moto,
+}
+
+impl S3Server {
+    fn var(self, name: &str) -> String {
+        match self {
+            Self::Seaweed => format!("VMR_TEST_S3_{name}"),
+            Self::Moto => format!("VMR_TEST_S3B_{name}"),
+        }
+    }
+}
 
 /// A fresh bucket on the test S3 server, deleted when dropped.
 pub struct S3Bucket {
@@ -16,22 +35,30 @@ impl S3Bucket {
     /// A new bucket name (created by the first daemon that uses it), or
     /// `None` when `VMR_TEST_SKIP_S3=1` and no server is configured.
     pub fn fresh(prefix: &str) -> Option<Self> {
-        let endpoint = match std::env::var("VMR_TEST_S3_ENDPOINT") {
+        Self::fresh_on(S3Server::Seaweed, prefix)
+    }
+
+    /// A new bucket name on `server` (see [`Self::fresh`]).
+    pub fn fresh_on(server: S3Server, prefix: &str) -> Option<Self> {
+        let endpoint_var = server.var("ENDPOINT");
+        let endpoint = match std::env::var(&endpoint_var) {
             Ok(e) if !e.is_empty() => e,
             _ if std::env::var("VMR_TEST_SKIP_S3").as_deref() == Ok("1") => {
                 eprintln!("skipped: VMR_TEST_SKIP_S3=1");
                 return None;
             }
             _ => panic!(
-                "VMR_TEST_S3_ENDPOINT is not set: run scripts/test-services.sh start and eval its \
+                "{endpoint_var} is not set: run scripts/test-services.sh start and eval its \
                  env, or set VMR_TEST_SKIP_S3=1"
             ),
         };
+        let access_var = server.var("ACCESS_KEY");
+        let secret_var = server.var("SECRET_KEY");
         Some(Self {
             name: format!("{prefix}-{}", crate::libvirt::unique_suffix()),
             endpoint,
-            access_key: std::env::var("VMR_TEST_S3_ACCESS_KEY").expect("VMR_TEST_S3_ACCESS_KEY"),
-            secret_key: std::env::var("VMR_TEST_S3_SECRET_KEY").expect("VMR_TEST_S3_SECRET_KEY"),
+            access_key: std::env::var(&access_var).expect(&access_var),
+            secret_key: std::env::var(&secret_var).expect(&secret_var),
         })
     }
 

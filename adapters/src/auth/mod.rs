@@ -13,6 +13,7 @@ use vmr_ports::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
 };
 
+use crate::registry::TrustedRoots;
 use crate::registry::http::{
     ClientBuildError, Endpoint, EndpointError, RetryPolicy, build_client, describe_error,
     read_bounded, send_retrying,
@@ -30,10 +31,16 @@ pub struct HttpAuthConnector {
 }
 
 impl HttpAuthConnector {
+    /// Trusting the system's certificate authorities.
     pub fn new(retry: RetryPolicy) -> Result<Self, ClientBuildError> {
+        Self::with_roots(retry, &TrustedRoots::default())
+    }
+
+    /// Trusting `roots` too (the daemon's `--registry-ca-file`).
+    pub fn with_roots(retry: RetryPolicy, roots: &TrustedRoots) -> Result<Self, ClientBuildError> {
         Ok(Self {
-            secure: build_client(false)?,
-            insecure: build_client(true)?,
+            secure: build_client(false, roots)?,
+            insecure: build_client(true, roots)?,
             retry,
         })
     }

@@ -61,15 +61,6 @@ pub(crate) async fn exists(path: &Path) -> Result<bool, StoreError> {
         .map_err(|e| io_error(&format!("checking {}", path.display()), e))
 }
 
-pub(crate) async fn remove_if_present(path: &Path) -> Result<(), StoreError> {
-    match tokio::fs::remove_file(path).await {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(io_error(&format!("removing {}", path.display()), e))
-        }
-        _ => Ok(()),
-    }
-}
-
 /// Writes `bytes` to `root/key` so that a crash leaves either the old file or
 /// the whole new one: temporary, fsync, rename, fsync of the directories.
 pub(crate) async fn write_durably(

@@ -8,6 +8,8 @@
 //! and memory it is an upload of the verified file, which is then kept as
 //! the local cache copy the hypervisor needs (`local_path`).
 
+mod bucket;
+mod cached;
 mod error;
 mod layout;
 mod local;
@@ -29,7 +31,9 @@ use opendal::{ErrorKind, Operator};
 use tempfile::TempDir;
 use vmr_domain::image::{Digest, Repository, Tag};
 use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
+use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 
+pub use bucket::{BucketLeases, LeaseSettings};
 pub use s3::S3Settings;
 pub use s3_uploads::{DEFAULT_UPLOAD_EXPIRY, delete_bucket};
 
@@ -163,6 +167,23 @@ impl OpendalStore {
     /// look behind the store (writing through it bypasses every check).
     pub fn operator(&self) -> &Operator {
         &self.inner.op
+    }
+
+    /// The leases this daemon shares with the others on the same store: in
+    /// the bucket for S3 (docs/shared-bucket.md); none for the filesystem
+    /// and memory, which one daemon alone uses.
+    pub fn shared_leases(&self, settings: LeaseSettings) -> Arc<dyn SharedLeases> {
+        match &self.inner.backend {
+            Backend::Remote {
+                s3: Some(_),
+                cache_dir,
+                ..
+            } => {
+                let id_file = cache_dir.parent().unwrap_or(cache_dir).join("host-id");
+                Arc::new(BucketLeases::new(self.inner.op.clone(), settings, &id_file))
+            }
+            _ => Arc::new(NoSharedLeases),
+        }
     }
 
     /// The local directory holding temporaries and partial downloads.
@@ -372,7 +393,8 @@ impl BlobStore for OpendalStore {
             .await
             .map_err(|e| backend_error(&format!("deleting blob {digest}"), &e))?;
         if let Backend::Remote { cache_dir, .. } = &inner.backend {
-            local::remove_if_present(&cache_dir.join(digest.hex())).await?;
+            let copy = cache_dir.join(digest.hex());
+            spawn_io("removing a cached blob", move || cached::remove(&copy)).await?;
         }
         Ok(())
     }
@@ -502,16 +524,38 @@ impl BlobStore for OpendalStore {
             Backend::Remote { cache_dir, .. } => {
                 let target = cache_dir.join(digest.hex());
                 if local::exists(&target).await? {
-                    return Ok(target);
+                    let copy = target.clone();
+                    let expected = digest.clone();
+                    let good = spawn_io("checking a cached blob", move || {
+                        if cached::unchanged(&copy)? {
+                            return Ok(true);
+                        }
+                        // Changed since it was verified (or never recorded):
+                        // its bytes decide.
+                        let good = cached::hash(&copy)? == expected;
+                        if good {
+                            cached::record(&copy)?;
+                        } else {
+                            cached::remove(&copy)?;
+                        }
+                        Ok(good)
+                    })
+                    .await?;
+                    if good {
+                        return Ok(target);
+                    }
+                    tracing::warn!(%digest, path = %target.display(), "the cached copy of a blob is corrupt; fetching it again");
                 }
                 let temp = inner.download_verified(digest).await?;
                 let dir = cache_dir.clone();
                 let path = target.clone();
                 spawn_io("caching blob", move || {
                     temp.persist(&path)?;
-                    local::sync_dir(&dir)
+                    local::sync_dir(&dir)?;
+                    cached::record(&path)
                 })
                 .await?;
+                tracing::debug!(%digest, "blob fetched into the local cache");
                 Ok(target)
             }
         }

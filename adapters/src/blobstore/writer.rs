@@ -90,10 +90,15 @@ impl Inner {
                 (cache_dir.clone(), "caching blob")
             }
         };
+        let cache = matches!(self.backend, Backend::Remote { .. });
         let target = dir.join(digest.hex());
         spawn_io(doing, move || {
             temp.persist(&target)?;
-            local::sync_dir(&dir)
+            local::sync_dir(&dir)?;
+            if cache {
+                super::cached::record(&target)?;
+            }
+            Ok(())
         })
         .await
     }

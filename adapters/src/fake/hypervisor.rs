@@ -8,7 +8,11 @@
 //! ignore ACPI, and read back every call with its start and end time
 //! ([`FakeHypervisor::calls`]), e.g. to check that compose starts the
 //! services of one level concurrently.
+//!
+//! It also answers the guest ports ([`vmr_ports::GuestAgent`],
+//! [`vmr_ports::SerialConsole`]) with a scripted guest (`guest.rs`).
 
+mod guest;
 mod script;
 mod world;
 
@@ -180,11 +184,17 @@ impl Hypervisor for FakeHypervisor {
     }
 
     async fn start_vm(&self, name: &VmName) -> Result<(), HypervisorError> {
-        self.script
+        let log = self
+            .script
             .run(FakeCall::StartVm, name.as_str(), || {
-                lock(&self.world).start_vm(name)
+                let mut world = lock(&self.world);
+                world.start_vm(name)?;
+                Ok(world.vm(name)?.def.console_log.clone())
             })
             .await?;
+        // The scripted guest's first sign of life, as a real one's boot
+        // messages (never cloud-init's line: readiness stays the test's).
+        guest::append_console(&log, format!("vmr fake guest {name}: booted\n").as_bytes()).await;
         self.emit(name, LifecycleKind::Started);
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! mapping between proto messages and the driving ports.
 
 mod auth;
+mod authority;
 mod compose;
 mod contexts;
 mod convert;
@@ -17,6 +18,6 @@ mod vms;
 
 pub use fdpass::{MAGIC as FD_MAGIC, PassedDisks, TOKEN_TTL as FD_TOKEN_TTL};
 pub use logging::CallLogLayer;
-pub use server::{MAX_MESSAGE_SIZE, serve};
+pub use server::{MAX_MESSAGE_SIZE, ServeError, serve};
 pub use service::{Core, VmServiceImpl};
 pub use status::to_status;

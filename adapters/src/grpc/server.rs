@@ -9,8 +9,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
+use tonic_reflection::server::v1alpha;
 use vmr_proto::v1::vm_service_server::VmServiceServer;
 
+use super::authority::AuthorityRepair;
 use super::fdpass::{self, Kind, PassedDisks};
 use super::logging::CallLogLayer;
 use super::service::{Core, VmServiceImpl};
@@ -23,15 +26,8 @@ pub async fn serve(
     listener: UnixListener,
     core: Core,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vmr_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            // The descriptor set is compiled in; failing here is a build bug.
-            tracing::error!(error = %e, "reflection descriptor set is invalid");
-            e
-        });
+) -> Result<(), ServeError> {
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<VmServiceServer<VmServiceImpl>>()
@@ -49,17 +45,57 @@ pub async fn serve(
         .initial_connection_window_size(Some(32 * 1024 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .layer(CallLogLayer);
-    let mut router = builder.add_service(health_service).add_service(service);
-    if let Ok(reflection) = reflection {
-        router = router.add_service(reflection);
-    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     let (incoming, grpc_connections) = mpsc::channel(64);
     let acceptor = AbortOnDrop(tokio::spawn(accept(listener, disks, incoming)));
     let served = router
         .serve_with_incoming_shutdown(ReceiverStream::new(grpc_connections), shutdown)
         .await;
     drop(acceptor);
-    served
+    Ok(served?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    /// The compiled-in descriptor sets do not form a whole: a build bug.
+    #[error("the reflection descriptor sets are invalid: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Reflection in both versions clients ask for (grpcurl and grpcio's
+/// `v1alpha`, newer tools' `v1`), each describing every service served:
+/// `VMService`, `grpc.health.v1.Health` and both reflection services, so
+/// every message a listed method names resolves.
+fn reflection() -> Result<
+    (
+        ServerReflectionServer<impl ServerReflection>,
+        v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(vmr_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+#[cfg(test)]
+#[test]
+fn the_reflection_descriptor_sets_form_a_whole() {
+    assert!(reflection().is_ok());
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -76,7 +112,7 @@ impl Drop for AbortOnDrop {
 async fn accept(
     listener: UnixListener,
     disks: Arc<PassedDisks>,
-    grpc: mpsc::Sender<std::io::Result<UnixStream>>,
+    grpc: mpsc::Sender<std::io::Result<AuthorityRepair<UnixStream>>>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -93,7 +129,7 @@ async fn accept(
         tokio::spawn(async move {
             match fdpass::classify(&stream).await {
                 Kind::Grpc => {
-                    let _ = grpc.send(Ok(stream)).await;
+                    let _ = grpc.send(Ok(AuthorityRepair::new(stream))).await;
                 }
                 Kind::SideChannel => fdpass::serve_side_channel(stream, &disks).await,
                 Kind::Gone => {}

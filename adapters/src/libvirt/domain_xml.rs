@@ -17,6 +17,9 @@ pub use read::{ParsedDomain, attached_networks, parse};
 
 use super::xml::{XmlResult, finish, new_writer, xml_error};
 
+/// The virtio-serial port name QEMU's guest agent listens on.
+pub const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
+
 /// Namespace of vmr's element in a domain's `<metadata>`.
 pub const VM_NS: &str = "https://vmregistry.io/xmlns/libvirt/vm/1";
 const VM_PREFIX: &str = "vmr";
@@ -184,6 +187,17 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
         .write_inner_content(|w| {
             w.create_element("target")
                 .with_attributes([("type", "serial"), ("port", "0")])
+                .write_empty()?;
+            Ok(())
+        })?;
+    // The guest agent's virtio-serial port, for `vmr exec` (and, where the
+    // guest runs qemu-guest-agent, addresses without a network lease);
+    // libvirt picks the socket's path.
+    w.create_element("channel")
+        .with_attribute(("type", "unix"))
+        .write_inner_content(|w| {
+            w.create_element("target")
+                .with_attributes([("type", "virtio"), ("name", GUEST_AGENT_CHANNEL)])
                 .write_empty()?;
             Ok(())
         })?;

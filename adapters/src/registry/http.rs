@@ -10,6 +10,8 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
+use super::trust::TrustedRoots;
+
 /// Why a base URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EndpointError {
@@ -134,13 +136,21 @@ pub fn host_is_loopback(host: &str) -> bool {
 
 /// Builds a reqwest client. Installs rustls' ring provider as the process
 /// default if nothing is installed yet, so a library user cannot hit
-/// reqwest's no-provider panic. `insecure` skips certificate verification.
-pub fn build_client(insecure: bool) -> Result<reqwest::Client, ClientBuildError> {
+/// reqwest's no-provider panic. `insecure` skips certificate verification;
+/// otherwise the system's roots and `roots` are trusted.
+pub fn build_client(
+    insecure: bool,
+    roots: &TrustedRoots,
+) -> Result<reqwest::Client, ClientBuildError> {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing the race to another installer is fine: some provider is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if !insecure && !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots.certificates());
+    }
+    builder
         .user_agent(concat!("vmr/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         // Per read, not per request: a multi-GiB blob may take long, a stall may not.
@@ -308,13 +318,47 @@ pub fn is_transient_status(status: StatusCode) -> bool {
 /// Transport failures worth another try (refused or dropped connections,
 /// timeouts), as opposed to a malformed request.
 pub fn is_transient_error(error: &reqwest::Error) -> bool {
-    error.is_connect() || error.is_timeout() || error.is_request() || error.is_body()
+    // A refused certificate stays refused: trying again only delays the answer.
+    !is_certificate_error(error)
+        && (error.is_connect() || error.is_timeout() || error.is_request() || error.is_body())
+}
+
+/// Whether the TLS handshake failed on the server's certificate (unknown
+/// issuer, wrong host name, expired...), rather than on the connection.
+pub fn is_certificate_error(error: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if matches!(
+            rustls_error(cause),
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// The rustls error in `cause`, unwrapping the io::Errors it reaches
+/// reqwest in (nested twice; their source() skips the wrapped error).
+fn rustls_error<'a>(mut cause: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        let inner = cause.downcast_ref::<std::io::Error>()?.get_ref()?;
+        cause = inner;
+    }
 }
 
 /// A transport error as one sentence, with its causes (reqwest's own
 /// message alone is often just "error sending request").
 pub fn describe_error(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
+    let mut text = if is_certificate_error(error) {
+        "its TLS certificate is refused (trust its CA with vmrd --registry-ca-file or the \
+         system store, or use a context created with --insecure)"
+            .to_owned()
+    } else if error.is_connect() {
         "cannot connect".to_owned()
     } else if error.is_timeout() {
         "timed out".to_owned()

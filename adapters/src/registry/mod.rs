@@ -12,6 +12,7 @@ mod download;
 pub(crate) mod errors;
 pub mod http;
 mod transport;
+pub mod trust;
 mod upload;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use vmr_ports::{RegistryClient, RegistryConnector, RegistryError, RegistryTarget
 
 pub use client::OciRegistryClient;
 pub use http::{ClientBuildError, RetryPolicy};
+pub use trust::{TrustError, TrustedRoots};
 
 use http::{Endpoint, EndpointError, build_client};
 use transport::Transport;
@@ -60,10 +62,19 @@ pub struct OciRegistryConnector {
 }
 
 impl OciRegistryConnector {
+    /// Trusting the system's certificate authorities.
     pub fn new(options: RegistryOptions) -> Result<Self, ClientBuildError> {
+        Self::with_roots(options, &TrustedRoots::default())
+    }
+
+    /// Trusting `roots` too (the daemon's `--registry-ca-file`).
+    pub fn with_roots(
+        options: RegistryOptions,
+        roots: &TrustedRoots,
+    ) -> Result<Self, ClientBuildError> {
         Ok(Self {
-            secure: build_client(false)?,
-            insecure: build_client(true)?,
+            secure: build_client(false, roots)?,
+            insecure: build_client(true, roots)?,
             options,
         })
     }

@@ -241,7 +241,12 @@ impl RestartSupervisor {
                 tracks.remove(&name);
                 return;
             }
-            LifecycleKind::Stopped(StopReason::Requested) => return,
+            LifecycleKind::Stopped(StopReason::Requested) => {
+                // Logged like the other stops that are left alone, so that
+                // one can tell the watcher saw it.
+                debug!(vm = %name, reason = "requested", "VM stopped; not restarting it");
+                return;
+            }
             LifecycleKind::Stopped(reason) => reason,
             // A VM first seen already crashed (its start and crash fell
             // between two looks of a polling backend) crashed all the same.

@@ -49,7 +49,9 @@ pub async fn check_store(store: &dyn BlobStore) -> Result<StoreCheck, UseCaseErr
             }
         };
         for descriptor in iter::once(&manifest.config).chain(&manifest.layers) {
-            if !store.blob_exists(&descriptor.digest).await? {
+            if !store.blob_exists(&descriptor.digest).await?
+                && still_tagged(store, &repository, &tag, &bytes).await?
+            {
                 check.problems.push(StoreProblem {
                     kind: StoreProblemKind::DanglingManifestBlob,
                     subject: subject.clone(),
@@ -81,6 +83,21 @@ pub async fn check_store(store: &dyn BlobStore) -> Result<StoreCheck, UseCaseErr
         );
     }
     Ok(check)
+}
+
+/// Whether `repository:tag` still holds `bytes`: another daemon sharing the
+/// store may have removed the tag (then its blobs) since it was read.
+async fn still_tagged(
+    store: &dyn BlobStore,
+    repository: &vmr_domain::image::Repository,
+    tag: &vmr_domain::image::Tag,
+    bytes: &bytes::Bytes,
+) -> Result<bool, StoreError> {
+    match store.get_manifest(repository, tag).await {
+        Ok(now) => Ok(now == *bytes),
+        Err(StoreError::ManifestNotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

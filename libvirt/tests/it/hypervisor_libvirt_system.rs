@@ -9,6 +9,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use vmr_adapters::cloudinit::build_cidata_iso;
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::vm::VmState;
@@ -30,9 +32,28 @@ async fn system(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture
     let uri = vmr_tests::libvirt::uri()?;
     let hv = connect(uri).await;
     let prefix = format!("vmrt-{prefix}");
+    // The event poller reports the clean-up (each leftover VM undefined)
+    // before a test subscribes, so that no test sees those events.
+    let mut events = hv.events();
+    let mut leftovers: std::collections::HashSet<String> = hv
+        .list_vms()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|vm| vm.spec.name.as_str().to_owned())
+        .filter(|name| name.starts_with(&prefix))
+        .collect();
     clean(&hv, &prefix).await;
-    // Let the event poller absorb the clean-up before a test subscribes.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !leftovers.is_empty() {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(event)) if event.kind == LifecycleKind::Undefined => {
+                leftovers.remove(event.vm.as_str());
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("the event poller did not report {leftovers:?} undefined within 20 s"),
+        }
+    }
     let bridge = format!("vmrtbr{octet}");
     let veth = format!("vmrtveth{octet}");
     let mut fx = Fixture::new(&prefix, octet, &bridge, &veth);

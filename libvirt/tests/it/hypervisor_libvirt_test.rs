@@ -66,6 +66,12 @@ async fn domain_xml_carries_the_vmr_namespace_and_hardware() {
     assert!(xml.contains("bus='virtio'"), "{xml}");
     assert!(xml.contains("device='cdrom'"), "{xml}");
     assert!(xml.contains("useserial='yes'"), "{xml}");
+    // The guest agent's channel, as libvirt kept it, is read back.
+    assert!(xml.contains("org.qemu.guest_agent.0"), "{xml}");
+    let parsed = vmr_adapters::libvirt::domain_xml::parse(&xml)
+        .unwrap()
+        .unwrap();
+    assert!(parsed.guest_agent);
     assert!(
         xml.contains(&def.console_log.display().to_string()),
         "{xml}"

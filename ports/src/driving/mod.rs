@@ -6,6 +6,7 @@ pub mod auth;
 pub mod compose;
 pub mod contexts;
 pub mod error;
+pub mod guest;
 pub mod health;
 pub mod images;
 pub mod networks;
@@ -19,6 +20,7 @@ pub use compose::{
 };
 pub use contexts::{Context, ContextUseCases, ContextView};
 pub use error::{ErrorKind, UseCaseError};
+pub use guest::{ExecOutputStream, GuestUseCases, LogStream, LogsRequest};
 pub use health::{ComponentHealth, HealthReport, HealthUseCases, ServingStatus};
 pub use images::{
     DiskSource, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,

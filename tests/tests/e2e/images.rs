@@ -317,10 +317,29 @@ async fn failed_imports_leave_nothing_visible_even_after_restart() {
                 ))
                 .await
         });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // The daemon is writing the disk (its temporary file is there)...
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while temp_files(&daemon).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no temporary file appeared"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         call.abort();
         drop(tx);
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // ...and sees the client go: it removes what it wrote (a call cut
+        // this early is not always logged, so the store is what tells).
+        // Polled without blocking: this runtime carries the client.
+        while !temp_files(&daemon).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cut import left {:?}:\n{}",
+                temp_files(&daemon),
+                daemon.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     assert!(blob_files(&daemon).is_empty(), "{:?}", blob_files(&daemon));

@@ -23,5 +23,7 @@ mod races;
 mod registry;
 mod restarts;
 mod system;
+mod tls;
 mod torture;
+mod validation;
 mod vms;

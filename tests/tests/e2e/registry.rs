@@ -14,10 +14,10 @@ use vmr_proto::v1 as pb;
 use vmr_proto::v1::transfer_progress::Event;
 use vmr_tests::Daemon;
 use vmr_tests::authserver::AuthServer;
-use vmr_tests::fixtures::{qcow2, raw, sha256_bytes, sha256_file, vmfile};
+use vmr_tests::fixtures::{raw, sha256_bytes, sha256_file, vmfile};
 use vmr_tests::registry::{
-    PrivateRegistry, any_file_contains, credentials_file, free_port, service_env, skopeo,
-    unique_repo, vmr_with_stdin, write_oci_layout,
+    PrivateRegistry, any_file_contains, credentials_file, free_port, import_qcow2, service_env,
+    skopeo, unique_repo, vmr_with_stdin, write_oci_layout,
 };
 
 fn daemon_for(registry_url: &str, auth_url: Option<&str>) -> Daemon {
@@ -26,25 +26,6 @@ fn daemon_for(registry_url: &str, auth_url: Option<&str>) -> Daemon {
         args.extend(["--auth-url", auth_url]);
     }
     Daemon::start_with(&args)
-}
-
-/// Imports a small qcow2 image as `repository:tag`; returns the disk path.
-fn import_qcow2(
-    daemon: &Daemon,
-    work: &std::path::Path,
-    repository: &str,
-    tag: &str,
-) -> std::path::PathBuf {
-    let disk = qcow2(
-        work,
-        &format!("{}.qcow2", repository.replace('/', "_")),
-        "64M",
-    );
-    let file = vmfile(work, repository, disk.to_str().unwrap(), "qcow2");
-    daemon
-        .vmr(&["import", "-f", file.to_str().unwrap(), "-t", tag])
-        .ok();
-    disk
 }
 
 /// A push or pull through the gRPC API with an optional
@@ -663,6 +644,22 @@ async fn a_second_push_uploads_nothing_and_an_interrupted_pull_resumes() {
         done.bytes_transferred,
         size as u64 - kept,
         "only the missing part travelled"
+    );
+    // The registry's own account: after its restart, the disk was served
+    // once, as a 206 Partial Content of exactly the missing bytes.
+    let served: Vec<_> = registry
+        .answered()
+        .into_iter()
+        .filter(|a| {
+            a.request
+                .starts_with(&format!("GET /v2/{repo}/blobs/sha256:{disk_hex} "))
+        })
+        .collect();
+    let resumed_get = served.last().expect("the registry logged the disk's GET");
+    assert_eq!(
+        (resumed_get.status, resumed_get.bytes),
+        (206, size as u64 - kept),
+        "the registry's log of the disk's GETs: {served:?}"
     );
     let resumed = blobs_of(&events)
         .into_iter()

@@ -29,6 +29,10 @@ pub enum FakeCall {
     InspectNetwork,
     CreateOverlay,
     CreateBlankDisk,
+    /// `GuestAgent::exec`.
+    Exec,
+    /// `SerialConsole::open_console`.
+    OpenConsole,
 }
 
 /// One call as the fake saw it.

@@ -122,6 +122,20 @@ struct DevicesDoc {
     interface: Vec<InterfaceDoc>,
     #[serde(default)]
     serial: Vec<SerialDoc>,
+    #[serde(default)]
+    channel: Vec<ChannelDoc>,
+}
+
+#[derive(Deserialize)]
+struct ChannelDoc {
+    #[serde(default)]
+    target: Option<ChannelTargetDoc>,
+}
+
+#[derive(Deserialize)]
+struct ChannelTargetDoc {
+    #[serde(rename = "@name", default)]
+    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +203,9 @@ pub struct ParsedDomain {
     pub boot_from_cdrom: bool,
     pub console_log: Option<PathBuf>,
     pub spec_hash: Option<String>,
+    /// The domain has the guest agent's channel (VMs defined before vmr
+    /// added it have none).
+    pub guest_agent: bool,
 }
 
 /// Reads a domain's XML. `Ok(None)` for a domain vmr did not define (no
@@ -375,6 +392,9 @@ pub fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
         boot_from_cdrom,
         console_log,
         spec_hash: meta.spec_hash.map(|h| h.trim().to_owned()),
+        guest_agent: doc.devices.channel.iter().any(|c| {
+            c.target.as_ref().and_then(|t| t.name.as_deref()) == Some(super::GUEST_AGENT_CHANNEL)
+        }),
     }))
 }
 
@@ -457,6 +477,8 @@ mod tests {
         assert_eq!(parsed.spec.networks[0].network.as_str(), "lan");
         assert_eq!(parsed.console_log, Some(PathBuf::from("/r/console.log")));
         assert_eq!(parsed.spec_hash, None);
+        // Defined before vmr added the guest agent's channel.
+        assert!(!parsed.guest_agent);
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub async fn wait_ready(
         carry: Vec::new(),
     };
     let deadline = tokio::time::Instant::now() + timeout;
+    tracing::debug!(%vm, console = %path.display(), "waiting for cloud-init to finish");
     loop {
         let found = scanner.scan().await.map_err(|e| {
             UseCaseError::internal(format!("cannot read {}: {e}", path.display())).with_source(e)

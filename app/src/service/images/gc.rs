@@ -1,12 +1,17 @@
 //! Garbage collection: `rmi` and `prune` untag, then delete every blob that
-//! no tag, no VM and no lease keeps. One collection runs at a time.
+//! no tag, no VM and no lease keeps. One collection runs at a time on a
+//! host; on a store shared with other daemons it also keeps what their live
+//! records name and every blob inside the grace window, and announces itself
+//! in the store while it runs (docs/shared-bucket.md).
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::info;
 use vmr_domain::image::{Digest, Manifest, Reference, Tag};
 use vmr_ports::driving::{PruneOutcome, RemoveOutcome, UseCaseError};
+use vmr_ports::leases::CollectionView;
 
 use super::ImageService;
 
@@ -32,16 +37,10 @@ impl ImageService {
             .iter()
             .filter(|(r, t, d, _)| d == &digest && !(r == &repository && doomed.contains(t)))
             .count();
-        if remaining == 0
-            && !force
-            && self
-                .in_use
-                .manifest_digests_in_use()
-                .await?
-                .contains(&digest)
-        {
+        if remaining == 0 && !force && self.images_in_use_anywhere().await?.contains(&digest) {
             return Err(UseCaseError::precondition(format!(
-                "image {reference} is used by a VM; remove the VM first or use --force"
+                "image {reference} is used by a VM (on this host or another sharing the store); \
+                 remove the VM first or use --force"
             )));
         }
         let mut outcome = RemoveOutcome::default();
@@ -57,7 +56,7 @@ impl ImageService {
         let _gc = self.gc.lock().await;
         let mut outcome = PruneOutcome::default();
         if all {
-            let in_use = self.in_use.manifest_digests_in_use().await?;
+            let in_use = self.images_in_use_anywhere().await?;
             for (repository, tag, digest, _) in self.tag_index().await? {
                 if !in_use.contains(&digest) {
                     self.store.delete_manifest(&repository, &tag).await?;
@@ -78,8 +77,33 @@ impl ImageService {
     async fn collect_garbage(&self) -> Result<(Vec<Digest>, u64), UseCaseError> {
         let _commits = self.commits.write().await;
         let leased = self.leases.snapshot();
-        let mut keep = BTreeSet::new();
+        // Announced before the other hosts' records are read, which is
+        // before the tags are: see docs/shared-bucket.md.
+        let view = self.shared.begin_collection().await?;
+        let swept = self.sweep(leased, &view).await;
+        let ended = self.shared.end_collection(view).await;
+        let swept = swept?;
+        match ended {
+            Ok(0) => {}
+            Ok(expired) => info!(expired, "removed expired leases of other hosts"),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(swept)
+    }
+
+    async fn sweep(
+        &self,
+        leased: BTreeSet<Digest>,
+        view: &CollectionView,
+    ) -> Result<(Vec<Digest>, u64), UseCaseError> {
+        let mut keep = view.others.digests.clone();
         let mut manifests: Vec<Bytes> = Vec::new();
+        for digest in &view.others.images {
+            if let Ok(bytes) = self.store.read_blob(digest).await {
+                manifests.push(bytes);
+            }
+            keep.insert(digest.clone());
+        }
         for (_, _, digest, bytes) in self.tag_index().await? {
             keep.insert(digest);
             manifests.push(bytes);
@@ -101,6 +125,8 @@ impl ImageService {
         let mut deleted = Vec::new();
         let mut reclaimed = 0;
         let mut spared = 0;
+        let mut young = 0;
+        let mut renewed = Instant::now();
         for (digest, size) in self.store.list_blobs().await? {
             if keep.contains(&digest) {
                 continue;
@@ -109,12 +135,26 @@ impl ImageService {
                 spared += 1;
                 continue;
             }
+            if view.young.contains(&digest) {
+                young += 1;
+                continue;
+            }
+            if renewed.elapsed() >= self.renew_every {
+                self.shared.renew_collection(view).await?;
+                renewed = Instant::now();
+            }
             self.store.delete_blob(&digest).await?;
             reclaimed += size;
             deleted.push(digest);
         }
         if spared > 0 {
             info!(spared, "kept unreferenced blobs that are leased");
+        }
+        if young > 0 {
+            info!(
+                young,
+                "kept unreferenced blobs younger than the grace window"
+            );
         }
         Ok((deleted, reclaimed))
     }

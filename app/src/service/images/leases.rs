@@ -3,8 +3,13 @@
 //! what it writes until its tags are committed; `tag`, `vmr create` and
 //! `compose up` lease the image they read until their own reference exists.
 //!
-//! A lease is a counted set of digests that lives in this process only:
-//! after a restart nothing is in flight, so nothing needs one.
+//! A lease is a counted set of digests that lives in this process; on a
+//! store shared with other daemons the image service also publishes them
+//! (see `shared`). After a restart nothing is in flight, so nothing needs one.
+//! With `track_released`, digests whose last lease ended are remembered
+//! until the next renewal of the shared record has read the VMs' images:
+//! `vmr create` drops its lease once the VM exists, and the record must not
+//! lose the image between the two.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,9 +20,43 @@ use vmr_domain::image::Digest;
 #[derive(Debug, Default)]
 pub struct Leases {
     held: Mutex<HashMap<Digest, usize>>,
+    /// Released digests with the generation of their release (tracked only
+    /// for a shared store).
+    released: Mutex<Released>,
+}
+
+#[derive(Debug, Default)]
+struct Released {
+    track: bool,
+    generation: u64,
+    digests: HashMap<Digest, u64>,
 }
 
 impl Leases {
+    /// Remember released digests (a store shared with other daemons).
+    pub fn track_released(&self) {
+        self.released().track = true;
+    }
+
+    fn released(&self) -> MutexGuard<'_, Released> {
+        self.released.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The digests released and not forgotten, and the generation to
+    /// forget them up to.
+    pub fn released_since_renewal(&self) -> (BTreeSet<Digest>, u64) {
+        let released = self.released();
+        (
+            released.digests.keys().cloned().collect(),
+            released.generation,
+        )
+    }
+
+    /// Forgets digests released up to `generation`.
+    pub fn forget_released(&self, generation: u64) {
+        self.released().digests.retain(|_, g| *g > generation);
+    }
+
     fn held(&self) -> MutexGuard<'_, HashMap<Digest, usize>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -75,6 +114,12 @@ impl Drop for Lease {
                 *count -= 1;
                 if *count == 0 {
                     held.remove(&digest);
+                    let mut released = self.leases.released();
+                    if released.track {
+                        released.generation += 1;
+                        let generation = released.generation;
+                        released.digests.insert(digest, generation);
+                    }
                 }
             }
         }
@@ -104,6 +149,28 @@ mod tests {
         assert!(leases.is_leased(&digest(2)));
         drop(second);
         assert!(leases.snapshot().is_empty());
+    }
+
+    #[test]
+    fn released_digests_are_remembered_until_forgotten_up_to_their_generation() {
+        let leases = Arc::new(Leases::default());
+        leases.track_released();
+        drop(leases.lease([digest(1)]));
+        let (released, mark) = leases.released_since_renewal();
+        assert_eq!(released, BTreeSet::from([digest(1)]));
+        drop(leases.lease([digest(2)]));
+        leases.forget_released(mark);
+        assert_eq!(
+            leases.released_since_renewal().0,
+            BTreeSet::from([digest(2)])
+        );
+    }
+
+    #[test]
+    fn untracked_releases_are_not_remembered() {
+        let leases = Arc::new(Leases::default());
+        drop(leases.lease([digest(1)]));
+        assert!(leases.released_since_renewal().0.is_empty());
     }
 
     #[test]

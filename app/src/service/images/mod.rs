@@ -4,6 +4,7 @@
 
 mod gc;
 mod leases;
+mod shared;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,8 +24,10 @@ use vmr_ports::driving::{
     DiskSource, ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest,
     PruneOutcome, RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
+use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 
 pub use leases::{Lease, Leases};
+pub use shared::Heartbeat;
 
 /// Which manifest digests VMs use (so their blobs are never collected and
 /// their images are not removed without force).
@@ -72,6 +75,15 @@ pub struct ImageService {
     /// bytes: a tag's digest is reused only while its bytes are identical
     /// (a comparison instead of a sha256 per image in every listing).
     tag_digests: std::sync::Mutex<HashMap<Repository, TagDigests>>,
+    /// The leases shared with other daemons on the same store (none on a
+    /// store this daemon alone uses).
+    shared: Arc<dyn SharedLeases>,
+    /// One publication of this host's record at a time.
+    publishing: Mutex<()>,
+    /// The VMs' images as of the last renewal of the shared record.
+    vm_images: std::sync::Mutex<BTreeSet<Digest>>,
+    /// How often a long collection renews its announcement.
+    renew_every: std::time::Duration,
 }
 
 /// A repository's tags, each with the manifest bytes it held when last
@@ -99,7 +111,27 @@ impl ImageService {
             configs: std::sync::Mutex::new(HashMap::new()),
             described: std::sync::Mutex::new(HashMap::new()),
             tag_digests: std::sync::Mutex::new(HashMap::new()),
+            shared: Arc::new(NoSharedLeases),
+            publishing: Mutex::new(()),
+            vm_images: std::sync::Mutex::new(BTreeSet::new()),
+            renew_every: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// Shares leases with the other daemons on the store through `shared`,
+    /// renewing long collections every `renew_every`.
+    #[must_use]
+    pub fn with_shared_leases(
+        mut self,
+        shared: Arc<dyn SharedLeases>,
+        renew_every: std::time::Duration,
+    ) -> Self {
+        if shared.is_shared() {
+            self.leases.track_released();
+        }
+        self.shared = shared;
+        self.renew_every = renew_every;
+        self
     }
 
     /// The parsed config blob, from the cache or the store (verified).
@@ -126,14 +158,21 @@ impl ImageService {
     /// Lease a blob before writing it, or before reading something that
     /// names it (and then check that it still exists).
     pub async fn lease(&self, digests: impl IntoIterator<Item = Digest>) -> Lease {
-        let _commits = self.commits.read().await;
-        self.leases.lease(digests)
+        let lease = {
+            let _commits = self.commits.read().await;
+            self.leases.lease(digests)
+        };
+        self.share_best_effort().await;
+        lease
     }
 
     /// Adds `digest` to `lease`.
     pub async fn extend_lease(&self, lease: &mut Lease, digest: Digest) {
-        let _commits = self.commits.read().await;
-        lease.add(digest);
+        {
+            let _commits = self.commits.read().await;
+            lease.add(digest);
+        }
+        self.share_best_effort().await;
     }
 
     /// Commits a blob whose digest was not known in advance and adds it to
@@ -144,9 +183,13 @@ impl ImageService {
         expected: Option<&Digest>,
         lease: &mut Lease,
     ) -> Result<(Digest, u64), StoreError> {
-        let _commits = self.commits.read().await;
-        let (digest, size) = writer.commit(expected).await?;
-        lease.add(digest.clone());
+        let (digest, size) = {
+            let _commits = self.commits.read().await;
+            let (digest, size) = writer.commit(expected).await?;
+            lease.add(digest.clone());
+            (digest, size)
+        };
+        self.share_best_effort().await;
         Ok((digest, size))
     }
 
@@ -157,13 +200,20 @@ impl ImageService {
         &self,
         reference: &Reference,
     ) -> Result<(Repository, Bytes, Lease), UseCaseError> {
-        let _commits = self.commits.read().await;
-        let (repository, bytes) = self.resolve(reference).await?;
-        let mut lease = self.leases.lease([Digest::of(&bytes)]);
-        if let Ok(manifest) = Manifest::from_json(&bytes) {
-            lease.extend(manifest.blobs().into_iter().map(|d| d.digest.clone()));
-        }
-        Ok((repository, bytes, lease))
+        let leased = {
+            let _commits = self.commits.read().await;
+            let (repository, bytes) = self.resolve(reference).await?;
+            let mut lease = self.leases.lease([Digest::of(&bytes)]);
+            if let Ok(manifest) = Manifest::from_json(&bytes) {
+                lease.extend(manifest.blobs().into_iter().map(|d| d.digest.clone()));
+            }
+            (repository, bytes, lease)
+        };
+        // Published before the caller looks the blobs up: a collection on
+        // another host either keeps them or has ended (and the lookup fails
+        // cleanly) when this returns.
+        self.share_best_effort().await;
+        Ok(leased)
     }
 
     /// The store, for other use cases that read images.
@@ -517,6 +567,8 @@ impl ImageUseCases for ImageService {
             .write_small_blob(manifest_bytes.clone(), &mut lease)
             .await?;
 
+        // A shared store: the blobs are confirmed present before any tag.
+        self.confirm(&manifest_bytes).await?;
         let repository = vmfile.metadata.name.clone();
         let mut references = Vec::with_capacity(tags.len());
         for tag in &tags {
@@ -610,6 +662,7 @@ impl ImageUseCases for ImageService {
             // Older stores may lack the manifest blob: restore it.
             self.write_small_blob(bytes.clone(), &mut lease).await?;
         }
+        self.confirm(&bytes).await?;
         self.store
             .put_manifest(&target.repository, &target.tag_or_latest(), bytes)
             .await?;
@@ -634,7 +687,21 @@ impl ImageUseCases for ImageService {
         let _gc = self.gc.lock().await;
         // The check reads the store itself, not the daemon's index of it.
         self.store.reload().await;
-        super::store_check::check_store(self.store.as_ref()).await
+        let mut check = super::store_check::check_store(self.store.as_ref()).await?;
+        // A dead host's record pins nothing (it expired) but is reported
+        // until a collection on any host removes it.
+        for expired in self.shared.expired().await? {
+            check.problems.push(vmr_ports::driving::StoreProblem {
+                kind: vmr_ports::driving::StoreProblemKind::LeftoverTemporary,
+                message: format!(
+                    "lease {} expired {} s ago (its host died or lost the store); \
+                     the next collection removes it",
+                    expired.key, expired.age_secs
+                ),
+                subject: format!("lease:{}", expired.key),
+            });
+        }
+        Ok(check)
     }
 }
 

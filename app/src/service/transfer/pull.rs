@@ -24,7 +24,7 @@ use vmr_ports::{
 
 use super::chunks::{ChunkIndex, ChunkSettings, Place};
 use super::{KnownBlobs, Progress, TransferService, registry_target};
-use crate::service::images::ImageService;
+use crate::service::images::{ImageService, Lease};
 
 /// Progress is reported about this often (in bytes) while a blob streams.
 const PROGRESS_STEP: u64 = 8 * 1024 * 1024;
@@ -178,9 +178,7 @@ impl PullJob {
                     .await;
                 self.images.extend_lease(&mut lease, manifest).await;
             }
-            let done = self.run_chunked(progress).await;
-            drop(lease);
-            return done;
+            return self.run_chunked(progress, lease).await;
         }
         for descriptor in blobs {
             if self.store.blob_exists(&descriptor.digest).await? {
@@ -200,6 +198,7 @@ impl PullJob {
         let mut writer = self.store.begin_blob().await?;
         writer.write(self.manifest_bytes.clone()).await?;
         writer.commit(Some(&self.digest)).await?;
+        self.images.confirm(&self.manifest_bytes).await?;
         if let Some(tag) = &self.tag {
             self.store
                 .put_manifest(&self.repository, tag, self.manifest_bytes.clone())
@@ -215,7 +214,12 @@ impl PullJob {
 
     /// A chunked image: the config, then the disk rebuilt from its chunks,
     /// then the single-layer manifest they stand for (the local form).
-    async fn run_chunked(self, progress: Progress) -> Result<TransferDone, UseCaseError> {
+    /// `lease` keeps every blob until the tag is written.
+    async fn run_chunked(
+        self,
+        progress: Progress,
+        lease: Lease,
+    ) -> Result<TransferDone, UseCaseError> {
         let registry = self.client.describe();
         let bad = |e: vmr_domain::validation::ValidationError| {
             UseCaseError::precondition(format!("{} is not a vmr VM image: {e}", self.reference))
@@ -253,11 +257,13 @@ impl PullJob {
         let mut writer = self.store.begin_blob().await?;
         writer.write(plain_bytes.clone()).await?;
         writer.commit(Some(&digest)).await?;
+        self.images.confirm(&plain_bytes).await?;
         if let Some(tag) = &self.tag {
             self.store
                 .put_manifest(&self.repository, tag, plain_bytes)
                 .await?;
         }
+        drop(lease);
         info!(registry = %registry, remote = %self.digest, digest = %digest, bytes = transferred, "pulled in chunks");
         Ok(TransferDone {
             reference: self.reference,

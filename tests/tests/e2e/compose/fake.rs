@@ -381,7 +381,9 @@ fn ready_waits_for_cloud_init_on_the_console_and_holds_the_project() {
             err.contains("another `compose up` or `compose down`"),
             "{err}"
         );
-        std::thread::sleep(Duration::from_millis(700));
+        // The up waits on db's console (the daemon says so): app is not
+        // created meanwhile.
+        daemon.wait_for_log_line(&["waiting for cloud-init to finish", "vm=rdy-db"]);
         assert!(
             ps(&daemon, &project)
                 .iter()

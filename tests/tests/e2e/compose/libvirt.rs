@@ -96,10 +96,32 @@ fn ziti_example_on_real_libvirt() {
     );
     assert_eq!(services[1].2, ["192.168.70.11"]);
 
-    // Unchanged on real libvirt too.
+    // Unchanged on real libvirt too, by libvirt's own account: the same
+    // running domains (ids: not restarted), the same definitions (UUIDs and
+    // XML: not redefined or changed), the same networks.
+    let vms = ["ziti-ziti-server-a-1", "ziti-ziti-server-a-2"];
+    let nets = ["ziti-ziti-private-a", "ziti-ziti-public"];
+    let libvirt_view = || {
+        let mut view = Vec::new();
+        for vm in vms {
+            view.push(virsh(&uri, &["domid", vm]));
+            view.push(virsh(&uri, &["domuuid", vm]));
+            view.push(virsh(&uri, &["dumpxml", "--inactive", vm]));
+        }
+        for net in nets {
+            view.push(virsh(&uri, &["net-uuid", net]));
+            view.push(virsh(&uri, &["net-dumpxml", "--inactive", net]));
+        }
+        view
+    };
+    let before = libvirt_view();
     let events = up(&daemon, &project);
     assert_eq!(kinds(&events, "ziti-server-a-1"), ["unchanged"]);
     assert_eq!(kinds(&events, "ziti-server-a-2"), ["unchanged"]);
+    let after = libvirt_view();
+    for (was, is) in before.iter().zip(&after) {
+        assert_eq!(was, is, "a second up changed libvirt's state");
+    }
 
     assert_down_removes_everything(
         &daemon,

@@ -10,4 +10,5 @@
 
 mod fake;
 mod libvirt;
+mod s3;
 mod support;
