@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use tracing::info;
 use vmr_domain::network::{NetworkName, default_network_spec, free_default_subnet};
 use vmr_ports::Hypervisor;
-use vmr_ports::driving::{NetworkUseCases, UseCaseError};
+use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError};
 
 use super::NetworkService;
 
@@ -67,12 +67,22 @@ impl DefaultNetworks {
             ))
         })?;
         let spec = default_network_spec(name, subnet)?;
-        let record = self
-            .networks
-            .create(spec, project.map(str::to_owned))
-            .await?;
-        info!(network = %name, %subnet, "default network created");
-        Ok(record.spec.name)
+        match self.networks.create(spec, project.map(str::to_owned)).await {
+            Ok(record) => {
+                info!(network = %name, %subnet, "default network created");
+                Ok(record.spec.name)
+            }
+            // Another daemon on the same libvirt made it meanwhile.
+            Err(e) if e.kind == ErrorKind::AlreadyExists => self
+                .hypervisor
+                .list_networks()
+                .await?
+                .into_iter()
+                .find(|n| n.spec.name.as_str() == name && n.project.as_deref() == project)
+                .map(|n| n.spec.name)
+                .ok_or(e),
+            Err(e) => Err(e),
+        }
     }
 }
 

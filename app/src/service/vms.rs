@@ -269,6 +269,9 @@ impl VmUseCases for VmService {
         ways_in::add_ssh_keys(&mut request)?;
         ways_in::check_network_choice(&request)?;
         if request.networks.is_empty() && !request.no_network {
+            // Everything else is checked first: a bad request must not
+            // leave a new default network behind.
+            self.prepare(&request.clone().into()).await?;
             let network = self.inner.defaults.ensure(DEFAULT_NETWORK, None).await?;
             request.networks.push(NicRequest {
                 network,
