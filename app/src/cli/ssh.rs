@@ -40,7 +40,7 @@ pub struct SshArgs {
     pub command: Vec<String>,
 }
 
-/// The `--identity` of `run`, `create` and `compose up`.
+/// The `--identity` of `run` and `create`.
 #[derive(Debug, Default, Clone, Args)]
 pub struct IdentityArg {
     /// The ssh key `vmr ssh` logs in with (its public half at FILE.pub) [default: vmr's own]

@@ -3,7 +3,7 @@
 //! `~/.config/vmr`):
 //!
 //! - `ssh/id_ed25519` (0600) and `ssh/id_ed25519.pub`, made once with the
-//!   system `ssh-keygen` the first time `run`, `create`, `compose up` or
+//!   system `ssh-keygen` the first time `run`, `create` or
 //!   `ssh` needs them, unless the user names a key with `--identity`;
 //! - `known_hosts.d/<vm>`, one file per VM, filled by ssh's
 //!   `StrictHostKeyChecking=accept-new` and removed when the VM is removed
