@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
-use vmr_domain::network::MacAddr;
+use vmr_domain::network::{AddressSource, MacAddr};
 use vmr_domain::vm::VmState;
 use vmr_ports::{HypervisorError, VmDefinition, VmDetails, VmInterface, VmRecord};
 
@@ -198,8 +198,23 @@ pub(crate) fn inspect(conn: &Connect, name: &str) -> Result<VmDetails, Hyperviso
 fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
     let parsed = parsed(dom, name)?;
     let (state, _) = vm_state(dom);
-    let leases = if state.is_active() {
-        leased_addresses(dom)
+    let active = state.is_active();
+    let leases = if active {
+        addresses(dom, virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
+    } else {
+        HashMap::new()
+    };
+    // The agent only for what neither the spec nor a lease says (bridged and
+    // macvtap networks, whose DHCP server libvirt does not run), and only
+    // once per VM: it answers from inside the guest, so it is the slow one.
+    let needs_agent = active
+        && parsed
+            .spec
+            .networks
+            .iter()
+            .any(|nic| nic.static_ip.is_none() && !leases.contains_key(&nic.mac));
+    let agent = if needs_agent {
+        addresses(dom, virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
     } else {
         HashMap::new()
     };
@@ -207,13 +222,21 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
         .spec
         .networks
         .iter()
-        .map(|nic| VmInterface {
-            network: nic.network.clone(),
-            mac: nic.mac,
-            ip: nic
-                .static_ip
-                .map(|ip| ip.addr())
-                .or_else(|| leases.get(&nic.mac).copied()),
+        .map(|nic| {
+            let (ip, source) = match nic.static_ip {
+                Some(ip) => (Some(ip.addr()), Some(AddressSource::Static)),
+                None => match (leases.get(&nic.mac), agent.get(&nic.mac)) {
+                    (Some(ip), _) => (Some(*ip), Some(AddressSource::Dhcp)),
+                    (None, Some(ip)) => (Some(*ip), Some(AddressSource::Agent)),
+                    (None, None) => (None, None),
+                },
+            };
+            VmInterface {
+                network: nic.network.clone(),
+                mac: nic.mac,
+                ip,
+                source,
+            }
         })
         .collect();
     Ok(VmRecord {
@@ -227,12 +250,11 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
     })
 }
 
-/// IPv4 addresses from the DHCP leases of libvirt's own networks, by MAC.
-/// Missing leases (no DHCP yet, a driver without leases) are not errors.
-fn leased_addresses(dom: &Domain) -> HashMap<MacAddr, Ipv4Addr> {
-    let Ok(interfaces) =
-        dom.interface_addresses(virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)
-    else {
+/// IPv4 addresses by MAC from `source`: the DHCP leases of libvirt's own
+/// networks, or the guest agent. Missing answers (no DHCP yet, no agent
+/// running, a driver without leases) are not errors.
+fn addresses(dom: &Domain, source: u32) -> HashMap<MacAddr, Ipv4Addr> {
+    let Ok(interfaces) = dom.interface_addresses(source, 0) else {
         return HashMap::new();
     };
     interfaces

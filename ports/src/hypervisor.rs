@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use vmr_domain::image::DiskFormat;
-use vmr_domain::network::{MacAddr, NetworkName, NetworkSpec};
+use vmr_domain::network::{AddressSource, MacAddr, NetworkName, NetworkSpec};
 use vmr_domain::vm::{VmName, VmSpec, VmState};
 
 /// What can go wrong in a hypervisor, in the user's words. The gRPC edge maps
@@ -129,8 +129,11 @@ pub enum StopMode {
 pub struct VmInterface {
     pub network: NetworkName,
     pub mac: MacAddr,
-    /// The static address, or the one leased by DHCP while the VM runs.
+    /// The static address, or the one leased by DHCP (or reported by the
+    /// guest agent) while the VM runs.
     pub ip: Option<Ipv4Addr>,
+    /// Where `ip` came from; `None` exactly when `ip` is.
+    pub source: Option<AddressSource>,
 }
 
 /// A VM as recovered from the backend alone.

@@ -112,6 +112,8 @@ fn create_request(raw: pb::CreateVmRequest) -> Result<CreateVm, Status> {
         project: None,
         service: None,
         start: raw.start,
+        ssh_authorized_keys: raw.ssh_authorized_keys,
+        no_network: raw.no_network,
     })
 }
 
@@ -155,6 +157,7 @@ pub(super) fn vm_info(record: VmRecord) -> pb::VmInfo {
                 network: i.network.into_string(),
                 mac: i.mac.to_string(),
                 ip: i.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                ip_source: i.source.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             })
             .collect(),
         project: spec.labels.project.unwrap_or_default(),

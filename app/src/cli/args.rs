@@ -105,6 +105,8 @@ pub enum Command {
     /// Manage registry contexts
     #[command(subcommand)]
     Context(ContextCommand),
+    /// Open a shell in a VM, or run one command there, over ssh
+    Ssh(super::ssh::SshArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,7 +224,8 @@ pub struct CreateArgs {
     /// Grow the VM's disk to this size, e.g. 20G [default: the image's]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub disk_size: Option<u64>,
-    /// Attach to a network, with a static address when given (repeatable)
+    /// Attach to a network, with a static address when given (repeatable);
+    /// `none`: no network card [default: the NAT network vmr-default]
     #[arg(long = "network", value_name = "NET[:IP]", value_parser = parse_network)]
     pub networks: Vec<NetworkArg>,
     /// A cloud-init user-data file to give the VM
@@ -232,6 +235,8 @@ pub struct CreateArgs {
     /// no, on-failure, always, unless-stopped [default: no]
     #[arg(long = "restart", value_name = "POLICY", value_parser = parse_restart_policy)]
     pub restart: Option<RestartPolicy>,
+    #[command(flatten)]
+    pub identity: super::ssh::IdentityArg,
 }
 
 /// One `--network NET[:IP]` value.

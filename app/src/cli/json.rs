@@ -180,7 +180,7 @@ json_message! {
     pb::PruneImagesResponse { untagged, deleted, reclaimed_bytes }
     pb::BlobProgress { digest, media_type, done, total, skipped }
     pb::TransferDone { reference, digest, bytes_transferred }
-    pb::InterfaceInfo { network, mac, ip }
+    pb::InterfaceInfo { network, mac, ip, ip_source }
     pb::VmInfo {
         name, state => vm_state_json, image, image_digest, cpu, memory_bytes, disk_size_bytes,
         interfaces, project, service, restart_policy, bootloader,
@@ -260,6 +260,7 @@ mod tests {
                 network: "lan".to_owned(),
                 mac: "52:54:00:00:00:01".to_owned(),
                 ip: "10.0.0.5".to_owned(),
+                ip_source: "dhcp".to_owned(),
             }],
             project: "demo".to_owned(),
             service: "web".to_owned(),
@@ -276,7 +277,7 @@ mod tests {
                 "cpu": 2,
                 "memoryBytes": 4_294_967_296_u64,
                 "diskSizeBytes": 21_474_836_480_u64,
-                "interfaces": [{"network": "lan", "mac": "52:54:00:00:00:01", "ip": "10.0.0.5"}],
+                "interfaces": [{"network": "lan", "mac": "52:54:00:00:00:01", "ip": "10.0.0.5", "ipSource": "dhcp"}],
                 "project": "demo",
                 "service": "web",
                 "restartPolicy": "always",

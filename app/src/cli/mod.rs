@@ -17,6 +17,8 @@ pub mod json;
 mod networks;
 pub mod output;
 mod progress;
+pub mod ssh;
+mod ssh_keys;
 mod system;
 mod transfer;
 mod vms;
@@ -85,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Network(command) => networks::run(&session, command).await,
         Command::Compose(args) => compose::run(&session, args).await,
         Command::Context(command) => auth::context(&session, command).await,
+        Command::Ssh(args) => ssh::run(&session, args).await,
     }
 }
 

@@ -11,12 +11,25 @@ use super::connect::{Client, Reply, RpcError};
 use super::images::inspect_image;
 use super::json::{ToJson, print_json, vm_state_word};
 use super::output::{human_size, or_dash, print_table, table};
-use super::{Batch, Session};
+use super::{Batch, Session, ssh};
+
+/// The network name that stands for no network card (`--network none`).
+pub const NO_NETWORK: &str = "none";
 
 /// The CreateVM request for `run` (`start`) or `create`; `user_data` is the
-/// content of `--user-data`, already read.
-pub fn create_request(args: &CreateArgs, start: bool, user_data: Vec<u8>) -> pb::CreateVmRequest {
-    pb::CreateVmRequest {
+/// content of `--user-data`, already read, `ssh_key` the public key line
+/// `vmr ssh` will log in with.
+pub fn create_request(
+    args: &CreateArgs,
+    start: bool,
+    user_data: Vec<u8>,
+    ssh_key: Option<String>,
+) -> anyhow::Result<pb::CreateVmRequest> {
+    let no_network = args.networks.iter().any(|n| n.network == NO_NETWORK);
+    if no_network && (args.networks.len() > 1 || args.networks[0].static_ip.is_some()) {
+        anyhow::bail!("--network none (no network card) cannot be combined with other networks");
+    }
+    Ok(pb::CreateVmRequest {
         name: args.name.clone(),
         image: args.image.clone(),
         cpu: args.cpu.unwrap_or(0),
@@ -25,6 +38,7 @@ pub fn create_request(args: &CreateArgs, start: bool, user_data: Vec<u8>) -> pb:
         networks: args
             .networks
             .iter()
+            .filter(|network| network.network != NO_NETWORK)
             .map(|network| pb::NetworkAttachment {
                 network: network.network.clone(),
                 static_ip: network
@@ -41,7 +55,9 @@ pub fn create_request(args: &CreateArgs, start: bool, user_data: Vec<u8>) -> pb:
             .map(|policy| policy.as_str().to_owned())
             .unwrap_or_default(),
         start,
-    }
+        ssh_authorized_keys: ssh_key.into_iter().collect(),
+        no_network,
+    })
 }
 
 pub async fn create(session: &Session, args: CreateArgs, start: bool) -> anyhow::Result<()> {
@@ -51,8 +67,11 @@ pub async fn create(session: &Session, args: CreateArgs, start: bool) -> anyhow:
         })?,
         None => Vec::new(),
     };
-    let request = create_request(&args, start, user_data);
+    let ssh_key = ssh::public_key(&args.identity)?;
+    let request = create_request(&args, start, user_data, Some(ssh_key))?;
     let vm = session.client().await?.create_vm(request).await.reply()?;
+    // A VM made anew under an old name has a new host key.
+    ssh::forget_hosts([vm.name.as_str()]);
     if session.output.is_json() {
         print_json(&vm.to_json());
     } else {
@@ -144,6 +163,7 @@ pub async fn remove(session: &Session, args: RmArgs) -> anyhow::Result<()> {
         };
         match client.remove_vm(request).await.reply() {
             Ok(_) => {
+                ssh::forget_hosts([name.as_str()]);
                 if !session.output.is_json() {
                     println!("{name}");
                 }
@@ -188,13 +208,17 @@ pub fn vms_table(vms: &[pb::VmInfo]) -> comfy_table::Table {
     rows
 }
 
-/// The VM's addresses, comma separated; `-` when it has none yet.
+/// The VM's addresses with where each came from (`10.89.0.7 (dhcp)`),
+/// comma separated; `-` when it has none yet.
 pub fn ips(vm: &pb::VmInfo) -> String {
-    let ips: Vec<&str> = vm
+    let ips: Vec<String> = vm
         .interfaces
         .iter()
-        .map(|interface| interface.ip.as_str())
-        .filter(|ip| !ip.is_empty())
+        .filter(|interface| !interface.ip.is_empty())
+        .map(|interface| match interface.ip_source.as_str() {
+            "" => interface.ip.clone(),
+            source => format!("{} ({source})", interface.ip),
+        })
         .collect();
     if ips.is_empty() {
         "-".to_owned()
@@ -274,8 +298,13 @@ mod tests {
             ],
             user_data: None,
             restart: Some(RestartPolicy::OnFailure),
+            identity: Default::default(),
         };
-        let request = create_request(&args, true, b"#cloud-config\n".to_vec());
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIkey vmr".to_owned();
+        let request =
+            create_request(&args, true, b"#cloud-config\n".to_vec(), Some(key.clone())).unwrap();
+        assert_eq!(request.ssh_authorized_keys, [key]);
+        assert!(!request.no_network);
         assert_eq!(request.name, "web");
         assert_eq!(request.image, "nixos/base:1");
         assert_eq!(request.cpu, 2);
@@ -288,7 +317,41 @@ mod tests {
         assert_eq!(request.user_data, b"#cloud-config\n");
         assert_eq!(request.restart_policy, "on-failure");
         assert!(request.start);
-        assert!(!create_request(&args, false, Vec::new()).start);
+        assert!(
+            !create_request(&args, false, Vec::new(), None)
+                .unwrap()
+                .start
+        );
+    }
+
+    #[test]
+    fn network_none_asks_for_no_card() {
+        let mut args = CreateArgs {
+            image: "i".to_owned(),
+            name: "web".to_owned(),
+            cpu: None,
+            memory: None,
+            disk_size: None,
+            networks: vec![NetworkArg {
+                network: "none".to_owned(),
+                static_ip: None,
+            }],
+            user_data: None,
+            restart: None,
+            identity: Default::default(),
+        };
+        let request = create_request(&args, true, Vec::new(), None).unwrap();
+        assert!(request.no_network);
+        assert!(request.networks.is_empty());
+        args.networks.push(NetworkArg {
+            network: "lan".to_owned(),
+            static_ip: None,
+        });
+        let e = create_request(&args, true, Vec::new(), None).unwrap_err();
+        assert!(e.to_string().contains("cannot be combined"), "{e}");
+        args.networks.clear();
+        let request = create_request(&args, true, Vec::new(), None).unwrap();
+        assert!(!request.no_network && request.networks.is_empty());
     }
 
     #[test]
@@ -304,11 +367,13 @@ mod tests {
                     network: "lan".to_owned(),
                     mac: String::new(),
                     ip: "10.0.0.5".to_owned(),
+                    ip_source: "static".to_owned(),
                 },
                 pb::InterfaceInfo {
                     network: "wan".to_owned(),
                     mac: String::new(),
                     ip: "192.168.1.7".to_owned(),
+                    ip_source: "dhcp".to_owned(),
                 },
             ],
             project: "demo".to_owned(),
@@ -322,7 +387,7 @@ mod tests {
             lines,
             [
                 "NAME STATE IMAGE CPU MEMORY IPS PROJECT",
-                "demo-web running nixos/base:1 2 4.0 GiB 10.0.0.5, 192.168.1.7 demo",
+                "demo-web running nixos/base:1 2 4.0 GiB 10.0.0.5 (static), 192.168.1.7 (dhcp) demo",
             ]
         );
     }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod compose;
 pub mod contexts;
+pub mod default_network;
 pub mod health;
 pub mod image_index;
 pub mod images;
@@ -17,6 +18,7 @@ pub mod vms;
 pub use auth::AuthService;
 pub use compose::{ComposeService, ComposeSettings};
 pub use contexts::ContextService;
+pub use default_network::DefaultNetworks;
 pub use health::HealthService;
 pub use image_index::IndexedStore;
 pub use images::{ImageService, ImagesInUse, NoVms};

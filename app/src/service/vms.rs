@@ -6,6 +6,7 @@
 //! It also tells image garbage collection which images VMs use.
 
 mod runtime;
+pub mod ways_in;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,12 +15,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tracing::{info, instrument};
 use vmr_domain::image::Digest;
+use vmr_domain::network::DEFAULT_NETWORK;
 use vmr_domain::vm::VmName;
-use vmr_ports::driving::{CreateVm, ErrorKind, StopVm, UseCaseError, VmFilter, VmUseCases};
+use vmr_ports::driving::{
+    CreateVm, ErrorKind, NicRequest, StopVm, UseCaseError, VmFilter, VmUseCases,
+};
 use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
 
 pub use runtime::RuntimeDirs;
 
+use super::DefaultNetworks;
 use super::images::{ImageService, ImagesInUse};
 use super::provision::{Phases, PreparedVm, Provision, Provisioner, VmBlueprint};
 
@@ -97,6 +102,7 @@ struct Inner {
     provisioner: Provisioner,
     /// VMs being created or removed: one such change per name at a time.
     busy: Mutex<BTreeSet<VmName>>,
+    defaults: Arc<DefaultNetworks>,
 }
 
 /// Marks a name busy until dropped.
@@ -127,6 +133,7 @@ impl VmService {
         Self {
             inner: Arc::new(Inner {
                 provisioner: Provisioner::new(hypervisor.clone(), images, runtime.clone(), usage),
+                defaults: Arc::new(DefaultNetworks::new(Arc::clone(&hypervisor))),
                 hypervisor,
                 runtime,
                 busy: Mutex::new(BTreeSet::new()),
@@ -136,6 +143,12 @@ impl VmService {
 
     pub fn runtime(&self) -> &RuntimeDirs {
         &self.inner.runtime
+    }
+
+    /// The default networks, shared with compose so that every first use
+    /// is serialised through one lock.
+    pub fn default_networks(&self) -> &Arc<DefaultNetworks> {
+        &self.inner.defaults
     }
 
     fn claim(&self, name: &VmName, kind: ErrorKind) -> Result<Busy, UseCaseError> {
@@ -233,7 +246,21 @@ pub fn stop_mode(how: StopVm) -> StopMode {
 
 #[async_trait]
 impl VmUseCases for VmService {
-    async fn create(&self, request: CreateVm) -> Result<VmRecord, UseCaseError> {
+    async fn create(&self, mut request: CreateVm) -> Result<VmRecord, UseCaseError> {
+        ways_in::add_ssh_keys(&mut request)?;
+        ways_in::check_network_choice(&request)?;
+        if request.networks.is_empty() && !request.no_network {
+            // Everything else is checked first: a bad request must not
+            // leave a new default network behind.
+            self.prepare(&request.clone().into()).await?;
+            let network = self.inner.defaults.ensure(DEFAULT_NETWORK, None).await?;
+            request.networks.push(NicRequest {
+                network,
+                static_ip: None,
+                gateway: None,
+                mac: None,
+            });
+        }
         self.create_from(request.into()).await
     }
 

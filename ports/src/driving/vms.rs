@@ -56,6 +56,12 @@ pub struct CreateVm {
     pub service: Option<String>,
     /// Start the VM once created (`vmr run`).
     pub start: bool,
+    /// OpenSSH public key lines for the image's default user, merged into
+    /// `user_data` (see `vmr_domain::cloudinit::merge_ssh_keys`).
+    pub ssh_authorized_keys: Vec<String>,
+    /// With `networks` empty: no network card at all, rather than the
+    /// network `vmr-default`.
+    pub no_network: bool,
 }
 
 /// How to stop a VM.

@@ -22,6 +22,7 @@ mod import_fd;
 mod races;
 mod registry;
 mod restarts;
+mod ssh;
 mod system;
 mod tls;
 mod torture;

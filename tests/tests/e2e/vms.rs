@@ -94,7 +94,16 @@ fn check_seed(iso: &Path, vm: &str, user_data: &str, static_ip: &str, mac: &str)
     let meta = iso_file(iso, "meta-data");
     assert!(meta.contains(&format!("local-hostname: {vm}")), "{meta}");
     assert!(meta.contains(&format!("instance-id: vmr-{vm}-")), "{meta}");
-    assert_eq!(iso_file(iso, "user-data"), user_data);
+    // The user's document, with vmr's ssh key added (`vmr ssh`).
+    let seed = iso_file(iso, "user-data");
+    assert!(seed.starts_with("#cloud-config\n"), "{seed}");
+    for line in user_data.lines().filter(|l| !l.starts_with('#')) {
+        assert!(seed.lines().any(|s| s == line), "{line} kept in {seed}");
+    }
+    assert!(
+        seed.contains("ssh_authorized_keys:\n- ssh-ed25519 "),
+        "{seed}"
+    );
     let net = iso_file(iso, "network-config");
     assert!(net.contains("version: 2"), "{net}");
     assert!(net.contains(&format!("macaddress: {mac}")), "{net}");

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use vmr_domain::network::{MacAddr, NetworkMode, NetworkName, bridge_device_name, overlaps};
+use vmr_domain::network::{
+    AddressSource, MacAddr, NetworkMode, NetworkName, bridge_device_name, overlaps,
+};
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{
     HypervisorError, NetworkDefinition, NetworkRecord, VmDefinition, VmInterface, VmRecord,
@@ -233,13 +235,18 @@ impl FakeVm {
             .spec
             .networks
             .iter()
-            .map(|nic| VmInterface {
-                network: nic.network.clone(),
-                mac: nic.mac,
-                ip: nic
-                    .static_ip
-                    .map(|ip| ip.addr())
-                    .or_else(|| self.leases.get(&nic.mac).copied()),
+            .map(|nic| {
+                let (ip, source) = match (nic.static_ip, self.leases.get(&nic.mac)) {
+                    (Some(ip), _) => (Some(ip.addr()), Some(AddressSource::Static)),
+                    (None, Some(ip)) => (Some(*ip), Some(AddressSource::Dhcp)),
+                    (None, None) => (None, None),
+                };
+                VmInterface {
+                    network: nic.network.clone(),
+                    mac: nic.mac,
+                    ip,
+                    source,
+                }
             })
             .collect();
         VmRecord {

@@ -139,6 +139,8 @@ fn request(name: &str, image: &str) -> CreateVm {
         project: None,
         service: None,
         start: true,
+        ssh_authorized_keys: Vec::new(),
+        no_network: false,
     }
 }
 
@@ -675,3 +677,6 @@ async fn creates_and_starts_log_their_phases() {
         ]
     );
 }
+
+#[path = "ways_in_tests.rs"]
+mod ways_in;

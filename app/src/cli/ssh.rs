@@ -1,0 +1,252 @@
+//! `vmr ssh NAME [-- CMD...]`: the system OpenSSH client, exec'd (so its
+//! exit code, a command's included, is vmr's) with vmr's key, the VM's
+//! own known_hosts file and the address the daemon reports. The user is
+//! `--user`, else the image's label `vmr.ssh.user`, else the VM's name is
+//! not enough to guess one and vmr says how to name it.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use vmr_domain::image::ImageConfig;
+use vmr_proto::v1 as pb;
+
+use super::Session;
+use super::connect::{Client, Reply, RpcError};
+use super::ssh_keys::{SshHome, SshIdentity};
+
+/// The image label that names the user `vmr ssh` logs in as.
+pub const SSH_USER_LABEL: &str = "vmr.ssh.user";
+
+/// How long `vmr ssh` waits for a starting VM's address by default.
+const DEFAULT_ADDRESS_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The VM
+    pub name: String,
+    /// Log in as this user [default: the image's label vmr.ssh.user]
+    #[arg(short = 'l', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// The private key to use (its public half at FILE.pub) [default: vmr's own]
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Seconds to wait for the VM's address [default: 120]
+    #[arg(long = "wait", value_name = "SECS")]
+    pub wait: Option<u64>,
+    /// A command to run instead of an interactive shell
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// The `--identity` of `run` and `create`.
+#[derive(Debug, Default, Clone, Args)]
+pub struct IdentityArg {
+    /// The ssh key `vmr ssh` logs in with (its public half at FILE.pub) [default: vmr's own]
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+}
+
+/// The public key line a create request carries.
+pub fn public_key(identity: &IdentityArg) -> anyhow::Result<String> {
+    Ok(SshHome::of_user()?
+        .identity(identity.identity.as_deref())?
+        .public)
+}
+
+/// Forgets the host keys of VMs that are gone or made anew.
+pub fn forget_hosts<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let Ok(home) = SshHome::of_user() else {
+        return;
+    };
+    for name in names {
+        if let Err(e) = home.forget_host(name) {
+            eprintln!("vmr: {e:#}");
+        }
+    }
+}
+
+fn precondition(message: String) -> RpcError {
+    RpcError(tonic::Status::failed_precondition(message))
+}
+
+/// The first address of a running VM, waiting up to `wait` for one.
+async fn address(client: &mut Client, name: &str, wait: Duration) -> anyhow::Result<pb::VmInfo> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let vm = client
+            .inspect_vm(pb::InspectVmRequest {
+                name: name.to_owned(),
+            })
+            .await
+            .reply()?
+            .vm
+            .unwrap_or_default();
+        if vm.state != pb::VmState::Running as i32 {
+            return Err(precondition(format!(
+                "VM {name} is not running; start it with `vmr start {name}`"
+            ))
+            .into());
+        }
+        if vm.interfaces.is_empty() {
+            return Err(precondition(format!(
+                "VM {name} has no network card (it was created with --network none), so ssh cannot reach it; use `vmr exec {name} -- CMD` or `vmr console {name}`"
+            ))
+            .into());
+        }
+        if vm.interfaces.iter().any(|i| !i.ip.is_empty()) {
+            return Ok(vm);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RpcError(tonic::Status::deadline_exceeded(format!(
+                "VM {name} has no IPv4 address after {}s (no DHCP lease, no static address, no guest agent answer); see `vmr logs {name}`",
+                wait.as_secs()
+            )))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The user the image names, if it does.
+async fn image_user(client: &mut Client, vm: &pb::VmInfo) -> anyhow::Result<Option<String>> {
+    let reference = if vm.image_digest.is_empty() {
+        vm.image.clone()
+    } else {
+        vm.image_digest.clone()
+    };
+    let Ok(image) = client
+        .inspect_image(pb::InspectImageRequest {
+            reference: reference.clone(),
+        })
+        .await
+        .reply()
+    else {
+        return Ok(None);
+    };
+    let config = ImageConfig::from_json(&image.config)
+        .map_err(|e| anyhow::anyhow!("the config of image {reference} is unreadable: {e}"))?;
+    Ok(config.metadata.labels.get(SSH_USER_LABEL).cloned())
+}
+
+/// The ssh command line: batch-safe options first, then the target.
+pub fn ssh_command(
+    identity: &SshIdentity,
+    known_hosts: &std::path::Path,
+    vm: &str,
+    user: &str,
+    ip: &str,
+    command: &[String],
+    interactive: bool,
+) -> std::process::Command {
+    let mut ssh = std::process::Command::new("ssh");
+    ssh.arg("-i")
+        .arg(&identity.private)
+        .args(["-o", "IdentitiesOnly=yes"])
+        .args(["-o", "StrictHostKeyChecking=accept-new"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+        // Keyed by the VM, not its address: a lease that moves keeps the key.
+        .arg("-o")
+        .arg(format!("HostKeyAlias={vm}"))
+        .args(["-o", "LogLevel=ERROR"]);
+    if interactive {
+        ssh.arg("-t");
+    }
+    ssh.arg("-l").arg(user).arg(ip);
+    if !command.is_empty() {
+        ssh.arg("--").args(command);
+    }
+    ssh
+}
+
+pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> {
+    let home = SshHome::of_user()?;
+    let identity = home.identity(args.identity.as_deref())?;
+    let mut client = session.client().await?;
+    let wait = args.wait.map_or(DEFAULT_ADDRESS_WAIT, Duration::from_secs);
+    let vm = address(&mut client, &args.name, wait).await?;
+    let user = match args.user.clone() {
+        Some(user) => user,
+        None => image_user(&mut client, &vm).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "image {} names no ssh user (label {SSH_USER_LABEL}); give one with `vmr ssh --user USER {}`",
+                vm.image,
+                args.name
+            )
+        })?,
+    };
+    let ip = vm
+        .interfaces
+        .iter()
+        .map(|i| i.ip.as_str())
+        .find(|ip| !ip.is_empty())
+        .unwrap_or_default()
+        .to_owned();
+    home.prepare_known_hosts()?;
+    let interactive = args.command.is_empty();
+    let known_hosts = home.known_hosts(&args.name);
+    let error = ssh_command(
+        &identity,
+        &known_hosts,
+        &args.name,
+        &user,
+        &ip,
+        &args.command,
+        interactive,
+    )
+    .exec();
+    Err(anyhow::anyhow!(
+        "cannot run ssh (install OpenSSH's client, e.g. openssh-client): {error}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_pins_the_key_and_the_known_hosts() {
+        let identity = SshIdentity {
+            private: "/home/u/.config/vmr/ssh/id_ed25519".into(),
+            public: String::new(),
+        };
+        let words = |c: &std::process::Command| -> Vec<String> {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let kh = std::path::Path::new("/k/g1");
+        let cmd = ssh_command(
+            &identity,
+            kh,
+            "g1",
+            "debian",
+            "10.89.0.5",
+            &["hostname".into()],
+            false,
+        );
+        let args = words(&cmd);
+        assert_eq!(cmd.get_program(), "ssh");
+        assert!(args.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
+        assert!(args.contains(&"UserKnownHostsFile=/k/g1".to_owned()));
+        assert!(args.contains(&"HostKeyAlias=g1".to_owned()));
+        assert!(!args.contains(&"-t".to_owned()));
+        assert_eq!(
+            args[args.len() - 5..],
+            ["-l", "debian", "10.89.0.5", "--", "hostname"]
+        );
+        let shell = words(&ssh_command(
+            &identity,
+            kh,
+            "g1",
+            "debian",
+            "10.89.0.5",
+            &[],
+            true,
+        ));
+        assert!(shell.contains(&"-t".to_owned()));
+        assert_eq!(shell.last().unwrap(), "10.89.0.5");
+    }
+}
