@@ -15,6 +15,7 @@
 
 mod conn;
 mod events;
+mod guest;
 mod networks;
 mod vms;
 
@@ -30,6 +31,7 @@ use tokio::time::{Instant, sleep};
 use vmr_domain::image::DiskFormat;
 use vmr_domain::network::NetworkName;
 use vmr_domain::vm::VmName;
+use vmr_ports::{ConsoleStream, ExecRequest, ExecStream, GuestAgent, SerialConsole};
 use vmr_ports::{
     Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition, NetworkDetails,
     NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
@@ -386,4 +388,26 @@ impl Hypervisor for LibvirtHypervisor {
 /// libvirt's `major * 1_000_000 + minor * 1_000 + micro` as `major.minor.micro`.
 fn version(v: u32) -> String {
     format!("{}.{}.{}", v / 1_000_000, (v / 1_000) % 1_000, v % 1_000)
+}
+
+#[async_trait]
+impl GuestAgent for LibvirtHypervisor {
+    async fn exec(
+        &self,
+        name: &VmName,
+        request: ExecRequest,
+    ) -> Result<ExecStream, HypervisorError> {
+        guest::exec(&self.conn, name.as_str(), request).await
+    }
+}
+
+#[async_trait]
+impl SerialConsole for LibvirtHypervisor {
+    async fn open_console(
+        &self,
+        name: &VmName,
+        input: ConsoleStream,
+    ) -> Result<ConsoleStream, HypervisorError> {
+        guest::open_console(&self.conn, name.as_str(), input).await
+    }
 }

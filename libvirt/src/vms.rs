@@ -23,7 +23,7 @@ pub(crate) fn lookup(conn: &Connect, name: &str) -> Result<Domain, HypervisorErr
 }
 
 /// Fails with `NotFound` for a domain that exists but is not vmr's.
-fn parsed(dom: &Domain, name: &str) -> Result<ParsedDomain, HypervisorError> {
+pub(crate) fn parsed(dom: &Domain, name: &str) -> Result<ParsedDomain, HypervisorError> {
     let xml = dom
         .xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE)
         .map_err(|e| map_err(vm(name), &e))?;
