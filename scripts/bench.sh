@@ -30,6 +30,10 @@ if [ -z "$only" ] || [ "$only" = vm ]; then
     services_started=1
   fi
   eval "$(bash scripts/test-services.sh env)"
+  # The real Debian guest, as scripts/test.sh builds it (reused from the cache).
+  export VMR_GUEST_CACHE=${VMR_GUEST_CACHE:-$REPO/.cache/guest}
+  VMR_TEST_GUEST_IMAGE=$(bash scripts/guest-image.sh | tail -1)
+  export VMR_TEST_GUEST_IMAGE
 fi
 trap '[ "$services_started" = 0 ] || bash scripts/test-services.sh stop' EXIT
 

@@ -8,9 +8,11 @@ SUDO=""
 
 want_debs=(libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-config
            docker-registry skopeo apache2-utils genisoimage xorriso openssl iproute2
-           ovmf python3-venv curl ca-certificates make
+           ovmf python3-venv curl ca-certificates make mmdebstrap extlinux fdisk
            # the bootable guest of the compose readiness test (tests/tests/e2e/compose/libvirt.rs)
-           linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio)
+           linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio
+           # the real Debian test guest (scripts/guest-image.sh)
+           mmdebstrap extlinux e2fsprogs fdisk util-linux mount)
 missing=()
 for p in "${want_debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -47,7 +49,9 @@ SRC
     libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-config ovmf
   $SUDO apt-get install -y -qq --no-install-recommends \
     docker-registry skopeo apache2-utils genisoimage xorriso openssl iproute2 python3-venv curl ca-certificates \
-    make
+    make mmdebstrap extlinux fdisk
   $SUDO apt-get install -y -qq --no-install-recommends \
     linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio
+  $SUDO apt-get install -y -qq --no-install-recommends \
+    mmdebstrap extlinux e2fsprogs fdisk util-linux mount
 fi

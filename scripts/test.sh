@@ -49,6 +49,14 @@ trap stop_services EXIT
 bash scripts/test-services.sh start
 eval "$(bash scripts/test-services.sh env)"
 
+# The real Debian guest the real-libvirt tests boot: built once (a few minutes), then reused
+# from the cache, keyed by the script's content.
+step "test guest (scripts/guest-image.sh)"
+export VMR_GUEST_CACHE=${VMR_GUEST_CACHE:-$REPO/.cache/guest}
+VMR_TEST_GUEST_IMAGE=$(bash scripts/guest-image.sh | tail -1)
+export VMR_TEST_GUEST_IMAGE
+echo "guest: $VMR_TEST_GUEST_IMAGE"
+
 failed=()
 
 # The end-to-end tests run the daemon and CLI binaries, so they are built first, in the same

@@ -4,6 +4,7 @@
 pub mod authserver;
 pub mod daemon;
 pub mod fixtures;
+pub mod guest;
 pub mod hostile_registry;
 pub mod hypervisor_contract;
 pub mod libvirt;

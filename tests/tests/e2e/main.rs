@@ -15,6 +15,7 @@ mod compose;
 mod contexts;
 mod daemon;
 mod doors;
+mod guest;
 mod hostile;
 mod hostile_registry;
 mod images;

@@ -1,0 +1,108 @@
+//! The real test guest (`scripts/guest-image.sh`: Debian 12 with cloud-init,
+//! openssh-server and qemu-guest-agent): where it is, importing it into a
+//! test daemon, and waiting for its cloud-init to finish on the console.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::Daemon;
+
+/// How long a TCG boot of the guest may take to reach cloud-init's finished
+/// line. About 1–2 minutes on a loaded 2-core machine; the margin is for
+/// CI machines shared with other builds.
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// The guest's qcow2, from `VMR_TEST_GUEST_IMAGE` (set by `scripts/test.sh`).
+/// Panics when it is not set or the file is missing: a real-guest test that
+/// skips proves nothing.
+pub fn image() -> PathBuf {
+    let path = std::env::var_os("VMR_TEST_GUEST_IMAGE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "VMR_TEST_GUEST_IMAGE is not set: build the test guest and name it \
+                 (`export VMR_TEST_GUEST_IMAGE=$(scripts/guest-image.sh | tail -1)`; \
+                 `make test` does this)"
+            )
+        });
+    assert!(
+        path.is_file(),
+        "VMR_TEST_GUEST_IMAGE={} does not exist: run scripts/guest-image.sh",
+        path.display()
+    );
+    path
+}
+
+/// The VMFile `scripts/guest-image.sh` writes next to the image.
+pub fn vmfile() -> PathBuf {
+    let image = image();
+    let vmfile = image.with_extension("vmfile.yaml");
+    assert!(
+        vmfile.is_file(),
+        "{} is missing next to the test guest: run scripts/guest-image.sh",
+        vmfile.display()
+    );
+    vmfile
+}
+
+/// Imports the guest into `daemon` as `REPOSITORY:TAG` (from the image's
+/// VMFile, so its name is `tests/debian12`). Returns the reference.
+pub fn import(daemon: &Daemon, tag: &str) -> String {
+    let vmfile = vmfile();
+    daemon
+        .vmr(&["import", "-f", path_str(&vmfile), "-t", tag])
+        .ok();
+    format!("tests/debian12:{tag}")
+}
+
+/// A VM's serial console log in a daemon's store.
+pub fn console_log(daemon: &Daemon, vm: &str) -> PathBuf {
+    daemon.store.join("runtime").join(vm).join("console.log")
+}
+
+/// Waits until the console log holds cloud-init's `Cloud-init v. ... finished
+/// at` line, and returns the whole log then. Panics with the log's end after
+/// [`BOOT_DEADLINE`].
+pub fn wait_cloud_init_finished(console: &Path) -> String {
+    let begun = Instant::now();
+    loop {
+        let log = std::fs::read(console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        if finished_line(&log).is_some() {
+            eprintln!(
+                "{}: cloud-init finished {:.0?} after the wait began",
+                console.display(),
+                begun.elapsed()
+            );
+            return log;
+        }
+        if begun.elapsed() >= BOOT_DEADLINE {
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "cloud-init did not finish within {BOOT_DEADLINE:?} ({}); the console's end:\n{tail}",
+                console.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Cloud-init's finished line in a console log, if there is one.
+pub fn finished_line(log: &str) -> Option<&str> {
+    log.lines()
+        .find(|l| l.contains("Cloud-init v. ") && l.contains(" finished at "))
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
