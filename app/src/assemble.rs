@@ -16,6 +16,7 @@ use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, Reg
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::TransferService;
+use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
@@ -31,6 +32,8 @@ pub struct Assembled {
     pub hypervisor_description: String,
     /// Enforces restart policies while it lives.
     pub restart_policies: RestartTask,
+    /// Publishes the hypervisor's VM lifecycle events while it lives.
+    pub vm_events: LifecycleRelay,
 }
 
 /// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
@@ -188,14 +191,19 @@ pub async fn assemble(
         .with_context(|| format!("creating {}", runtime_root.display()))?;
     let runtime = RuntimeDirs::new(runtime_root);
     let usage = Arc::new(VmImages::new(hypervisor.clone()));
-    let images = Arc::new(ImageService::new(store.clone(), usage.clone()));
+    // The one event source: the use cases publish to it, WatchEvents reads it.
+    let bus = EventBus::new();
+    let events: Publisher = bus.clone();
+    let vm_events = LifecycleRelay::spawn(hypervisor.as_ref(), events.clone());
+    let images =
+        Arc::new(ImageService::new(store.clone(), usage.clone()).with_events(events.clone()));
     let vms = Arc::new(VmService::new(
         hypervisor.clone(),
         images.clone(),
         runtime.clone(),
         usage,
     ));
-    let networks = Arc::new(NetworkService::new(hypervisor.clone()));
+    let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
     let compose = Arc::new(ComposeService::new(
         Arc::new(ServiceRuntime::new(
             hypervisor.clone(),
@@ -205,7 +213,9 @@ pub async fn assemble(
         )),
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
-    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
+        .with_events(events.clone())
+        .spawn();
     let registries: Arc<dyn RegistryConnector> = Arc::new(
         OciRegistryConnector::new(RegistryOptions::default()).context("registry HTTP client")?,
     );
@@ -271,9 +281,11 @@ pub async fn assemble(
             compose,
             transfers,
             auth,
+            events: bus,
         },
         store_description: store.describe(),
         hypervisor_description,
         restart_policies,
+        vm_events,
     })
 }

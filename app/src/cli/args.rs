@@ -105,6 +105,8 @@ pub enum Command {
     /// Manage registry contexts
     #[command(subcommand)]
     Context(ContextCommand),
+    /// Follow the daemon's events (VMs, images, networks, compose projects)
+    Events(super::events::EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]

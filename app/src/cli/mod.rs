@@ -10,6 +10,7 @@ mod auth;
 mod compose;
 pub mod connect;
 mod credentials;
+mod events;
 mod fdpass;
 mod images;
 mod import;
@@ -85,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Network(command) => networks::run(&session, command).await,
         Command::Compose(args) => compose::run(&session, args).await,
         Command::Context(command) => auth::context(&session, command).await,
+        Command::Events(args) => events::run(&session, args).await,
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod compose;
 pub mod contexts;
+pub mod events;
 pub mod health;
 pub mod image_index;
 pub mod images;
@@ -16,6 +17,7 @@ pub mod vms;
 pub use auth::AuthService;
 pub use compose::{ComposeService, ComposeSettings, ServiceRuntime};
 pub use contexts::ContextService;
+
 pub use health::HealthService;
 pub use image_index::IndexedStore;
 pub use images::{ImageService, ImagesInUse, NoVms};

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod compose;
 pub mod contexts;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod images;
 pub mod networks;
