@@ -17,6 +17,7 @@ use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, Reg
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::TransferService;
+use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
 use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
@@ -37,6 +38,8 @@ pub struct Assembled {
     pub heartbeat: Heartbeat,
     /// The image use cases, for withdrawing the leases at a clean stop.
     pub images: Arc<ImageService>,
+    /// Publishes the hypervisor's VM lifecycle events while it lives.
+    pub vm_events: LifecycleRelay,
 }
 
 /// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
@@ -216,9 +219,14 @@ pub async fn assemble(
         .with_context(|| format!("creating {}", runtime_root.display()))?;
     let runtime = RuntimeDirs::new(runtime_root);
     let usage = Arc::new(VmImages::new(hypervisor.clone()));
+    // The one event source: the use cases publish to it, WatchEvents reads it.
+    let bus = EventBus::new();
+    let events: Publisher = bus.clone();
+    let vm_events = LifecycleRelay::spawn(hypervisor.as_ref(), events.clone());
     let images = Arc::new(
         ImageService::new(store.clone(), usage.clone())
-            .with_shared_leases(shared, lease_settings.renew_every()),
+            .with_shared_leases(shared, lease_settings.renew_every())
+            .with_events(events.clone()),
     );
     let heartbeat = images.spawn_heartbeat(lease_settings.renew_every());
     let vms = Arc::new(VmService::new(
@@ -227,13 +235,15 @@ pub async fn assemble(
         runtime.clone(),
         usage,
     ));
-    let networks = Arc::new(NetworkService::new(hypervisor.clone()));
+    let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
     let compose = Arc::new(ComposeService::new(
         vms.clone(),
         networks.clone(),
         ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
     ));
-    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime).spawn();
+    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
+        .with_events(events.clone())
+        .spawn();
     let roots = match &config.registry_ca_file {
         Some(path) => TrustedRoots::from_pem_file(path).context("--registry-ca-file")?,
         None => TrustedRoots::default(),
@@ -310,11 +320,13 @@ pub async fn assemble(
             compose,
             transfers,
             auth,
+            events: bus,
         },
         store_description: store.describe(),
         hypervisor_description,
         restart_policies,
         heartbeat,
         images,
+        vm_events,
     })
 }

@@ -7,6 +7,7 @@ mod authority;
 mod compose;
 mod contexts;
 mod convert;
+mod events;
 mod fdpass;
 mod logging;
 mod networks;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use futures::{Stream, StreamExt};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
+use vmr_ports::driving::events::EventUseCases;
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
 use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
 use vmr_ports::driving::{
@@ -19,7 +20,7 @@ use vmr_proto::v1::vm_service_server::VmService;
 
 use super::fdpass::{PassedDisk, PassedDisks};
 use super::status::to_status;
-use super::{auth, compose, contexts, convert, networks, transfer, vms};
+use super::{auth, compose, contexts, convert, events, networks, transfer, vms};
 
 /// A disk chunk may be at most this large ("a few MiB"; the CLI sends 1 MiB).
 pub const MAX_CHUNK: usize = 16 * 1024 * 1024;
@@ -37,6 +38,7 @@ pub struct Core {
     pub compose: Arc<dyn ComposeUseCases>,
     pub transfers: Arc<dyn TransferUseCases>,
     pub auth: Arc<dyn AuthUseCases>,
+    pub events: Arc<dyn EventUseCases>,
 }
 
 /// The tonic service over a `Core`.
@@ -480,5 +482,14 @@ impl VmService for VmServiceImpl {
         request: Request<pb::ComposeConfigRequest>,
     ) -> Result<Response<pb::ComposeConfigResponse>, Status> {
         compose::compose_config(&self.core, request).await
+    }
+
+    type WatchEventsStream = ServerStream<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        events::watch_events(&self.core, request)
     }
 }

@@ -107,6 +107,8 @@ pub enum Command {
     Context(ContextCommand),
     /// Open a shell in a VM, or run one command there, over ssh
     Ssh(super::ssh::SshArgs),
+    /// Follow the daemon's events (VMs, images, networks, compose projects)
+    Events(super::events::EventsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ mod auth;
 mod compose;
 pub mod connect;
 mod credentials;
+mod events;
 mod fdpass;
 mod images;
 mod import;
@@ -88,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compose(args) => compose::run(&session, args).await,
         Command::Context(command) => auth::context(&session, command).await,
         Command::Ssh(args) => ssh::run(&session, args).await,
+        Command::Events(args) => events::run(&session, args).await,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod compose;
 pub mod contexts;
 pub mod default_network;
 pub mod guest;
+pub mod events;
 pub mod health;
 pub mod image_index;
 pub mod images;

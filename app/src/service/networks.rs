@@ -4,7 +4,9 @@
 //! alone live here: overlapping subnets named with the other network, and
 //! no network taken away from VMs that use it.
 
+use crate::service::events::{Publisher, no_events};
 use std::sync::Arc;
+use vmr_ports::driving::events::{EventType, NewEvent};
 
 use async_trait::async_trait;
 use tracing::{info, instrument};
@@ -15,11 +17,30 @@ use vmr_ports::{Hypervisor, NetworkDefinition, NetworkDetails, NetworkRecord, Vm
 /// The network use cases.
 pub struct NetworkService {
     hypervisor: Arc<dyn Hypervisor>,
+    events: Publisher,
 }
 
 impl NetworkService {
     pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Self {
-        Self { hypervisor }
+        Self {
+            hypervisor,
+            events: no_events(),
+        }
+    }
+
+    /// Publishes what happens to networks to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
+    }
+
+    fn publish(&self, action: &'static str, name: &NetworkName, project: Option<&str>) {
+        let mut event = NewEvent::new(EventType::Network, action, name.as_str());
+        if let Some(project) = project {
+            event = event.with("project", project);
+        }
+        self.events.publish(event);
     }
 
     async fn record(&self, name: &NetworkName) -> Result<NetworkRecord, UseCaseError> {
@@ -66,6 +87,7 @@ impl NetworkUseCases for NetworkService {
             ));
         }
         let name = spec.name.clone();
+        let owner = project.clone();
         self.hypervisor
             .define_network(&NetworkDefinition { spec, project })
             .await?;
@@ -78,12 +100,14 @@ impl NetworkUseCases for NetworkService {
             return Err(error.into());
         }
         info!(network = %name, "network created");
+        self.publish("create", &name, owner.as_deref());
         self.record(&name).await
     }
 
     #[instrument(skip(self))]
     async fn start(&self, name: &NetworkName) -> Result<NetworkRecord, UseCaseError> {
         self.hypervisor.start_network(name).await?;
+        self.publish("start", name, None);
         self.record(name).await
     }
 
@@ -98,6 +122,7 @@ impl NetworkUseCases for NetworkService {
             )));
         }
         self.hypervisor.stop_network(name).await?;
+        self.publish("stop", name, None);
         self.record(name).await
     }
 
@@ -118,6 +143,7 @@ impl NetworkUseCases for NetworkService {
         }
         self.hypervisor.remove_network(name).await?;
         info!(network = %name, "network removed");
+        self.publish("remove", name, record.project.as_deref());
         Ok(())
     }
 

@@ -31,7 +31,9 @@ use tracing::{debug, info, warn};
 use vmr_domain::vm::{RestartPolicy, VmName, VmState};
 use vmr_ports::{Hypervisor, HypervisorError, LifecycleEvent, LifecycleKind, StopReason};
 
+use super::events::{Publisher, no_events};
 use super::vms::RuntimeDirs;
+use vmr_ports::driving::events::{EventType, NewEvent};
 
 /// How long to wait before each restart of a VM that keeps stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +110,8 @@ struct Track {
     started_at: Option<Instant>,
     /// A restart is scheduled.
     pending: bool,
+    /// Why, for the `restart` event.
+    cause: String,
 }
 
 /// Enforces restart policies.
@@ -115,6 +119,7 @@ pub struct RestartSupervisor {
     hypervisor: Arc<dyn Hypervisor>,
     runtime: RuntimeDirs,
     backoff: Backoff,
+    events: Publisher,
 }
 
 /// The running supervisor; stops it when dropped.
@@ -133,7 +138,15 @@ impl RestartSupervisor {
             hypervisor,
             runtime,
             backoff: Backoff::default(),
+            events: no_events(),
         }
+    }
+
+    /// Publishes each restart, with its cause, to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
     }
 
     #[must_use]
@@ -220,6 +233,10 @@ impl RestartSupervisor {
             }
             info!(vm = %name, state = %vm.state, %policy, ?kind, "starting VM per its restart policy");
             track.pending = true;
+            track.cause = match kind {
+                Reconcile::Startup => format!("found {} as the daemon started", vm.state),
+                Reconcile::Reconnect => format!("found {} as the hypervisor came back", vm.state),
+            };
             let _ = due.send(name);
         }
         true
@@ -294,6 +311,7 @@ impl RestartSupervisor {
         let delay = self.backoff.delay(track.restarts);
         track.restarts = track.restarts.saturating_add(1);
         track.pending = true;
+        track.cause = why.to_string();
         track.started_at = None;
         info!(vm = %name, why, %policy, delay_ms = delay.as_millis() as u64, "restarting VM");
         let due = due.clone();
@@ -311,6 +329,7 @@ impl RestartSupervisor {
     ) {
         let track = tracks.entry(name.clone()).or_default();
         track.pending = false;
+        let cause = std::mem::take(&mut track.cause);
         // Things may have changed while waiting: removed, started or
         // stopped through vmr.
         let record = match self.hypervisor.inspect_vm(&name).await {
@@ -332,6 +351,13 @@ impl RestartSupervisor {
         {
             return;
         }
+        // Told before the start, so watchers see the restart before the
+        // hypervisor's `start` it causes.
+        self.events.publish(
+            NewEvent::new(EventType::Vm, "restart", name.as_str())
+                .with("cause", cause)
+                .with("policy", policy.to_string()),
+        );
         match self.hypervisor.start_vm(&name).await {
             Ok(()) => {
                 info!(vm = %name, %policy, "VM restarted per its restart policy");

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod contexts;
 pub mod error;
 pub mod guest;
+pub mod events;
 pub mod health;
 pub mod images;
 pub mod networks;

@@ -20,11 +20,14 @@ use vmr_domain::image::{
 };
 use vmr_domain::vmfile::VmFile;
 use vmr_ports::blobstore::{BlobStore, BlobWriter, StoreError};
+use vmr_ports::driving::events::{EventType, NewEvent};
 use vmr_ports::driving::{
     DiskSource, ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest,
     PruneOutcome, RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
+
+use crate::service::events::{Publisher, no_events};
 
 pub use leases::{Lease, Leases};
 pub use shared::Heartbeat;
@@ -50,6 +53,8 @@ impl ImagesInUse for NoVms {
 /// The image use cases.
 pub struct ImageService {
     store: Arc<dyn BlobStore>,
+    /// Where imports, tags and removals are told.
+    events: Publisher,
     in_use: Arc<dyn ImagesInUse>,
     /// Blobs written or read by operations in flight; never collected.
     leases: Arc<Leases>,
@@ -101,9 +106,22 @@ struct Described {
 const CONFIG_CACHE_LIMIT: usize = 4096;
 
 impl ImageService {
+    /// Publishes imports, tags and removals to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Where pushes and pulls of this store's images are told.
+    pub fn events(&self) -> &Publisher {
+        &self.events
+    }
+
     pub fn new(store: Arc<dyn BlobStore>, in_use: Arc<dyn ImagesInUse>) -> Self {
         Self {
             store,
+            events: no_events(),
             in_use,
             leases: Arc::default(),
             gc: Mutex::new(()),
@@ -578,6 +596,12 @@ impl ImageUseCases for ImageService {
             references.push(format!("{repository}:{tag}"));
         }
         info!(image = %repository, digest = %manifest_digest, "imported");
+        for reference in &references {
+            self.events.publish(
+                NewEvent::new(EventType::Image, "import", reference)
+                    .with("digest", manifest_digest.to_string()),
+            );
+        }
         let (image, _) = self.describe(&repository, tags, &manifest_bytes).await?;
         Ok(ImportOutcome { image, references })
     }
@@ -666,6 +690,15 @@ impl ImageUseCases for ImageService {
         self.store
             .put_manifest(&target.repository, &target.tag_or_latest(), bytes)
             .await?;
+        self.events.publish(
+            NewEvent::new(
+                EventType::Image,
+                "tag",
+                format!("{}:{}", target.repository, target.tag_or_latest()),
+            )
+            .with("source", source.to_string())
+            .with("digest", digest.to_string()),
+        );
         Ok(digest)
     }
 
@@ -674,7 +707,12 @@ impl ImageUseCases for ImageService {
         reference: &Reference,
         force: bool,
     ) -> Result<RemoveOutcome, UseCaseError> {
-        self.remove_and_collect(reference, force).await
+        let outcome = self.remove_and_collect(reference, force).await?;
+        for untagged in &outcome.untagged {
+            self.events
+                .publish(NewEvent::new(EventType::Image, "remove", untagged));
+        }
+        Ok(outcome)
     }
 
     async fn prune(&self, all: bool) -> Result<PruneOutcome, UseCaseError> {

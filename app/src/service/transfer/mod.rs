@@ -16,9 +16,11 @@ mod target;
 #[cfg(test)]
 mod tests;
 
+use crate::service::events::Publisher;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use vmr_ports::driving::events::{EventType, NewEvent};
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -140,7 +142,12 @@ fn cancelled() -> UseCaseError {
 /// Runs `job` as a task that reports on a fresh channel; returns the
 /// client's end. The job is dropped (cancelled) when the client goes away:
 /// a pull keeps its partial blobs for the next attempt.
-fn spawn_transfer<F, J>(span: Span, job: J) -> TransferEventStream
+/// A transfer that succeeds is told to `events` as `action` (push, pull).
+fn spawn_transfer<F, J>(
+    span: Span,
+    events: (Publisher, &'static str),
+    job: J,
+) -> TransferEventStream
 where
     J: FnOnce(Progress) -> F,
     F: Future<Output = Result<TransferDone, UseCaseError>> + Send + 'static,
@@ -159,6 +166,12 @@ where
             let last = match outcome {
                 Ok(done) => {
                     info!(digest = %done.digest, bytes = done.bytes_transferred, "transfer done");
+                    let (publisher, action) = events;
+                    publisher.publish(
+                        NewEvent::new(EventType::Image, action, done.reference.clone())
+                            .with("digest", done.digest.to_string())
+                            .with("bytes", done.bytes_transferred.to_string()),
+                    );
                     Ok(TransferEvent::Done(done))
                 }
                 Err(e) => {
@@ -180,7 +193,10 @@ impl TransferUseCases for TransferService {
         let job = push::prepare(self, request)
             .instrument(span.clone())
             .await?;
-        Ok(spawn_transfer(span, move |progress| job.run(progress)))
+        let events = (self.images.events().clone(), "push");
+        Ok(spawn_transfer(span, events, move |progress| {
+            job.run(progress)
+        }))
     }
 
     async fn pull(&self, request: TransferRequest) -> Result<TransferEventStream, UseCaseError> {
@@ -188,6 +204,9 @@ impl TransferUseCases for TransferService {
         let job = pull::prepare(self, request)
             .instrument(span.clone())
             .await?;
-        Ok(spawn_transfer(span, move |progress| job.run(progress)))
+        let events = (self.images.events().clone(), "pull");
+        Ok(spawn_transfer(span, events, move |progress| {
+            job.run(progress)
+        }))
     }
 }
