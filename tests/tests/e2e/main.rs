@@ -22,6 +22,7 @@ mod import_fd;
 mod races;
 mod registry;
 mod restarts;
+mod shared_bucket;
 mod system;
 mod torture;
 mod vms;
