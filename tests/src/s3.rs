@@ -113,6 +113,46 @@ impl S3Bucket {
     }
 }
 
+impl S3Bucket {
+    /// Every object under `prefix` with its bytes, read behind the store
+    /// (the shared-lease records of docs/shared-bucket.md, say).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let settings = self.settings();
+        let prefix = prefix.to_owned();
+        std::thread::spawn(move || {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let local = tempfile::tempdir().expect("temp dir");
+                let store = vmr_adapters::blobstore::OpendalStore::s3(settings, local.path())
+                    .await
+                    .expect("open the bucket");
+                let op = store.operator();
+                let mut out = Vec::new();
+                for entry in op
+                    .list_with(&prefix)
+                    .recursive(true)
+                    .await
+                    .unwrap_or_default()
+                {
+                    if entry.metadata().is_dir() {
+                        continue;
+                    }
+                    if let Ok(bytes) = op.read(entry.path()).await {
+                        out.push((entry.path().to_owned(), bytes.to_vec()));
+                    }
+                }
+                out
+            })
+        })
+        .join()
+        .expect("reading the bucket")
+    }
+}
+
 impl Drop for S3Bucket {
     fn drop(&mut self) {
         if let Err(e) = self.delete() {

@@ -24,6 +24,7 @@ mod races;
 mod registry;
 mod restarts;
 mod ssh;
+mod shared_bucket;
 mod system;
 mod tls;
 mod torture;
