@@ -54,6 +54,10 @@ pub fn blueprint(
             project: Some(project.to_owned()),
             service: Some(service.service.clone()),
             start: false,
+            // Compose plans its networks itself (none is none) and does
+            // not carry the user's ssh key yet.
+            ssh_authorized_keys: Vec::new(),
+            no_network: false,
         },
         nics: Nics::Planned(nics),
         extra_meta_data: service.extra_meta_data.clone(),
