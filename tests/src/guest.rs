@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::Daemon;
+use crate::libvirt::{Cleanup, unique_suffix};
 
 /// How long a TCG boot of the guest may take to reach cloud-init's finished
 /// line. About 1–2 minutes on a loaded 2-core machine; the margin is for
@@ -54,6 +55,48 @@ pub fn import(daemon: &Daemon, tag: &str) -> String {
         .vmr(&["import", "-f", path_str(&vmfile), "-t", tag])
         .ok();
     format!("tests/debian12:{tag}")
+}
+
+/// What every real-guest test starts from: a daemon on the real libvirt
+/// with the guest imported, a unique suffix for names, and a guard that
+/// removes the test's domains and networks. Fields drop in order: the
+/// daemon before the guard that cleans up after it.
+pub struct Setup {
+    pub uri: String,
+    pub sfx: String,
+    pub daemon: Daemon,
+    /// The imported guest's reference (`tests/debian12:1`).
+    pub image: String,
+    pub cleanup: Cleanup,
+}
+
+impl Setup {
+    /// `None` only when the caller opted out of real-libvirt tests
+    /// (`VMR_TEST_SKIP_LIBVIRT=1`, see [`crate::libvirt::uri`]).
+    pub fn new() -> Option<Self> {
+        let uri = crate::libvirt::uri()?;
+        let cleanup = Cleanup::new(&uri);
+        let daemon = Daemon::on_libvirt(&uri);
+        let image = import(&daemon, "1");
+        Some(Self {
+            sfx: unique_suffix(),
+            uri,
+            daemon,
+            image,
+            cleanup,
+        })
+    }
+
+    /// A domain name `vmr-e2e-KIND-SFX`, removed at the end.
+    pub fn domain(&mut self, kind: &str) -> String {
+        self.cleanup.domain(&format!("vmr-e2e-{kind}-{}", self.sfx))
+    }
+
+    /// A network name `vmr-e2e-KIND-SFX`, removed at the end.
+    pub fn network(&mut self, kind: &str) -> String {
+        self.cleanup
+            .network(&format!("vmr-e2e-{kind}-{}", self.sfx))
+    }
 }
 
 /// A VM's serial console log in a daemon's store.

@@ -226,9 +226,10 @@ pub struct CreateArgs {
     /// Grow the VM's disk to this size, e.g. 20G [default: the image's]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub disk_size: Option<u64>,
-    /// Attach to a network, with a static address when given (repeatable);
-    /// `none`: no network card [default: the NAT network vmr-default]
-    #[arg(long = "network", value_name = "NET[:IP]", value_parser = parse_network)]
+    /// Attach to a network, with a static address when given (repeatable;
+    /// IP/LEN on a bridged or macvtap network, whose subnet vmr does not
+    /// know); `none`: no network card [default: the NAT network vmr-default]
+    #[arg(long = "network", value_name = "NET[:IP[/LEN]]", value_parser = parse_network)]
     pub networks: Vec<NetworkArg>,
     /// A cloud-init user-data file to give the VM
     #[arg(long, value_name = "FILE")]
@@ -241,11 +242,13 @@ pub struct CreateArgs {
     pub identity: super::ssh::IdentityArg,
 }
 
-/// One `--network NET[:IP]` value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `--network NET[:IP[/LEN]]` value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NetworkArg {
     pub network: String,
     pub static_ip: Option<IpAddr>,
+    /// The static address's prefix length, when given.
+    pub prefix_len: Option<u8>,
 }
 
 #[derive(Debug, Args)]
@@ -462,25 +465,45 @@ fn parse_restart_policy(text: &str) -> Result<RestartPolicy, String> {
         .map_err(|err: vmr_domain::ValidationError| err.reason)
 }
 
-/// `NET` or `NET:IP`; the name is split at the first `:` because network
-/// names never contain one, which leaves IPv6 addresses whole.
+/// `NET`, `NET:IP` or `NET:IP/LEN`; the name is split at the first `:`
+/// because network names never contain one, which leaves IPv6 addresses
+/// whole.
 fn parse_network(text: &str) -> Result<NetworkArg, String> {
+    const USE: &str = "use NET, NET:IP or NET:IP/LEN";
     let (network, ip) = match text.split_once(':') {
         Some((network, ip)) => (network, Some(ip)),
         None => (text, None),
     };
     if network.is_empty() {
-        return Err("the network name is empty; use NET or NET:IP".to_owned());
+        return Err(format!("the network name is empty; {USE}"));
     }
-    let static_ip = ip
-        .map(|ip| {
-            ip.parse::<IpAddr>()
-                .map_err(|_| format!("`{ip}` is not an IP address; use NET or NET:IP"))
+    let Some(ip) = ip else {
+        return Ok(NetworkArg {
+            network: network.to_owned(),
+            ..NetworkArg::default()
+        });
+    };
+    let (addr, prefix) = match ip.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (ip, None),
+    };
+    let static_ip = addr
+        .parse::<IpAddr>()
+        .map_err(|_| format!("`{addr}` is not an IP address; {USE}"))?;
+    let max = if static_ip.is_ipv4() { 32 } else { 128 };
+    let prefix_len = prefix
+        .map(|prefix| {
+            prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|len| *len <= max)
+                .ok_or_else(|| format!("`/{prefix}` is not a prefix length (0 to {max}); {USE}"))
         })
         .transpose()?;
     Ok(NetworkArg {
         network: network.to_owned(),
-        static_ip,
+        static_ip: Some(static_ip),
+        prefix_len,
     })
 }
 

@@ -134,10 +134,11 @@ fn run_takes_every_flag() {
             NetworkArg {
                 network: "lan".to_owned(),
                 static_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))),
+                prefix_len: None,
             },
             NetworkArg {
                 network: "wan".to_owned(),
-                static_ip: None,
+                ..NetworkArg::default()
             },
         ]
     );
@@ -170,9 +171,19 @@ fn network_flag_splits_at_the_first_colon() {
         parse_network("lan"),
         Ok(NetworkArg {
             network: "lan".to_owned(),
-            static_ip: None
+            ..NetworkArg::default()
         })
     );
+    assert_eq!(
+        parse_network("br:192.168.70.10/24").map(|arg| (arg.static_ip, arg.prefix_len)),
+        Ok((Some(IpAddr::V4(Ipv4Addr::new(192, 168, 70, 10))), Some(24)))
+    );
+    assert!(
+        parse_network("br:192.168.70.10/33")
+            .unwrap_err()
+            .contains("prefix length")
+    );
+    assert!(parse_network("br:192.168.70.10/").is_err());
     assert_eq!(
         parse_network("lan:192.168.70.10").map(|arg| arg.static_ip),
         Ok(Some(IpAddr::V4(Ipv4Addr::new(192, 168, 70, 10))))

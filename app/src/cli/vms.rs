@@ -41,10 +41,11 @@ pub fn create_request(
             .filter(|network| network.network != NO_NETWORK)
             .map(|network| pb::NetworkAttachment {
                 network: network.network.clone(),
-                static_ip: network
-                    .static_ip
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default(),
+                static_ip: match (network.static_ip, network.prefix_len) {
+                    (Some(ip), Some(len)) => format!("{ip}/{len}"),
+                    (Some(ip), None) => ip.to_string(),
+                    (None, _) => String::new(),
+                },
                 gateway: String::new(),
                 mac: String::new(),
             })
@@ -290,10 +291,12 @@ mod tests {
                 NetworkArg {
                     network: "lan".to_owned(),
                     static_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))),
+                    prefix_len: None,
                 },
                 NetworkArg {
                     network: "wan".to_owned(),
-                    static_ip: None,
+                    static_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 7, 0, 5))),
+                    prefix_len: Some(16),
                 },
             ],
             user_data: None,
@@ -313,7 +316,7 @@ mod tests {
         assert_eq!(request.networks.len(), 2);
         assert_eq!(request.networks[0].network, "lan");
         assert_eq!(request.networks[0].static_ip, "10.0.0.5");
-        assert_eq!(request.networks[1].static_ip, "");
+        assert_eq!(request.networks[1].static_ip, "10.7.0.5/16");
         assert_eq!(request.user_data, b"#cloud-config\n");
         assert_eq!(request.restart_policy, "on-failure");
         assert!(request.start);
@@ -334,7 +337,7 @@ mod tests {
             disk_size: None,
             networks: vec![NetworkArg {
                 network: "none".to_owned(),
-                static_ip: None,
+                ..NetworkArg::default()
             }],
             user_data: None,
             restart: None,
@@ -345,7 +348,7 @@ mod tests {
         assert!(request.networks.is_empty());
         args.networks.push(NetworkArg {
             network: "lan".to_owned(),
-            static_ip: None,
+            ..NetworkArg::default()
         });
         let e = create_request(&args, true, Vec::new(), None).unwrap_err();
         assert!(e.to_string().contains("cannot be combined"), "{e}");

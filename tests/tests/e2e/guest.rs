@@ -5,19 +5,16 @@ use std::time::Duration;
 
 use vmr_tests::Daemon;
 use vmr_tests::guest;
-use vmr_tests::libvirt::{Cleanup, domstate, unique_suffix, virsh, wait_for};
+use vmr_tests::libvirt::{domstate, virsh, wait_for};
 
 #[test]
 fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
-    let Some(uri) = vmr_tests::libvirt::uri() else {
+    let Some(mut t) = guest::Setup::new() else {
         return;
     };
-    let sfx = unique_suffix();
-    let mut cleanup = Cleanup::new(&uri);
-    let vm = cleanup.domain(&format!("vmr-e2e-guest-{sfx}"));
-    let net = cleanup.network(&format!("vmr-e2e-giso-{sfx}"));
-    let daemon = Daemon::on_libvirt(&uri);
-    let image = guest::import(&daemon, "1");
+    let vm = t.domain("guest");
+    let net = t.network("giso");
+    let (uri, sfx, daemon, image) = (&t.uri, &t.sfx, &t.daemon, &t.image);
 
     let n = u32::from_str_radix(&sfx[..4], 16).unwrap();
     let prefix = format!("10.{}.{}", 100 + n % 100, (n / 100) % 250);
@@ -36,24 +33,24 @@ fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
     daemon
         .vmr(&[
             "run",
-            &image,
+            image,
             "--name",
             &vm,
             "--network",
             &format!("{net}:{static_ip}"),
         ])
         .ok();
-    assert_eq!(domstate(&uri, &vm).as_deref(), Some("running"));
+    assert_eq!(domstate(uri, &vm).as_deref(), Some("running"));
 
     // Real cloud-init read the NoCloud seed and finished.
-    let console = guest::console_log(&daemon, &vm);
+    let console = guest::console_log(daemon, &vm);
     let log = guest::wait_cloud_init_finished(&console);
     let finished = guest::finished_line(&log).unwrap();
     assert!(finished.contains("DataSourceNoCloud"), "{finished}");
 
     // network-config: cloud-init's ci-info table lists an interface with the
     // static address vmr generated for it.
-    let mac = inspect_mac(&daemon, &vm);
+    let mac = inspect_mac(daemon, &vm);
     assert!(
         guest::ci_info_ipv4(&log)
             .iter()
@@ -73,7 +70,7 @@ fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
 
     // `vmr stop` asks the guest over ACPI; the guest powers itself off.
     daemon.vmr(&["stop", &vm]).ok();
-    let out = virsh(&uri, &["domstate", "--reason", &vm]);
+    let out = virsh(uri, &["domstate", "--reason", &vm]);
     let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(state, "shut off (shutdown)", "{out:?}");
 

@@ -6,23 +6,19 @@
 use std::path::Path;
 use std::process::Command;
 
-use vmr_tests::Daemon;
 use vmr_tests::guest;
-use vmr_tests::libvirt::{Cleanup, unique_suffix, virsh};
+use vmr_tests::libvirt::virsh;
 
 /// What the user's own user-data writes, checked from inside the guest.
 const MARKER: &str = "/etc/vmr-e2e-user-data";
 
 #[test]
 fn real_guest_on_the_default_network_answers_vmr_ssh() {
-    let Some(uri) = vmr_tests::libvirt::uri() else {
+    let Some(mut t) = guest::Setup::new() else {
         return;
     };
-    let sfx = unique_suffix();
-    let mut cleanup = Cleanup::new(&uri);
-    let vm = cleanup.domain(&format!("vmr-e2e-reach-{sfx}"));
-    let daemon = Daemon::on_libvirt(&uri);
-    let image = guest::import(&daemon, "1");
+    let vm = t.domain("reach");
+    let (uri, sfx, daemon, image) = (&t.uri, &t.sfx, &t.daemon, &t.image);
 
     // The user's user-data: a file of theirs and a key of their own.
     let work = tempfile::tempdir().unwrap();
@@ -44,7 +40,7 @@ fn real_guest_on_the_default_network_answers_vmr_ssh() {
     daemon
         .vmr(&[
             "run",
-            &image,
+            image,
             "--name",
             &vm,
             "--user-data",
@@ -67,7 +63,7 @@ fn real_guest_on_the_default_network_answers_vmr_ssh() {
     let ip = iface["ip"].as_str().unwrap().to_owned();
     let mac = iface["mac"].as_str().unwrap().to_owned();
     let leases = String::from_utf8_lossy(
-        &virsh(&uri, &["net-dhcp-leases", "vmr-default", "--mac", &mac]).stdout,
+        &virsh(uri, &["net-dhcp-leases", "vmr-default", "--mac", &mac]).stdout,
     )
     .into_owned();
     assert!(
@@ -111,7 +107,7 @@ fn real_guest_on_the_default_network_answers_vmr_ssh() {
 
     // The guest's host key (as cloud-init printed it on the console once
     // it finished) was accepted into the VM's own known_hosts file.
-    let console = guest::console_log(&daemon, &vm);
+    let console = guest::console_log(daemon, &vm);
     guest::wait_cloud_init_finished(&console);
     let known = daemon.dir.path().join("config/vmr/known_hosts.d").join(&vm);
     let host_key = console_host_key(&console);
@@ -124,7 +120,7 @@ fn real_guest_on_the_default_network_answers_vmr_ssh() {
 
     // A graceful stop on the default network too, then rm forgets the key.
     daemon.vmr(&["stop", &vm]).ok();
-    let out = virsh(&uri, &["domstate", "--reason", &vm]);
+    let out = virsh(uri, &["domstate", "--reason", &vm]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "shut off (shutdown)",
