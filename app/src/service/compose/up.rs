@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 use vmr_domain::compose::{ComposePlan, DependencyCondition, PlannedNetwork};
 use vmr_domain::network::{
-    Ipv4Config, NetworkName, NetworkSpec, default_network_spec, free_default_subnet, overlaps,
+    Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap, default_network_spec,
+    free_default_subnet,
 };
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
@@ -120,16 +121,14 @@ impl UpSteps {
                 }
                 (Some(spec), Some(record)) => existing_network_step(project, &field, spec, record)?,
                 (Some(spec), None) => {
-                    if let Some(other) = existing_networks
-                        .values()
-                        .find(|other| overlaps(spec, &other.spec))
-                    {
-                        let subnet = spec.ipv4.map(|v| v.subnet.to_string()).unwrap_or_default();
-                        return Err(UseCaseError::invalid(
-                            format!("{field}.subnet"),
-                            format!("{subnet} overlaps the existing network {}", other.spec.name),
-                        ));
-                    }
+                    check_no_overlap(spec, existing_networks.values().map(|n| &n.spec)).map_err(
+                        |e| {
+                            UseCaseError::invalid(
+                                format!("{field}.{}", SubnetOverlap::FIELD),
+                                e.to_string(),
+                            )
+                        },
+                    )?;
                     NetworkStep::Create(spec.clone())
                 }
             };
