@@ -236,11 +236,14 @@ pub async fn assemble(
         usage,
     ));
     let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
-    let compose = Arc::new(ComposeService::new(
-        vms.clone(),
-        networks.clone(),
-        ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
-    ));
+    let compose = Arc::new(
+        ComposeService::new(
+            vms.clone(),
+            networks.clone(),
+            ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
+        )
+        .with_events(events.clone()),
+    );
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
         .with_events(events.clone())
         .spawn();
