@@ -33,6 +33,7 @@ pub async fn serve(
         .set_serving::<VmServiceServer<VmServiceImpl>>()
         .await;
 
+    let calls = CallLogLayer::new(core.metrics.clone());
     let disks = Arc::new(PassedDisks::default());
     let service = VmServiceServer::new(VmServiceImpl::with_passed_disks(core, Arc::clone(&disks)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -44,7 +45,7 @@ pub async fn serve(
         .initial_stream_window_size(Some(16 * 1024 * 1024))
         .initial_connection_window_size(Some(32 * 1024 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(CallLogLayer);
+        .layer(calls);
     let router = builder
         .add_service(health_service)
         .add_service(service)
