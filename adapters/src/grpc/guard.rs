@@ -112,17 +112,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let slot: Verdict = Arc::default();
-        let frames = guarded(request.uri().path()).map(|(name, check)| Frames {
-            method: request.uri().path().to_string(),
-            name,
-            check,
-            header: [0; 5],
-            header_len: 0,
-            remaining: 0,
-            in_message: false,
-            compressed: false,
-            message: Vec::new(),
-        });
+        let path = request.uri().path();
+        let frames = guarded(path).map(|(name, check)| Frames::new(path, name, check));
         let guard_slot = slot.clone();
         let request = request.map(|inner| GuardedRequest {
             inner,
@@ -159,6 +150,20 @@ struct Frames {
 }
 
 impl Frames {
+    fn new(method: &str, name: &'static str, check: Check) -> Self {
+        Self {
+            method: method.to_string(),
+            name,
+            check,
+            header: [0; 5],
+            header_len: 0,
+            remaining: 0,
+            in_message: false,
+            compressed: false,
+            message: Vec::new(),
+        }
+    }
+
     fn feed(&mut self, mut data: &[u8]) -> Result<(), (Code, String)> {
         while !data.is_empty() {
             if !self.in_message {

@@ -2,17 +2,7 @@ use super::*;
 
 fn frames(path: &str) -> Frames {
     let (name, check) = guarded(path).unwrap();
-    Frames {
-        method: path.to_string(),
-        name,
-        check,
-        header: [0; 5],
-        header_len: 0,
-        remaining: 0,
-        in_message: false,
-        compressed: false,
-        message: Vec::new(),
-    }
+    Frames::new(path, name, check)
 }
 
 fn framed(message: &[u8]) -> Vec<u8> {
