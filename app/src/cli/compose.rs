@@ -15,13 +15,13 @@ use futures::{Stream, StreamExt};
 use serde_yaml::Value;
 use vmr_proto::v1 as pb;
 
-use super::Session;
 use super::args::{ComposeArgs, ComposeCommand};
 use super::connect::{Reply, RpcError};
 use super::json::{ToJson, print_json, print_json_line, vm_state_word};
 use super::output::{print_table, table};
 use super::progress::ComposeView;
 use super::vms::ips;
+use super::{Session, ssh};
 
 /// The compose files looked for in the current directory, in this order.
 pub const DEFAULT_FILE_NAMES: [&str; 3] = ["vmcompose.yaml", "vmcompose.yml", "compose.yaml"];
@@ -225,6 +225,7 @@ pub async fn run(session: &Session, args: ComposeArgs) -> anyhow::Result<()> {
             let stream = client
                 .compose_up(pb::ComposeUpRequest {
                     source: Some(source),
+                    ssh_authorized_keys: vec![ssh::public_key(&ssh::IdentityArg::default())?],
                 })
                 .await
                 .reply()?;

@@ -142,7 +142,8 @@ impl ComposeUseCases for ComposeService {
     }
 
     async fn up(&self, source: ComposeSource) -> Result<ComposeEventStream, UseCaseError> {
-        let plan = project::plan_of(&source)?;
+        let mut plan = project::plan_of(&source)?;
+        project::add_ssh_keys(&mut plan, &source.ssh_authorized_keys)?;
         let guard = self.locks.try_lock(&plan.project)?;
         let steps = UpSteps::observe(&self.deps, &plan).await?;
         let (events, rx) = Events::new(&plan.project, steps.most_events());

@@ -14,8 +14,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
-use vmr_domain::compose::{ComposePlan, DependencyCondition};
-use vmr_domain::network::{Ipv4Config, NetworkName, NetworkSpec, overlaps};
+use vmr_domain::compose::{ComposePlan, DependencyCondition, PlannedNetwork};
+use vmr_domain::network::{
+    Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap, default_network_spec,
+    free_default_subnet,
+};
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
 
@@ -88,11 +91,21 @@ impl UpSteps {
             .into_iter()
             .map(|n| (n.spec.name.to_string(), n))
             .collect();
+        // The implicit default network's spec, when `up` has to make it.
+        let mut made_default: Option<NetworkSpec> = None;
         let mut networks = Vec::new();
         for planned in &plan.networks {
             let field = format!("networks.{}", planned.key);
             let existing = existing_networks.get(planned.name.as_str());
             let step = match (&planned.spec, existing) {
+                (None, Some(record)) if planned.implicit => {
+                    existing_network_step(project, &field, &record.spec, record)?
+                }
+                (None, None) if planned.implicit => {
+                    let spec = implicit_default(planned, plan, &existing_networks)?;
+                    made_default = Some(spec.clone());
+                    NetworkStep::Create(spec)
+                }
                 (None, Some(_)) => NetworkStep::Present(planned.name.clone()),
                 (None, None) => {
                     return Err(with_field(
@@ -108,16 +121,14 @@ impl UpSteps {
                 }
                 (Some(spec), Some(record)) => existing_network_step(project, &field, spec, record)?,
                 (Some(spec), None) => {
-                    if let Some(other) = existing_networks
-                        .values()
-                        .find(|other| overlaps(spec, &other.spec))
-                    {
-                        let subnet = spec.ipv4.map(|v| v.subnet.to_string()).unwrap_or_default();
-                        return Err(UseCaseError::invalid(
-                            format!("{field}.subnet"),
-                            format!("{subnet} overlaps the existing network {}", other.spec.name),
-                        ));
-                    }
+                    check_no_overlap(spec, existing_networks.values().map(|n| &n.spec)).map_err(
+                        |e| {
+                            UseCaseError::invalid(
+                                format!("{field}.{}", SubnetOverlap::FIELD),
+                                e.to_string(),
+                            )
+                        },
+                    )?;
                     NetworkStep::Create(spec.clone())
                 }
             };
@@ -130,9 +141,10 @@ impl UpSteps {
             .networks
             .iter()
             .map(|planned| {
-                let ipv4 = match &planned.spec {
-                    Some(spec) => spec.ipv4,
-                    None => existing_networks
+                let ipv4 = match (&planned.spec, &made_default) {
+                    (Some(spec), _) => spec.ipv4,
+                    (None, Some(made)) if planned.implicit => made.ipv4,
+                    (None, _) => existing_networks
                         .get(planned.name.as_str())
                         .and_then(|n| n.spec.ipv4),
                 };
@@ -250,6 +262,29 @@ impl UpSteps {
         }
         Ok(())
     }
+}
+
+/// The spec of the project's implicit default network when it does not
+/// exist yet: NAT on the first free /24 of vmr's range, avoiding the host's
+/// networks and the ones the file defines.
+fn implicit_default(
+    planned: &PlannedNetwork,
+    plan: &ComposePlan,
+    existing: &BTreeMap<String, NetworkRecord>,
+) -> Result<NetworkSpec, UseCaseError> {
+    let taken: Vec<_> = existing
+        .values()
+        .filter_map(|n| n.spec.ipv4)
+        .chain(plan.networks.iter().filter_map(|n| n.spec.as_ref()?.ipv4))
+        .map(|v4| v4.subnet)
+        .collect();
+    let subnet = free_default_subnet(&taken).ok_or_else(|| {
+        UseCaseError::precondition(format!(
+            "no free /24 is left in 10.89.0.0/12 for network {}; define a `default` network with a subnet in the compose file",
+            planned.name
+        ))
+    })?;
+    Ok(default_network_spec(planned.name.as_str(), subnet)?)
 }
 
 fn existing_network_step(

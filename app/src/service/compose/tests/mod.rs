@@ -204,6 +204,7 @@ fn source(yaml: &str, files: &[(&str, &[u8])]) -> ComposeSource {
             .collect::<BTreeMap<_, _>>(),
         project: None,
         directory_name: "work".into(),
+        ssh_authorized_keys: Vec::new(),
     }
 }
 
