@@ -209,6 +209,14 @@ impl UpSteps {
         })
     }
 
+    /// The most events [`Self::run`] can send: one per network, per service
+    /// at most creating or recreating, starting, started, ready and failed,
+    /// then the project's end (done, or a failure and its error).
+    pub fn most_events(&self) -> usize {
+        let services: usize = self.levels.iter().map(Vec::len).sum();
+        self.networks.len() + 5 * services + 2
+    }
+
     /// Runs the steps, sending events as they happen; the first level with
     /// a failed service is the last one run. Returns the first failure (the
     /// caller ends the stream with it, or with `Done`).
@@ -423,22 +431,22 @@ async fn bring_up(
     Ok(())
 }
 
-/// Sends `up`'s events; sending never blocks, and a client that went away
-/// does not stop the run (half-done steps would be worse).
+/// Sends `up`'s events; sending never waits, and a client that went away
+/// does not stop the run (half-done steps would be worse). The channel is
+/// bounded by what the plan can produce ([`UpSteps::most_events`]), so it
+/// never fills and a client that does not read costs at most that much.
 #[derive(Clone)]
 pub struct Events {
     project: String,
-    tx: mpsc::UnboundedSender<Result<ComposeEvent, UseCaseError>>,
+    tx: mpsc::Sender<Result<ComposeEvent, UseCaseError>>,
 }
 
 impl Events {
     pub fn new(
         project: &str,
-    ) -> (
-        Self,
-        mpsc::UnboundedReceiver<Result<ComposeEvent, UseCaseError>>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        capacity: usize,
+    ) -> (Self, mpsc::Receiver<Result<ComposeEvent, UseCaseError>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Self {
                 project: project.to_owned(),
@@ -455,7 +463,7 @@ impl Events {
         kind: ComposeEventKind,
         message: &str,
     ) {
-        let _ = self.tx.send(Ok(ComposeEvent {
+        self.deliver(Ok(ComposeEvent {
             project: self.project.clone(),
             service: service.map(str::to_owned),
             network: network.map(str::to_owned),
@@ -463,6 +471,16 @@ impl Events {
             message: message.to_owned(),
             at: SystemTime::now(),
         }));
+    }
+
+    fn deliver(&self, event: Result<ComposeEvent, UseCaseError>) {
+        match self.tx.try_send(event) {
+            // A client that left is no reason to stop.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(project = %self.project, "compose up: more events than its plan allows; one was not delivered");
+            }
+        }
     }
 
     pub fn service(&self, service: &str, kind: ComposeEventKind, message: &str) {
@@ -479,7 +497,7 @@ impl Events {
 
     /// Ends the stream with the run's failure.
     pub fn fail(&self, error: UseCaseError) {
-        let _ = self.tx.send(Err(error));
+        self.deliver(Err(error));
     }
 }
 

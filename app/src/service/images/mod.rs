@@ -26,6 +26,7 @@ use vmr_ports::driving::{
     PruneOutcome, RemoveOutcome, StoreCheck, UploadStream, UseCaseError,
 };
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
+use vmr_ports::{ByteFlow, MetricsRecorder, NoMetrics};
 
 use crate::service::events::{Publisher, no_events};
 
@@ -55,6 +56,8 @@ pub struct ImageService {
     store: Arc<dyn BlobStore>,
     /// Where imports, tags and removals are told.
     events: Publisher,
+    /// Where imported bytes are counted.
+    metrics: Arc<dyn MetricsRecorder>,
     in_use: Arc<dyn ImagesInUse>,
     /// Blobs written or read by operations in flight; never collected.
     leases: Arc<Leases>,
@@ -118,10 +121,24 @@ impl ImageService {
         &self.events
     }
 
+    /// Counts the bytes of imports (and, through [`Self::metrics`], of
+    /// pushes and pulls) in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn MetricsRecorder>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where the bytes of transfers of this store's images are counted.
+    pub fn metrics(&self) -> &Arc<dyn MetricsRecorder> {
+        &self.metrics
+    }
+
     pub fn new(store: Arc<dyn BlobStore>, in_use: Arc<dyn ImagesInUse>) -> Self {
         Self {
             store,
             events: no_events(),
+            metrics: Arc::new(NoMetrics),
             in_use,
             leases: Arc::default(),
             gc: Mutex::new(()),
@@ -596,6 +613,7 @@ impl ImageUseCases for ImageService {
             references.push(format!("{repository}:{tag}"));
         }
         info!(image = %repository, digest = %manifest_digest, "imported");
+        self.metrics.image_bytes(ByteFlow::Imported, disk_len);
         for reference in &references {
             self.events.publish(
                 NewEvent::new(EventType::Image, "import", reference)
