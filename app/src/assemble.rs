@@ -9,14 +9,18 @@ use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{LeaseSettings, OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
+use vmr_adapters::metrics::PrometheusMetrics;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
 use vmr_ports::blobstore::BlobStore;
+use vmr_ports::driving::MetricsSnapshotUseCases;
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
 use vmr_ports::{GuestAgent, Hypervisor, SerialConsole};
+use vmr_ports::{MetricsRecorder, NoMetrics};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::GuestService;
+use crate::service::MetricsSnapshotService;
 use crate::service::TransferService;
 use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
@@ -41,6 +45,14 @@ pub struct Assembled {
     pub images: Arc<ImageService>,
     /// Publishes the hypervisor's VM lifecycle events while it lives.
     pub vm_events: LifecycleRelay,
+    /// The metrics endpoint's counters and snapshot, when it is asked for.
+    pub metrics: Option<MetricsEndpoint>,
+}
+
+/// What `--metrics-listen` serves.
+pub struct MetricsEndpoint {
+    pub counters: Arc<PrometheusMetrics>,
+    pub snapshot: Arc<dyn MetricsSnapshotUseCases>,
 }
 
 /// What a hypervisor backend gives the core: the VM port, the ways into a
@@ -252,11 +264,20 @@ pub async fn assemble(
     // The one event source: the use cases publish to it, WatchEvents reads it.
     let bus = EventBus::new();
     let events: Publisher = bus.clone();
+    // Counted only when served: otherwise nobody could read them.
+    let counters = config
+        .metrics_listen
+        .map(|_| Arc::new(PrometheusMetrics::new()));
+    let metrics: Arc<dyn MetricsRecorder> = match &counters {
+        Some(counters) => counters.clone(),
+        None => Arc::new(NoMetrics),
+    };
     let vm_events = LifecycleRelay::spawn(hypervisor.as_ref(), events.clone());
     let images = Arc::new(
         ImageService::new(store.clone(), usage.clone())
             .with_shared_leases(shared, lease_settings.renew_every())
-            .with_events(events.clone()),
+            .with_events(events.clone())
+            .with_metrics(metrics.clone()),
     );
     let heartbeat = images.spawn_heartbeat(lease_settings.renew_every());
     let vms = Arc::new(VmService::new(
@@ -266,11 +287,14 @@ pub async fn assemble(
         usage,
     ));
     let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
-    let compose = Arc::new(ComposeService::new(
-        vms.clone(),
-        networks.clone(),
-        ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
-    ));
+    let compose = Arc::new(
+        ComposeService::new(
+            vms.clone(),
+            networks.clone(),
+            ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
+        )
+        .with_events(events.clone()),
+    );
     let guest = Arc::new(GuestService::new(
         hypervisor.clone(),
         agent,
@@ -346,6 +370,15 @@ pub async fn assemble(
         ),
     );
     let auth = Arc::new(AuthService::new(contexts.clone(), registries, auth_servers));
+    let metrics_endpoint = counters.map(|counters| MetricsEndpoint {
+        counters,
+        snapshot: Arc::new(MetricsSnapshotService::new(
+            hypervisor.clone(),
+            images.clone(),
+            store.clone(),
+            health.clone(),
+        )),
+    });
     Ok(Assembled {
         grpc: Core {
             images: images.clone(),
@@ -358,6 +391,7 @@ pub async fn assemble(
             transfers,
             auth,
             events: bus,
+            metrics,
         },
         store_description: store.describe(),
         hypervisor_description,
@@ -365,5 +399,6 @@ pub async fn assemble(
         heartbeat,
         images,
         vm_events,
+        metrics: metrics_endpoint,
     })
 }

@@ -9,6 +9,7 @@ mod contexts;
 mod convert;
 mod events;
 mod fdpass;
+mod guard;
 mod guest;
 mod logging;
 mod networks;

@@ -40,6 +40,8 @@ pub struct Core {
     pub transfers: Arc<dyn TransferUseCases>,
     pub auth: Arc<dyn AuthUseCases>,
     pub events: Arc<dyn EventUseCases>,
+    /// Told how every call ends (`NoMetrics` when metrics are off).
+    pub metrics: Arc<dyn vmr_ports::MetricsRecorder>,
 }
 
 /// The tonic service over a `Core`.

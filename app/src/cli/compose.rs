@@ -21,7 +21,7 @@ use super::json::{ToJson, print_json, print_json_line, vm_state_word};
 use super::output::{print_table, table};
 use super::progress::ComposeView;
 use super::vms::ips;
-use super::{Session, compose_guest};
+use super::{Session, compose_guest, ssh};
 
 /// The compose files looked for in the current directory, in this order.
 pub const DEFAULT_FILE_NAMES: [&str; 3] = ["vmcompose.yaml", "vmcompose.yml", "compose.yaml"];
@@ -232,6 +232,7 @@ pub async fn run(session: &Session, args: ComposeArgs) -> anyhow::Result<()> {
             let stream = client
                 .compose_up(pb::ComposeUpRequest {
                     source: Some(source),
+                    ssh_authorized_keys: vec![ssh::public_key(&ssh::IdentityArg::default())?],
                 })
                 .await
                 .reply()?;

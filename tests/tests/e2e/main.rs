@@ -21,6 +21,7 @@ mod hostile;
 mod hostile_registry;
 mod images;
 mod import_fd;
+mod python_client;
 mod races;
 mod registry;
 mod restarts;
