@@ -11,15 +11,14 @@ use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
 use vmr_adapters::metrics::PrometheusMetrics;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
-use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
 use vmr_ports::driving::MetricsSnapshotUseCases;
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
+use vmr_ports::{GuestAgent, Hypervisor, SerialConsole};
 use vmr_ports::{MetricsRecorder, NoMetrics};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
-use crate::service::MetricsSnapshotService;
 use crate::service::TransferService;
 use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
@@ -27,6 +26,7 @@ use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
 use crate::service::{ComposeService, ComposeSettings};
+use crate::service::{GuestService, MetricsSnapshotService};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
 };
@@ -54,24 +54,48 @@ pub struct MetricsEndpoint {
     pub snapshot: Arc<dyn MetricsSnapshotUseCases>,
 }
 
-/// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
-/// description for the logs and the health check.
+/// What a hypervisor backend gives the core: the VM port, the ways into a
+/// guest (its agent, its serial console), and a description for the logs and
+/// the health check. One backend usually implements all three.
+pub struct OpenedHypervisor {
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub agent: Arc<dyn GuestAgent>,
+    pub console: Arc<dyn SerialConsole>,
+    pub description: String,
+}
+
+impl OpenedHypervisor {
+    /// A backend that is its own agent and console.
+    pub fn of<H>(backend: Arc<H>, description: String) -> Self
+    where
+        H: Hypervisor + GuestAgent + SerialConsole + 'static,
+    {
+        Self {
+            hypervisor: backend.clone(),
+            agent: backend.clone(),
+            console: backend,
+            description,
+        }
+    }
+}
+
+/// Connects to libvirt for `--hypervisor libvirt`.
 ///
 /// Only the `vmrd-libvirt` binary has one. This library never links libvirt,
 /// so `vmrd` with the fake hypervisor, the `vmr` CLI and programs embedding
 /// the core map none of libvirt's ~55 libraries (docs/decisions.md, "Idle
 /// memory").
 pub type OpenLibvirt =
-    for<'a> fn(&'a DaemonConfig) -> BoxFuture<'a, anyhow::Result<(Arc<dyn Hypervisor>, String)>>;
+    for<'a> fn(&'a DaemonConfig) -> BoxFuture<'a, anyhow::Result<OpenedHypervisor>>;
 
 /// Connects to the hypervisor the configuration names; `libvirt` opens
 /// libvirt, when this program can.
 pub async fn open_hypervisor(
     config: &DaemonConfig,
     libvirt: Option<OpenLibvirt>,
-) -> anyhow::Result<(Arc<dyn Hypervisor>, String)> {
+) -> anyhow::Result<OpenedHypervisor> {
     match (config.hypervisor, libvirt) {
-        (HypervisorKind::Fake, _) => Ok((
+        (HypervisorKind::Fake, _) => Ok(OpenedHypervisor::of(
             Arc::new(FakeHypervisor::new().without_call_log()),
             "fake (in memory; VMs do not outlive the daemon)".to_string(),
         )),
@@ -222,7 +246,12 @@ pub async fn assemble(
         shared,
         lease_settings,
     } = open_store(config).await?;
-    let (hypervisor, hypervisor_description) = open_hypervisor(config, libvirt).await?;
+    let OpenedHypervisor {
+        hypervisor,
+        agent,
+        console,
+        description: hypervisor_description,
+    } = open_hypervisor(config, libvirt).await?;
     // Libvirt resolves paths in its own process: they must be absolute.
     let runtime_root = std::path::absolute(config.fs_path.join("runtime"))
         .with_context(|| format!("--fs-path {}", config.fs_path.display()))?;
@@ -265,6 +294,12 @@ pub async fn assemble(
         )
         .with_events(events.clone()),
     );
+    let guest = Arc::new(GuestService::new(
+        hypervisor.clone(),
+        agent,
+        console,
+        runtime.clone(),
+    ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
         .with_events(events.clone())
         .spawn();
@@ -351,6 +386,7 @@ pub async fn assemble(
             vms,
             networks,
             compose,
+            guest,
             transfers,
             auth,
             events: bus,

@@ -10,6 +10,7 @@ mod convert;
 mod events;
 mod fdpass;
 mod guard;
+mod guest;
 mod logging;
 mod networks;
 mod server;

@@ -22,9 +22,9 @@ pub const SSH_USER_LABEL: &str = "vmr.ssh.user";
 /// How long `vmr ssh` waits for a starting VM's address by default.
 const DEFAULT_ADDRESS_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct SshArgs {
-    /// The VM
+    /// The VM (with `compose ssh`: the service)
     pub name: String,
     /// Log in as this user [default: the image's label vmr.ssh.user]
     #[arg(short = 'l', long = "user", value_name = "USER")]
