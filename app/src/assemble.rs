@@ -263,7 +263,7 @@ pub async fn assemble(
             networks.clone(),
             ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
         )
-        .with_events(events.clone()),
+        .with_events(events.clone(), bus.clone()),
     );
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
         .with_events(events.clone())
