@@ -503,3 +503,46 @@ fn metrics_are_served_only_when_asked_and_beyond_loopback_only_with_the_flag() {
     );
     assert!(!dir.path().join("vmr.sock").exists());
 }
+
+#[test]
+fn metrics_count_pushed_and_pulled_bytes_as_the_transfers_report_them() {
+    let Some(anon) = vmr_tests::registry::service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let url = format!("http://{anon}");
+    let flags = [
+        "--hypervisor",
+        "fake",
+        "--registry-url",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let (pusher, puller) = (Daemon::start_with(&flags), Daemon::start_with(&flags));
+    let (push_url, pull_url) = (metrics_url(&pusher), metrics_url(&puller));
+    let repo = vmr_tests::registry::unique_repo("metrics");
+    client(&["import", socket(&pusher), &repo, "1", "200000"]);
+    let before = samples(&push_url);
+    assert_eq!(before["vmr_component_up{component=registry}"], 1.0);
+    let pushed = pusher
+        .vmr(&["push", "-o", "json", &format!("{repo}:1")])
+        .json();
+    let sent = pushed["bytesTransferred"].as_f64().unwrap();
+    assert!(sent >= 200000.0, "{pushed}");
+    let after = samples(&push_url);
+    assert_eq!(
+        after["vmr_image_bytes_total{flow=pushed}"] - before["vmr_image_bytes_total{flow=pushed}"],
+        sent
+    );
+    assert_eq!(after["vmr_image_bytes_total{flow=pulled}"], 0.0);
+
+    let pulled = puller
+        .vmr(&["pull", "-o", "json", &format!("{repo}:1")])
+        .json();
+    let received = pulled["bytesTransferred"].as_f64().unwrap();
+    assert_eq!(received, sent, "{pulled}");
+    let after = samples(&pull_url);
+    assert_eq!(after["vmr_image_bytes_total{flow=pulled}"], received);
+    assert_eq!(after["vmr_image_bytes_total{flow=imported}"], 0.0);
+    assert_eq!(after["vmr_images"], 1.0);
+}
