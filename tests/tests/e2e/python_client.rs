@@ -546,3 +546,92 @@ fn metrics_count_pushed_and_pulled_bytes_as_the_transfers_report_them() {
     assert_eq!(after["vmr_image_bytes_total{flow=imported}"], 0.0);
     assert_eq!(after["vmr_images"], 1.0);
 }
+
+/// Whether `wanted` occurs in `seen` in this order (other events between).
+fn in_order(seen: &[String], wanted: &[&str]) -> bool {
+    let mut rest = seen.iter();
+    wanted.iter().all(|w| rest.any(|s| s == w))
+}
+
+#[test]
+fn grpcio_sees_a_restart_by_policy_after_qemu_is_killed_on_real_libvirt() {
+    let Some(uri) = vmr_tests::libvirt::uri() else {
+        return;
+    };
+    let mut cleanup = vmr_tests::libvirt::Cleanup::new(&uri);
+    let vm = cleanup.domain(&format!(
+        "vmr-e2e-evrestart-{}",
+        vmr_tests::libvirt::unique_suffix()
+    ));
+    let daemon = Daemon::on_libvirt(&uri);
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_string();
+    let mut grpcio = {
+        let mut command = Command::new(python());
+        command
+            .arg(script())
+            .args(["watch", socket(&daemon), &since, &format!("name={vm}")]);
+        Watcher::spawn(command)
+    };
+    let work = tempfile::tempdir().unwrap();
+    vmr_tests::fixtures::qcow2(work.path(), "boot.qcow2", "64M");
+    let file = vmfile(work.path(), "tests/evboot", "boot.qcow2", "qcow2");
+    daemon
+        .vmr(&["import", "-f", file.to_str().unwrap(), "-t", "1"])
+        .ok();
+    daemon
+        .vmr(&[
+            "run",
+            "tests/evboot:1",
+            "--name",
+            &vm,
+            "--cpu",
+            "1",
+            "--memory",
+            "64MiB",
+            "--network",
+            "none",
+            "--restart",
+            "on-failure",
+        ])
+        .ok();
+    let line = |e: &Value| {
+        let mut line = format!(
+            "{} {}",
+            e["action"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or("")
+        );
+        for key in ["cause", "policy"] {
+            if let Some(value) = e["attributes"][key].as_str() {
+                line.push_str(&format!(" {key}={value}"));
+            }
+        }
+        line
+    };
+    // The daemon saw it start before it is killed.
+    grpcio.until(1, |e| e["action"] == "start");
+    let pid = vmr_tests::libvirt::qemu_pid(&vm).expect("QEMU's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    grpcio.until(1, |e| e["action"] == "restart");
+    daemon.vmr(&["rm", "-f", &vm]).ok();
+    grpcio.until(1, |e| e["action"] == "destroy");
+    let seen: Vec<String> = grpcio.seen.iter().map(line).collect();
+    let start = format!("start {vm}");
+    let die = format!("die {vm} cause=crashed");
+    let restart = format!("restart {vm} cause=crashed policy=on-failure");
+    let destroy = format!("destroy {vm}");
+    assert!(
+        in_order(&seen, &[&start, &die, &restart, &destroy]),
+        "{seen:#?}"
+    );
+    assert_eq!(seen.last(), Some(&destroy), "{seen:#?}");
+}
