@@ -129,6 +129,23 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// The Python client watching `daemon` with `filters` from now. From a
+    /// time, not from its subscription: whenever the watch is subscribed,
+    /// the daemon replays what it missed, then streams the rest.
+    fn grpcio(daemon: &Daemon, filters: &[&str]) -> Self {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string();
+        let mut command = Command::new(python());
+        command
+            .arg(script())
+            .args(["watch", socket(daemon), &since])
+            .args(filters);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
@@ -209,20 +226,7 @@ services:
 #[test]
 fn grpcio_and_vmr_events_see_a_scripted_sequence_in_order() {
     let daemon = Daemon::start();
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        .to_string();
-    // From a time before the first step: whenever each watch is
-    // subscribed, the daemon replays what it missed, then streams the rest.
-    let mut grpcio = {
-        let mut command = Command::new(python());
-        command
-            .arg(script())
-            .args(["watch", socket(&daemon), &since]);
-        Watcher::spawn(command)
-    };
+    let mut grpcio = Watcher::grpcio(&daemon, &[]);
     let mut vmr_events = {
         let mut command = Command::new(vmr_tests::bin("vmr"));
         command
@@ -564,18 +568,7 @@ fn grpcio_sees_a_restart_by_policy_after_qemu_is_killed_on_real_libvirt() {
         vmr_tests::libvirt::unique_suffix()
     ));
     let daemon = Daemon::on_libvirt(&uri);
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        .to_string();
-    let mut grpcio = {
-        let mut command = Command::new(python());
-        command
-            .arg(script())
-            .args(["watch", socket(&daemon), &since, &format!("name={vm}")]);
-        Watcher::spawn(command)
-    };
+    let mut grpcio = Watcher::grpcio(&daemon, &[&format!("name={vm}")]);
     let work = tempfile::tempdir().unwrap();
     vmr_tests::fixtures::qcow2(work.path(), "boot.qcow2", "64M");
     let file = vmfile(work.path(), "tests/evboot", "boot.qcow2", "qcow2");
