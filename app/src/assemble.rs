@@ -292,7 +292,7 @@ pub async fn assemble(
             networks.clone(),
             ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
         )
-        .with_events(events.clone()),
+        .with_events(events.clone(), bus.clone()),
     );
     let guest = Arc::new(GuestService::new(
         hypervisor.clone(),
