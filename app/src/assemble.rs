@@ -19,8 +19,6 @@ use vmr_ports::{GuestAgent, Hypervisor, SerialConsole};
 use vmr_ports::{MetricsRecorder, NoMetrics};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
-use crate::service::GuestService;
-use crate::service::MetricsSnapshotService;
 use crate::service::TransferService;
 use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
@@ -28,6 +26,7 @@ use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
 use crate::service::{ComposeService, ComposeSettings};
+use crate::service::{GuestService, MetricsSnapshotService};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
 };
@@ -293,7 +292,7 @@ pub async fn assemble(
             networks.clone(),
             ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
         )
-        .with_events(events.clone()),
+        .with_events(events.clone(), bus.clone()),
     );
     let guest = Arc::new(GuestService::new(
         hypervisor.clone(),

@@ -129,6 +129,23 @@ struct Watcher {
 }
 
 impl Watcher {
+    /// The Python client watching `daemon` with `filters` from now. From a
+    /// time, not from its subscription: whenever the watch is subscribed,
+    /// the daemon replays what it missed, then streams the rest.
+    fn grpcio(daemon: &Daemon, filters: &[&str]) -> Self {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            .to_string();
+        let mut command = Command::new(python());
+        command
+            .arg(script())
+            .args(["watch", socket(daemon), &since])
+            .args(filters);
+        Self::spawn(command)
+    }
+
     fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
@@ -154,7 +171,16 @@ impl Watcher {
     /// `type action name` of the events seen until `want` of them match
     /// `keep`, within a minute.
     fn until(&mut self, want: usize, keep: impl Fn(&Value) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.until_within(Duration::from_secs(60), want, keep)
+    }
+
+    fn until_within(
+        &mut self,
+        within: Duration,
+        want: usize,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + within;
         loop {
             let kept: Vec<String> = self
                 .seen
@@ -178,7 +204,11 @@ impl Watcher {
                     serde_json::from_str(&line)
                         .unwrap_or_else(|e| panic!("not a JSON event ({e}): {line}")),
                 ),
-                Err(_) => panic!("{} of {want} events within a minute: {kept:#?}", kept.len()),
+                Err(_) => panic!(
+                    "{} of {want} events within {within:?}: {kept:#?}\nall seen: {:#?}",
+                    kept.len(),
+                    self.seen
+                ),
             }
         }
     }
@@ -209,20 +239,7 @@ services:
 #[test]
 fn grpcio_and_vmr_events_see_a_scripted_sequence_in_order() {
     let daemon = Daemon::start();
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-        .to_string();
-    // From a time before the first step: whenever each watch is
-    // subscribed, the daemon replays what it missed, then streams the rest.
-    let mut grpcio = {
-        let mut command = Command::new(python());
-        command
-            .arg(script())
-            .args(["watch", socket(&daemon), &since]);
-        Watcher::spawn(command)
-    };
+    let mut grpcio = Watcher::grpcio(&daemon, &[]);
     let mut vmr_events = {
         let mut command = Command::new(vmr_tests::bin("vmr"));
         command
@@ -502,4 +519,128 @@ fn metrics_are_served_only_when_asked_and_beyond_loopback_only_with_the_flag() {
         "{stderr}"
     );
     assert!(!dir.path().join("vmr.sock").exists());
+}
+
+#[test]
+fn metrics_count_pushed_and_pulled_bytes_as_the_transfers_report_them() {
+    let Some(anon) = vmr_tests::registry::service_env("VMR_TEST_REGISTRY") else {
+        return;
+    };
+    let url = format!("http://{anon}");
+    let flags = [
+        "--hypervisor",
+        "fake",
+        "--registry-url",
+        &url,
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let (pusher, puller) = (Daemon::start_with(&flags), Daemon::start_with(&flags));
+    let (push_url, pull_url) = (metrics_url(&pusher), metrics_url(&puller));
+    let repo = vmr_tests::registry::unique_repo("metrics");
+    client(&["import", socket(&pusher), &repo, "1", "200000"]);
+    let before = samples(&push_url);
+    assert_eq!(before["vmr_component_up{component=registry}"], 1.0);
+    let pushed = pusher
+        .vmr(&["push", "-o", "json", &format!("{repo}:1")])
+        .json();
+    let sent = pushed["bytesTransferred"].as_f64().unwrap();
+    assert!(sent >= 200000.0, "{pushed}");
+    let after = samples(&push_url);
+    assert_eq!(
+        after["vmr_image_bytes_total{flow=pushed}"] - before["vmr_image_bytes_total{flow=pushed}"],
+        sent
+    );
+    assert_eq!(after["vmr_image_bytes_total{flow=pulled}"], 0.0);
+
+    let pulled = puller
+        .vmr(&["pull", "-o", "json", &format!("{repo}:1")])
+        .json();
+    let received = pulled["bytesTransferred"].as_f64().unwrap();
+    assert_eq!(received, sent, "{pulled}");
+    let after = samples(&pull_url);
+    assert_eq!(after["vmr_image_bytes_total{flow=pulled}"], received);
+    assert_eq!(after["vmr_image_bytes_total{flow=imported}"], 0.0);
+    assert_eq!(after["vmr_images"], 1.0);
+}
+
+/// Whether `wanted` occurs in `seen` in this order (other events between).
+fn in_order(seen: &[String], wanted: &[&str]) -> bool {
+    let mut rest = seen.iter();
+    wanted.iter().all(|w| rest.any(|s| s == w))
+}
+
+#[test]
+fn grpcio_sees_a_restart_by_policy_after_qemu_is_killed_on_real_libvirt() {
+    let Some(uri) = vmr_tests::libvirt::uri() else {
+        return;
+    };
+    let mut cleanup = vmr_tests::libvirt::Cleanup::new(&uri);
+    let vm = cleanup.domain(&format!(
+        "vmr-e2e-evrestart-{}",
+        vmr_tests::libvirt::unique_suffix()
+    ));
+    let daemon = Daemon::on_libvirt(&uri);
+    let mut grpcio = Watcher::grpcio(&daemon, &[&format!("name={vm}")]);
+    let work = tempfile::tempdir().unwrap();
+    vmr_tests::fixtures::qcow2(work.path(), "boot.qcow2", "64M");
+    let file = vmfile(work.path(), "tests/evboot", "boot.qcow2", "qcow2");
+    daemon
+        .vmr(&["import", "-f", file.to_str().unwrap(), "-t", "1"])
+        .ok();
+    daemon
+        .vmr(&[
+            "run",
+            "tests/evboot:1",
+            "--name",
+            &vm,
+            "--cpu",
+            "1",
+            "--memory",
+            "64MiB",
+            "--network",
+            "none",
+            "--restart",
+            "on-failure",
+        ])
+        .ok();
+    let line = |e: &Value| {
+        let mut line = format!(
+            "{} {}",
+            e["action"].as_str().unwrap_or(""),
+            e["name"].as_str().unwrap_or("")
+        );
+        for key in ["cause", "policy"] {
+            if let Some(value) = e["attributes"][key].as_str() {
+                line.push_str(&format!(" {key}={value}"));
+            }
+        }
+        line
+    };
+    // libvirt's lifecycle events were seen to lag by half a minute on a
+    // loaded host (see vms.rs): each step gets two minutes.
+    let within = Duration::from_secs(120);
+    // The daemon saw it start before it is killed.
+    grpcio.until_within(within, 1, |e| e["action"] == "start");
+    let pid = vmr_tests::libvirt::qemu_pid(&vm).expect("QEMU's pid");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    grpcio.until_within(within, 1, |e| e["action"] == "restart");
+    daemon.vmr(&["rm", "-f", &vm]).ok();
+    grpcio.until_within(within, 1, |e| e["action"] == "destroy");
+    let seen: Vec<String> = grpcio.seen.iter().map(line).collect();
+    let start = format!("start {vm}");
+    let die = format!("die {vm} cause=crashed");
+    let restart = format!("restart {vm} cause=crashed policy=on-failure");
+    let destroy = format!("destroy {vm}");
+    assert!(
+        in_order(&seen, &[&start, &die, &restart, &destroy]),
+        "{seen:#?}"
+    );
+    assert_eq!(seen.last(), Some(&destroy), "{seen:#?}");
 }

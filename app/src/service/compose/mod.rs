@@ -6,11 +6,14 @@
 //! One `up` or `down` per project at a time: a second one is refused with
 //! FAILED_PRECONDITION rather than queued behind a long boot. A finished
 //! `up` and a `down` are published to the daemon's event source (`compose`
-//! events `up` and `down`), beside the VM and network events of their steps.
+//! events `up` and `down`), beside the VM and network events of their steps;
+//! each comes after its VMs' `start` (or `destroy`) events, which the
+//! hypervisor reports on its own time (see `settle`).
 
 mod deps;
 mod project;
 mod readiness;
+mod settle;
 mod up;
 
 #[cfg(test)]
@@ -32,7 +35,7 @@ use vmr_ports::driving::{
 
 use crate::service::VmService;
 use crate::service::events::{Publisher, no_events};
-use vmr_ports::driving::events::{EventType, NewEvent};
+use vmr_ports::driving::events::{EventType, EventUseCases, NewEvent};
 
 pub use deps::{Deps, blueprint};
 pub use up::ReadySettings;
@@ -107,6 +110,8 @@ pub struct ComposeService {
     settings: ComposeSettings,
     locks: ProjectLocks,
     events: Publisher,
+    /// The same source, read to order the project's events after its VMs'.
+    watched: Option<Arc<dyn EventUseCases>>,
 }
 
 impl ComposeService {
@@ -120,13 +125,16 @@ impl ComposeService {
             settings,
             locks: ProjectLocks::default(),
             events: no_events(),
+            watched: None,
         }
     }
 
-    /// Publishes each project brought up or down to `events`.
+    /// Publishes each project brought up or down to `events`, after the
+    /// VM events `watched` (the same source) reports for it.
     #[must_use]
-    pub fn with_events(mut self, events: Publisher) -> Self {
+    pub fn with_events(mut self, events: Publisher, watched: Arc<dyn EventUseCases>) -> Self {
         self.events = events;
+        self.watched = Some(watched);
         self
     }
 }
@@ -147,6 +155,7 @@ impl ComposeUseCases for ComposeService {
         let guard = self.locks.try_lock(&plan.project)?;
         let steps = UpSteps::observe(&self.deps, &plan).await?;
         let (events, rx) = Events::new(&plan.project, steps.most_events());
+        let settled = settle::Settle::watch(self.watched.as_deref(), "start", steps.started_vms());
         let deps = self.deps.clone();
         let ready = self.settings.ready;
         let published = self.events.clone();
@@ -162,6 +171,7 @@ impl ComposeUseCases for ComposeService {
                 drop(guard);
                 match result {
                     Ok(()) => {
+                        settled.wait().await;
                         published.publish(
                             NewEvent::new(EventType::Compose, "up", project)
                                 .with("services", services.to_string()),
@@ -186,7 +196,11 @@ impl ComposeUseCases for ComposeService {
     async fn down(&self, source: ComposeSource) -> Result<ComposeDownOutcome, UseCaseError> {
         let (name, plan) = project::project_of(&source)?;
         let _guard = self.locks.try_lock(&name)?;
+        // Subscribed before anything is removed; only the removed VMs are
+        // awaited.
+        let watch = settle::Settle::watch_project(self.watched.as_deref());
         let outcome = project::down(&self.deps, &name, plan.as_ref()).await?;
+        watch.wait_for("destroy", &outcome.removed_vms).await;
         self.events.publish(
             NewEvent::new(EventType::Compose, "down", &outcome.project)
                 .with("vms", outcome.removed_vms.len().to_string())

@@ -209,6 +209,16 @@ impl UpSteps {
         })
     }
 
+    /// The VMs this run starts (every service not left unchanged).
+    pub fn started_vms(&self) -> Vec<String> {
+        self.levels
+            .iter()
+            .flatten()
+            .filter(|step| step.action != ServiceAction::Unchanged)
+            .map(|step| step.vm.vm.name().to_string())
+            .collect()
+    }
+
     /// The most events [`Self::run`] can send: one per network, per service
     /// at most creating or recreating, starting, started, ready and failed,
     /// then the project's end (done, or a failure and its error).

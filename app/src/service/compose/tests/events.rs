@@ -1,5 +1,6 @@
 //! What `up` and `down` publish to the daemon's event source: the
-//! project's networks and its end, in the order they happened.
+//! project's networks and its end, in the order they happened, the project's
+//! event after its VMs' (relayed from the hypervisor on its own time).
 
 use futures::FutureExt;
 use vmr_ports::driving::events::{EventFilter, EventUseCases, Watched};
@@ -18,28 +19,59 @@ fn published(watch: &mut vmr_ports::driving::events::EventStream) -> Vec<String>
     seen
 }
 
+/// The events that are neither a VM's nor the project's, and whether the
+/// project's came after every one of `vm_action` of its VMs.
+fn split(seen: &[String], vm_action: &str) -> (Vec<String>, bool) {
+    let others = seen
+        .iter()
+        .filter(|e| !e.starts_with("vm:"))
+        .cloned()
+        .collect();
+    let project = seen.iter().position(|e| e.starts_with("compose:")).unwrap();
+    let vms_before = [
+        format!("vm:{vm_action}:ziti-ziti-server-a-1"),
+        format!("vm:{vm_action}:ziti-ziti-server-a-2"),
+    ]
+    .iter()
+    .all(|vm| seen[..project].contains(vm));
+    (others, vms_before)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn up_and_down_are_published_after_their_networks() {
+async fn up_and_down_are_published_after_their_networks_and_vms() {
     let world = World::new().await;
     let mut watch = world.bus.watch(EventFilter::default()).unwrap();
     world.up_ok(ziti()).await;
+    let (others, vms_before) = split(&published(&mut watch), "start");
     assert_eq!(
-        published(&mut watch),
+        others,
         [
             "network:create:ziti-ziti-private-a",
             "network:create:ziti-ziti-public",
             "compose:up:ziti",
         ]
     );
+    assert!(vms_before, "compose up before its VMs started");
     let down = world.compose.down(ziti()).await.unwrap();
     assert_eq!(down.removed_vms.len(), 2);
+    let seen = published(&mut watch);
+    let (others, vms_before) = split(&seen, "destroy");
+    let others: Vec<&String> = others
+        .iter()
+        .filter(|e| !e.starts_with("network:stop"))
+        .collect();
     assert_eq!(
-        published(&mut watch),
+        others,
         [
             "network:remove:ziti-ziti-private-a",
             "network:remove:ziti-ziti-public",
             "compose:down:ziti",
-        ]
+        ],
+        "{seen:?}"
+    );
+    assert!(
+        vms_before,
+        "compose down before its VMs were destroyed: {seen:?}"
     );
 }
 
