@@ -12,6 +12,33 @@ use vmr_tests::libvirt::{Cleanup, unique_suffix};
 
 use super::ways_in::{Console, read_until, reader, vmr, vmr_with_stdin, wait_exit};
 
+/// Runs `vmr ARGS` (an exec in `vm`) until it succeeds, within the boot's
+/// deadline; every failure before must say that `vm`'s guest agent is not
+/// answering. Returns those refusals.
+fn wait_for_agent(daemon: &Daemon, args: &[&str], vm: &str) -> Vec<String> {
+    let begun = Instant::now();
+    let mut refusals = Vec::new();
+    loop {
+        let out = daemon.vmr(args);
+        if out.success() {
+            return refusals;
+        }
+        let err = out.stderr();
+        assert!(
+            err.contains(vm) && err.contains("guest agent"),
+            "exec before the agent is up: {err}"
+        );
+        refusals.push(err);
+        assert!(
+            begun.elapsed() < guest::BOOT_DEADLINE,
+            "the guest agent of {vm} did not answer within {:?}: {:?}",
+            guest::BOOT_DEADLINE,
+            refusals.last()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 #[test]
 fn real_guest_exec_logs_and_console_without_a_network() {
     let Some(uri) = vmr_tests::libvirt::uri() else {
@@ -27,28 +54,8 @@ fn real_guest_exec_logs_and_console_without_a_network() {
         .ok();
 
     // Until the guest's agent is up, exec says so, naming the VM; then it
-    // answers. Bounded by the boot's deadline.
-    let begun = Instant::now();
-    let mut refusals = Vec::new();
-    loop {
-        let out = daemon.vmr(&["exec", &vm, "--", "true"]);
-        if out.success() {
-            break;
-        }
-        let err = out.stderr();
-        assert!(
-            err.contains(&vm) && err.contains("guest agent"),
-            "exec before the agent is up: {err}"
-        );
-        refusals.push(err);
-        assert!(
-            begun.elapsed() < guest::BOOT_DEADLINE,
-            "the guest agent of {vm} did not answer within {:?}: {:?}",
-            guest::BOOT_DEADLINE,
-            refusals.last()
-        );
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
+    // answers.
+    let refusals = wait_for_agent(&daemon, &["exec", &vm, "--", "true"], &vm);
     assert!(!refusals.is_empty(), "the agent cannot answer before boot");
 
     // Output apart, and the exit code as vmr's.
@@ -124,4 +131,58 @@ fn real_guest_exec_logs_and_console_without_a_network() {
     daemon.vmr(&["rm", "--force", &vm]).ok();
     let status = wait_exit(&mut follow);
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn real_guest_compose_exec_and_logs() {
+    let Some(uri) = vmr_tests::libvirt::uri() else {
+        return;
+    };
+    let sfx = unique_suffix();
+    let project = format!("gx{sfx}");
+    let mut cleanup = Cleanup::new(&uri);
+    let vm = cleanup.domain(&format!("{project}-box"));
+    cleanup.network(&format!("{project}-lan"));
+    let daemon = Daemon::on_libvirt(&uri);
+    let image = guest::import(&daemon, "1");
+    let n = u32::from_str_radix(&sfx[..4], 16).unwrap();
+    let subnet = format!("10.{}.{}.0/24", 100 + n % 100, (n / 100) % 250);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vmcompose.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1\nname: {project}\nnetworks:\n  lan: {{mode: isolated, subnet: {subnet}}}\nservices:\n  box: {{image: {image}, networks: [lan]}}\n"
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let mut all = vec!["compose", "-f", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.iter().map(ToString::to_string).collect::<Vec<_>>()
+    };
+    let run = |args: &[&str]| {
+        let all = compose(args);
+        daemon.vmr(&all.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    run(&["up"]).ok();
+
+    let exec = compose(&["exec", "box", "--", "cat", "/etc/hostname"]);
+    let exec: Vec<&str> = exec.iter().map(String::as_str).collect();
+    wait_for_agent(&daemon, &exec, &vm);
+    assert_eq!(daemon.vmr(&exec).ok(), format!("{vm}\n"));
+    let out = run(&["exec", "box", "--", "sh", "-c", "exit 5"]);
+    assert_eq!(out.0.status.code(), Some(5), "{}", out.stderr());
+
+    let boot = guest::wait_cloud_init_finished(&guest::console_log(&daemon, &vm));
+    let finished = guest::finished_line(&boot).unwrap().trim_end_matches('\r');
+    let logs = run(&["logs", "box"]).ok();
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("box | ") && l.contains(finished)),
+        "no `box | {finished}` in compose logs"
+    );
+
+    run(&["down"]).ok();
+    assert!(!vmr_tests::libvirt::domain_exists(&uri, &vm));
 }
