@@ -79,6 +79,11 @@ fn real_guest_exec_logs_and_console_without_a_network() {
     let console = guest::console_log(&daemon, &vm);
     let boot = guest::wait_cloud_init_finished(&console);
     let finished = guest::finished_line(&boot).unwrap().to_owned();
+    // Real cloud-init applied vmr's seed: the hostname is the VM's name.
+    let hostname = daemon
+        .vmr(&["exec", &vm, "--", "cat", "/etc/hostname"])
+        .ok();
+    assert_eq!(hostname, format!("{vm}\n"));
     let log = daemon.vmr(&["logs", &vm]).ok();
     assert!(
         log.contains("Linux version"),
