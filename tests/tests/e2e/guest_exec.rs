@@ -142,18 +142,16 @@ fn real_guest_compose_exec_and_logs() {
     let project = format!("gx{sfx}");
     let mut cleanup = Cleanup::new(&uri);
     let vm = cleanup.domain(&format!("{project}-box"));
-    cleanup.network(&format!("{project}-lan"));
+    cleanup.network(&format!("{project}-default"));
     let daemon = Daemon::on_libvirt(&uri);
     let image = guest::import(&daemon, "1");
-    let n = u32::from_str_radix(&sfx[..4], 16).unwrap();
-    let subnet = format!("10.{}.{}.0/24", 100 + n % 100, (n / 100) % 250);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("vmcompose.yaml");
+    // No `networks`: the service joins the project's default network, which
+    // the host reaches, so `compose ssh` can log in.
     std::fs::write(
         &file,
-        format!(
-            "apiVersion: v1\nname: {project}\nnetworks:\n  lan: {{mode: isolated, subnet: {subnet}}}\nservices:\n  box: {{image: {image}, networks: [lan]}}\n"
-        ),
+        format!("apiVersion: v1\nname: {project}\nservices:\n  box: {{image: {image}}}\n"),
     )
     .unwrap();
     let compose = |args: &[&str]| {
@@ -183,6 +181,18 @@ fn real_guest_compose_exec_and_logs() {
         "no `box | {finished}` in compose logs"
     );
 
+    // compose ssh: the service's VM, as the image's user, with the key
+    // `compose up` put in its seed; the remote exit code is vmr's.
+    let hostname = run(&["ssh", "--wait", "300", "box", "--", "hostname"]).ok();
+    assert_eq!(hostname.trim(), vm);
+    let out = run(&["ssh", "box", "--", "sh", "-c", "exit 6"]);
+    assert_eq!(out.0.status.code(), Some(6), "{}", out.stderr());
+
     run(&["down"]).ok();
     assert!(!vmr_tests::libvirt::domain_exists(&uri, &vm));
+    let networks = daemon.vmr(&["-o", "json", "network", "ls"]).json();
+    assert!(
+        !networks.to_string().contains(&format!("{project}-default")),
+        "down removes the project's default network: {networks}"
+    );
 }
