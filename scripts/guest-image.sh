@@ -70,6 +70,8 @@ cat >"$root/etc/cloud/cloud.cfg.d/01-vmr-test-guest.cfg" <<'CFG'
 datasource_list: [NoCloud, None]
 # One host key type: RSA key generation alone takes seconds under TCG.
 ssh_genkeytypes: [ed25519]
+# No locales package in the image: update-locale would fail (a module error in every boot).
+locale: false
 CFG
 # Timers and jobs a short-lived test VM does not need, each costing CPU under TCG.
 for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
@@ -137,7 +139,8 @@ apiVersion: v1
 metadata:
   name: tests/debian12
   description: "vmr's test guest: Debian 12 with cloud-init, openssh-server and qemu-guest-agent (scripts/guest-image.sh)"
-  labels: {os: debian, version: "12"}
+  # vmr.ssh.user: the user vmr ssh logs in as (cloud-init's default user on Debian).
+  labels: {os: debian, version: "12", vmr.ssh.user: debian}
 spec:
   diskImage: "$(basename "$image")"
   diskFormat: qcow2

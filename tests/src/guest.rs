@@ -103,6 +103,26 @@ pub fn finished_line(log: &str) -> Option<&str> {
         .find(|l| l.contains("Cloud-init v. ") && l.contains(" finished at "))
 }
 
+/// The IPv4 rows of cloud-init's "Net device info" table in a console log,
+/// as `(device, address, hardware address)`, e.g. `("eth0", "10.1.2.10",
+/// "52:54:00:..")`. cloud-init centres each cell, so cells are trimmed.
+pub fn ci_info_ipv4(log: &str) -> Vec<(String, String, String)> {
+    log.lines()
+        .filter_map(|line| {
+            let table = &line[line.find("ci-info: |")? + "ci-info: ".len()..];
+            let cells: Vec<&str> = table.split('|').map(str::trim).collect();
+            // ["", device, up, address, mask, scope, hw, ""]
+            let [_, device, _up, address, _mask, _scope, hw, _] = cells[..] else {
+                return None;
+            };
+            address
+                .parse::<std::net::Ipv4Addr>()
+                .ok()
+                .map(|_| (device.to_owned(), address.to_owned(), hw.to_owned()))
+        })
+        .collect()
+}
+
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }

@@ -132,9 +132,19 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
                 Ok(())
             })?;
     }
+    // CD-ROMs (a boot ISO, the cloud-init seed) sit on a virtio-scsi
+    // controller: cloud kernels (Debian's linux-image-cloud-amd64, Ubuntu's
+    // -kvm) carry virtio-scsi but no AHCI, so on q35's SATA bus their
+    // cloud-init never finds its NoCloud seed. SeaBIOS and OVMF both boot
+    // from virtio-scsi, and the seed stays a CD-ROM as cloud images expect.
+    if !def.cdroms.is_empty() {
+        w.create_element("controller")
+            .with_attributes([("type", "scsi"), ("index", "0"), ("model", "virtio-scsi")])
+            .write_empty()?;
+    }
     for (index, cdrom) in def.cdroms.iter().enumerate() {
         let path = cdrom.to_string_lossy();
-        let dev = sata_device_name(index);
+        let dev = scsi_device_name(index);
         w.create_element("disk")
             .with_attributes([("type", "file"), ("device", "cdrom")])
             .write_inner_content(|w| {
@@ -145,7 +155,7 @@ fn write_devices(w: &mut Writer<Vec<u8>>, def: &VmDefinition) -> XmlResult {
                     .with_attribute(("file", path.as_ref()))
                     .write_empty()?;
                 w.create_element("target")
-                    .with_attributes([("dev", dev.as_str()), ("bus", "sata")])
+                    .with_attributes([("dev", dev.as_str()), ("bus", "scsi")])
                     .write_empty()?;
                 w.create_element("readonly").write_empty()?;
                 Ok(())
@@ -270,7 +280,7 @@ fn text(w: &mut Writer<Vec<u8>>, name: &str, value: &str) -> XmlResult {
 }
 
 /// `sda`, `sdb`, ... `sdz`, `sdaa`, ...
-fn sata_device_name(index: usize) -> String {
+fn scsi_device_name(index: usize) -> String {
     let mut suffix = Vec::new();
     let mut n = index;
     loop {
@@ -286,13 +296,74 @@ fn sata_device_name(index: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use vmr_domain::image::DiskFormat;
+    use vmr_domain::units::ByteSize;
+    use vmr_domain::vm::{RestartPolicy, VmLabels, VmSpec};
+    use vmr_ports::DiskAttachment;
+
     use super::*;
 
+    fn definition(cdroms: &[&str]) -> VmDefinition {
+        let spec = VmSpec {
+            name: "web".parse().unwrap(),
+            cpu: 1,
+            memory: ByteSize::mib(256),
+            disk_size: None,
+            bootloader: Bootloader::Bios,
+            networks: Vec::new(),
+            restart_policy: RestartPolicy::No,
+            labels: VmLabels {
+                image: "reg.example/a:b".into(),
+                image_digest: None,
+                project: None,
+                service: None,
+            },
+        };
+        let spec_hash = spec.spec_hash();
+        VmDefinition {
+            spec,
+            disk: Some(DiskAttachment {
+                path: "/r/disk.qcow2".into(),
+                format: DiskFormat::Qcow2,
+            }),
+            cdroms: cdroms.iter().map(PathBuf::from).collect(),
+            boot_from_cdrom: false,
+            console_log: "/r/console.log".into(),
+            spec_hash,
+        }
+    }
+
     #[test]
-    fn sata_names() {
-        assert_eq!(sata_device_name(0), "sda");
-        assert_eq!(sata_device_name(1), "sdb");
-        assert_eq!(sata_device_name(25), "sdz");
-        assert_eq!(sata_device_name(26), "sdaa");
+    fn cdroms_sit_on_a_virtio_scsi_controller_a_cloud_kernel_has() {
+        let def = definition(&["/r/boot.iso", "/r/cidata.iso"]);
+        let xml = render(&def, "qemu").unwrap();
+        assert_eq!(
+            xml.matches(r#"<controller type="scsi" index="0" model="virtio-scsi"/>"#)
+                .count(),
+            1,
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<target dev="sda" bus="scsi"/>"#), "{xml}");
+        assert!(xml.contains(r#"<target dev="sdb" bus="scsi"/>"#), "{xml}");
+        assert!(!xml.contains("sata"), "{xml}");
+        // Read back as the same CD-ROMs, in order.
+        let parsed = parse(&xml).unwrap().unwrap();
+        assert_eq!(parsed.cdroms, def.cdroms);
+    }
+
+    #[test]
+    fn no_cdrom_no_scsi_controller() {
+        let xml = render(&definition(&[]), "qemu").unwrap();
+        assert!(!xml.contains("scsi"), "{xml}");
+    }
+
+    #[test]
+    fn scsi_names() {
+        assert_eq!(scsi_device_name(0), "sda");
+        assert_eq!(scsi_device_name(1), "sdb");
+        assert_eq!(scsi_device_name(25), "sdz");
+        assert_eq!(scsi_device_name(26), "sdaa");
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use vmr_domain::image::ImageConfig;
+use vmr_domain::image::{Digest, ImageConfig, Reference};
 use vmr_proto::v1 as pb;
 
 use super::Session;
@@ -19,12 +19,15 @@ use super::ssh_keys::{SshHome, SshIdentity};
 /// The image label that names the user `vmr ssh` logs in as.
 pub const SSH_USER_LABEL: &str = "vmr.ssh.user";
 
-/// How long `vmr ssh` waits for a starting VM's address by default.
+/// The guest's ssh port.
+const SSH_PORT: u16 = 22;
+
+/// How long `vmr ssh` waits for a starting VM's address and sshd by default.
 const DEFAULT_ADDRESS_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct SshArgs {
-    /// The VM
+    /// The VM (with `compose ssh`: the service)
     pub name: String,
     /// Log in as this user [default: the image's label vmr.ssh.user]
     #[arg(short = 'l', long = "user", value_name = "USER")]
@@ -32,7 +35,7 @@ pub struct SshArgs {
     /// The private key to use (its public half at FILE.pub) [default: vmr's own]
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identity: Option<PathBuf>,
-    /// Seconds to wait for the VM's address [default: 120]
+    /// Seconds to wait for the VM's address and its sshd [default: 120]
     #[arg(long = "wait", value_name = "SECS")]
     pub wait: Option<u64>,
     /// A command to run instead of an interactive shell
@@ -71,9 +74,14 @@ fn precondition(message: String) -> RpcError {
     RpcError(tonic::Status::failed_precondition(message))
 }
 
-/// The first address of a running VM, waiting up to `wait` for one.
-async fn address(client: &mut Client, name: &str, wait: Duration) -> anyhow::Result<pb::VmInfo> {
-    let deadline = tokio::time::Instant::now() + wait;
+/// The first address of a running VM, waiting up to `wait` (ending at
+/// `deadline`) for one.
+async fn address(
+    client: &mut Client,
+    name: &str,
+    wait: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<pb::VmInfo> {
     loop {
         let vm = client
             .inspect_vm(pb::InspectVmRequest {
@@ -109,25 +117,74 @@ async fn address(client: &mut Client, name: &str, wait: Duration) -> anyhow::Res
     }
 }
 
-/// The user the image names, if it does.
+/// Waits until something accepts TCP connections on the VM's ssh port: a
+/// booting guest has its DHCP lease well before sshd listens, and ssh would
+/// otherwise fail at once with "connection refused". cloud-init installs
+/// the keys before sshd starts, so a listening sshd is one that lets vmr in.
+async fn wait_for_sshd(
+    name: &str,
+    ip: &str,
+    wait: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    /// Each attempt's bound: an address nobody holds yet answers no SYN.
+    const ATTEMPT: Duration = Duration::from_secs(2);
+    let target = (ip, SSH_PORT);
+    loop {
+        let last_error =
+            match tokio::time::timeout(ATTEMPT, tokio::net::TcpStream::connect(target)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {}s", ATTEMPT.as_secs()),
+            };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RpcError(tonic::Status::deadline_exceeded(format!(
+                "VM {name} has address {ip} but nothing accepts ssh connections on port {SSH_PORT} after {}s ({last_error}); is the guest's sshd running? see `vmr logs {name}`",
+                wait.as_secs()
+            )))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The user the image names, if it does. The image is looked up by the
+/// digest the VM was made from (`REPOSITORY@DIGEST`: a bare digest names no
+/// image), then by the reference, whose tag may have moved since.
 async fn image_user(client: &mut Client, vm: &pb::VmInfo) -> anyhow::Result<Option<String>> {
-    let reference = if vm.image_digest.is_empty() {
-        vm.image.clone()
-    } else {
-        vm.image_digest.clone()
-    };
-    let Ok(image) = client
-        .inspect_image(pb::InspectImageRequest {
-            reference: reference.clone(),
-        })
-        .await
-        .reply()
-    else {
-        return Ok(None);
-    };
-    let config = ImageConfig::from_json(&image.config)
-        .map_err(|e| anyhow::anyhow!("the config of image {reference} is unreadable: {e}"))?;
-    Ok(config.metadata.labels.get(SSH_USER_LABEL).cloned())
+    for reference in image_references(vm) {
+        let Ok(image) = client
+            .inspect_image(pb::InspectImageRequest {
+                reference: reference.clone(),
+            })
+            .await
+            .reply()
+        else {
+            continue;
+        };
+        let config = ImageConfig::from_json(&image.config)
+            .map_err(|e| anyhow::anyhow!("the config of image {reference} is unreadable: {e}"))?;
+        return Ok(config.metadata.labels.get(SSH_USER_LABEL).cloned());
+    }
+    Ok(None)
+}
+
+/// The references to look a VM's image up by, pinned one first.
+fn image_references(vm: &pb::VmInfo) -> Vec<String> {
+    let pinned = vm
+        .image
+        .parse::<Reference>()
+        .ok()
+        .zip(vm.image_digest.parse::<Digest>().ok())
+        .map(|(reference, digest)| {
+            Reference {
+                tag: None,
+                digest: Some(digest),
+                ..reference
+            }
+            .to_string()
+        });
+    pinned.into_iter().chain([vm.image.clone()]).collect()
 }
 
 /// The ssh command line: batch-safe options first, then the target.
@@ -166,7 +223,8 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
     let identity = home.identity(args.identity.as_deref())?;
     let mut client = session.client().await?;
     let wait = args.wait.map_or(DEFAULT_ADDRESS_WAIT, Duration::from_secs);
-    let vm = address(&mut client, &args.name, wait).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let vm = address(&mut client, &args.name, wait, deadline).await?;
     let user = match args.user.clone() {
         Some(user) => user,
         None => image_user(&mut client, &vm).await?.ok_or_else(|| {
@@ -184,6 +242,7 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
         .find(|ip| !ip.is_empty())
         .unwrap_or_default()
         .to_owned();
+    wait_for_sshd(&args.name, &ip, wait, deadline).await?;
     home.prepare_known_hosts()?;
     let interactive = args.command.is_empty();
     let known_hosts = home.known_hosts(&args.name);
@@ -205,6 +264,28 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_image_is_looked_up_by_its_digest_first() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let vm = pb::VmInfo {
+            image: "reg.example:5000/tests/debian12:1".into(),
+            image_digest: digest.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            image_references(&vm),
+            [
+                format!("reg.example:5000/tests/debian12@{digest}"),
+                "reg.example:5000/tests/debian12:1".to_owned()
+            ]
+        );
+        let unpinned = pb::VmInfo {
+            image: "tests/debian12:1".into(),
+            ..Default::default()
+        };
+        assert_eq!(image_references(&unpinned), ["tests/debian12:1"]);
+    }
 
     #[test]
     fn the_command_pins_the_key_and_the_known_hosts() {

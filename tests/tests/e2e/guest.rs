@@ -53,10 +53,12 @@ fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
 
     // network-config: cloud-init's ci-info table lists an interface with the
     // static address vmr generated for it.
+    let mac = inspect_mac(&daemon, &vm);
     assert!(
-        log.lines()
-            .any(|l| l.contains("ci-info:") && l.contains(&format!("| {static_ip} "))),
-        "no interface with {static_ip} in cloud-init's table:\n{log}"
+        guest::ci_info_ipv4(&log)
+            .iter()
+            .any(|(_, ip, hw)| *ip == static_ip && *hw == mac),
+        "no interface {mac} with {static_ip} in cloud-init's table:\n{log}"
     );
 
     // meta-data: the hostname is the VM's name, as the getty shows it.
@@ -77,4 +79,13 @@ fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
 
     daemon.vmr(&["rm", &vm]).ok();
     daemon.vmr(&["network", "rm", &net]).ok();
+}
+
+/// The MAC of a VM's first card, as `vmr inspect` reports it.
+fn inspect_mac(daemon: &Daemon, vm: &str) -> String {
+    let inspected = daemon.vmr(&["inspect", "--type", "vm", vm]).json();
+    inspected["vm"]["interfaces"][0]["mac"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no MAC in {inspected}"))
+        .to_owned()
 }
