@@ -14,6 +14,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Disk chunks as `Bytes`: the server takes them out of tonic's
         // decode buffer without a copy (shared/research/stream-throughput.md).
         .bytes(".vmregistry.v1.ImportImageRequest")
+        // Guest input and output pass through as they are, without a copy.
+        .bytes(".vmregistry.v1.ExecVMRequest")
+        .bytes(".vmregistry.v1.ExecVMResponse")
+        .bytes(".vmregistry.v1.VMLogsChunk")
+        .bytes(".vmregistry.v1.VMConsoleRequest")
+        .bytes(".vmregistry.v1.VMConsoleResponse")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())

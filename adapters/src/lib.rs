@@ -1,6 +1,7 @@
 //! vmr's adapters: every outside system behind a port. libvirt, the blob
 //! store (opendal: fs, S3, memory), OCI registries, the auth server, the gRPC
-//! server, the cloud-init ISO writer, and in-memory fakes.
+//! server, the metrics endpoint, the cloud-init ISO writer, and in-memory
+//! fakes.
 
 pub mod auth;
 pub mod blobstore;
@@ -8,4 +9,5 @@ pub mod cloudinit;
 pub mod fake;
 pub mod grpc;
 pub mod libvirt;
+pub mod metrics;
 pub mod registry;

@@ -9,11 +9,14 @@ use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{LeaseSettings, OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
+use vmr_adapters::metrics::PrometheusMetrics;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
-use vmr_ports::Hypervisor;
 use vmr_ports::blobstore::BlobStore;
+use vmr_ports::driving::MetricsSnapshotUseCases;
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
+use vmr_ports::{GuestAgent, Hypervisor, SerialConsole};
+use vmr_ports::{MetricsRecorder, NoMetrics};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
 use crate::service::TransferService;
@@ -23,6 +26,7 @@ use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
 use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
 use crate::service::{ComposeService, ComposeSettings};
+use crate::service::{GuestService, MetricsSnapshotService};
 use crate::service::{
     NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
 };
@@ -40,26 +44,58 @@ pub struct Assembled {
     pub images: Arc<ImageService>,
     /// Publishes the hypervisor's VM lifecycle events while it lives.
     pub vm_events: LifecycleRelay,
+    /// The metrics endpoint's counters and snapshot, when it is asked for.
+    pub metrics: Option<MetricsEndpoint>,
 }
 
-/// Connects to libvirt for `--hypervisor libvirt`: what it opened, and a
-/// description for the logs and the health check.
+/// What `--metrics-listen` serves.
+pub struct MetricsEndpoint {
+    pub counters: Arc<PrometheusMetrics>,
+    pub snapshot: Arc<dyn MetricsSnapshotUseCases>,
+}
+
+/// What a hypervisor backend gives the core: the VM port, the ways into a
+/// guest (its agent, its serial console), and a description for the logs and
+/// the health check. One backend usually implements all three.
+pub struct OpenedHypervisor {
+    pub hypervisor: Arc<dyn Hypervisor>,
+    pub agent: Arc<dyn GuestAgent>,
+    pub console: Arc<dyn SerialConsole>,
+    pub description: String,
+}
+
+impl OpenedHypervisor {
+    /// A backend that is its own agent and console.
+    pub fn of<H>(backend: Arc<H>, description: String) -> Self
+    where
+        H: Hypervisor + GuestAgent + SerialConsole + 'static,
+    {
+        Self {
+            hypervisor: backend.clone(),
+            agent: backend.clone(),
+            console: backend,
+            description,
+        }
+    }
+}
+
+/// Connects to libvirt for `--hypervisor libvirt`.
 ///
 /// Only the `vmrd-libvirt` binary has one. This library never links libvirt,
 /// so `vmrd` with the fake hypervisor, the `vmr` CLI and programs embedding
 /// the core map none of libvirt's ~55 libraries (docs/decisions.md, "Idle
 /// memory").
 pub type OpenLibvirt =
-    for<'a> fn(&'a DaemonConfig) -> BoxFuture<'a, anyhow::Result<(Arc<dyn Hypervisor>, String)>>;
+    for<'a> fn(&'a DaemonConfig) -> BoxFuture<'a, anyhow::Result<OpenedHypervisor>>;
 
 /// Connects to the hypervisor the configuration names; `libvirt` opens
 /// libvirt, when this program can.
 pub async fn open_hypervisor(
     config: &DaemonConfig,
     libvirt: Option<OpenLibvirt>,
-) -> anyhow::Result<(Arc<dyn Hypervisor>, String)> {
+) -> anyhow::Result<OpenedHypervisor> {
     match (config.hypervisor, libvirt) {
-        (HypervisorKind::Fake, _) => Ok((
+        (HypervisorKind::Fake, _) => Ok(OpenedHypervisor::of(
             Arc::new(FakeHypervisor::new().without_call_log()),
             "fake (in memory; VMs do not outlive the daemon)".to_string(),
         )),
@@ -210,7 +246,12 @@ pub async fn assemble(
         shared,
         lease_settings,
     } = open_store(config).await?;
-    let (hypervisor, hypervisor_description) = open_hypervisor(config, libvirt).await?;
+    let OpenedHypervisor {
+        hypervisor,
+        agent,
+        console,
+        description: hypervisor_description,
+    } = open_hypervisor(config, libvirt).await?;
     // Libvirt resolves paths in its own process: they must be absolute.
     let runtime_root = std::path::absolute(config.fs_path.join("runtime"))
         .with_context(|| format!("--fs-path {}", config.fs_path.display()))?;
@@ -222,11 +263,20 @@ pub async fn assemble(
     // The one event source: the use cases publish to it, WatchEvents reads it.
     let bus = EventBus::new();
     let events: Publisher = bus.clone();
+    // Counted only when served: otherwise nobody could read them.
+    let counters = config
+        .metrics_listen
+        .map(|_| Arc::new(PrometheusMetrics::new()));
+    let metrics: Arc<dyn MetricsRecorder> = match &counters {
+        Some(counters) => counters.clone(),
+        None => Arc::new(NoMetrics),
+    };
     let vm_events = LifecycleRelay::spawn(hypervisor.as_ref(), events.clone());
     let images = Arc::new(
         ImageService::new(store.clone(), usage.clone())
             .with_shared_leases(shared, lease_settings.renew_every())
-            .with_events(events.clone()),
+            .with_events(events.clone())
+            .with_metrics(metrics.clone()),
     );
     let heartbeat = images.spawn_heartbeat(lease_settings.renew_every());
     let vms = Arc::new(VmService::new(
@@ -236,10 +286,19 @@ pub async fn assemble(
         usage,
     ));
     let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
-    let compose = Arc::new(ComposeService::new(
-        vms.clone(),
-        networks.clone(),
-        ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
+    let compose = Arc::new(
+        ComposeService::new(
+            vms.clone(),
+            networks.clone(),
+            ComposeSettings::from_env().map_err(anyhow::Error::msg)?,
+        )
+        .with_events(events.clone(), bus.clone()),
+    );
+    let guest = Arc::new(GuestService::new(
+        hypervisor.clone(),
+        agent,
+        console,
+        runtime.clone(),
     ));
     let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
         .with_events(events.clone())
@@ -310,6 +369,15 @@ pub async fn assemble(
         ),
     );
     let auth = Arc::new(AuthService::new(contexts.clone(), registries, auth_servers));
+    let metrics_endpoint = counters.map(|counters| MetricsEndpoint {
+        counters,
+        snapshot: Arc::new(MetricsSnapshotService::new(
+            hypervisor.clone(),
+            images.clone(),
+            store.clone(),
+            health.clone(),
+        )),
+    });
     Ok(Assembled {
         grpc: Core {
             images: images.clone(),
@@ -318,9 +386,11 @@ pub async fn assemble(
             vms,
             networks,
             compose,
+            guest,
             transfers,
             auth,
             events: bus,
+            metrics,
         },
         store_description: store.describe(),
         hypervisor_description,
@@ -328,5 +398,6 @@ pub async fn assemble(
         heartbeat,
         images,
         vm_events,
+        metrics: metrics_endpoint,
     })
 }

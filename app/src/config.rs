@@ -110,6 +110,13 @@ pub struct Flags {
     /// Chunks transferred at once in a push or pull (default 3).
     #[arg(long, env = "VM_REGISTRY_TRANSFER_PARALLEL", value_name = "N")]
     pub transfer_parallel: Option<usize>,
+    /// Serve Prometheus metrics on this address (IP:PORT, loopback unless
+    /// --metrics-allow-remote) at /metrics; off when not given.
+    #[arg(long, env = "VM_REGISTRY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Let --metrics-listen take an address other hosts can reach.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_allow_remote: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +174,8 @@ pub struct DaemonConfig {
     /// Chunk size of chunked pushes in bytes; 0: no chunking.
     pub push_chunk_bytes: u64,
     pub transfer_parallel: usize,
+    /// Where the metrics endpoint listens; `None`: not served.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Where things go when nothing says otherwise: system paths for root, the
@@ -407,6 +416,27 @@ impl DaemonConfig {
             ));
         }
 
+        let metrics_listen = match non_empty(pick!(metrics_listen)) {
+            None => None,
+            Some(raw) => {
+                let addr: std::net::SocketAddr = raw.trim().parse().map_err(|_| {
+                    invalid(
+                        "metrics-listen",
+                        format!("'{raw}' is not an address like 127.0.0.1:9464 or [::1]:9464"),
+                    )
+                })?;
+                if !addr.ip().is_loopback() && !pick!(metrics_allow_remote).unwrap_or(false) {
+                    return Err(invalid(
+                        "metrics-listen",
+                        format!(
+                            "{addr} is not a loopback address; metrics tell what runs on this host, so serving them to other hosts needs --metrics-allow-remote"
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+
         Ok(Self {
             socket,
             registry_url: check_url("registry-url", pick!(registry_url))?,
@@ -425,6 +455,7 @@ impl DaemonConfig {
             socket_mode,
             push_chunk_bytes: push_chunk_mib * 1024 * 1024,
             transfer_parallel,
+            metrics_listen,
         })
     }
 

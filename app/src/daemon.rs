@@ -86,6 +86,15 @@ fn exec_libvirt_binary() -> anyhow::Error {
     )
 }
 
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long in-flight calls may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -147,6 +156,29 @@ pub async fn run(config: DaemonConfig, libvirt: Option<OpenLibvirt>) -> anyhow::
         stop_signal().await;
         let _ = stopping_tx.send(());
     };
+    // Bound before the socket serves, so a bad address fails the start.
+    let metrics_server = match (config.metrics_listen, core.metrics) {
+        (Some(addr), Some(endpoint)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!(address = %bound, "metrics served at http://{bound}/metrics");
+            Some(AbortOnDrop(tokio::spawn(async move {
+                let served = vmr_adapters::metrics::http::serve(
+                    listener,
+                    endpoint.counters,
+                    endpoint.snapshot,
+                    std::future::pending(),
+                )
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the metrics endpoint failed");
+                }
+            })))
+        }
+        _ => None,
+    };
     let images = core.images.clone();
     let heartbeat = core.heartbeat;
     let serve = vmr_adapters::grpc::serve(listener, core.grpc, shutdown);
@@ -161,6 +193,7 @@ pub async fn run(config: DaemonConfig, libvirt: Option<OpenLibvirt>) -> anyhow::
             Ok(())
         }
     };
+    drop(metrics_server);
     if let Err(e) = std::fs::remove_file(&config.socket) {
         tracing::warn!(error = %e, "could not remove the socket");
     }

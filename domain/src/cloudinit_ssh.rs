@@ -102,6 +102,12 @@ pub fn merge_ssh_keys(
     keys: &[SshPublicKey],
 ) -> Result<Option<Vec<u8>>, ValidationError> {
     let user_data = user_data.filter(|d| !d.is_empty());
+    // The user's document is bounded before it is parsed, and judged as
+    // they wrote it: a merge re-serialises it (comments go), which must
+    // not bring an oversized document under the limit.
+    if let Some(data) = user_data {
+        crate::cloudinit::check_user_data(field, data)?;
+    }
     if keys.is_empty() {
         return Ok(user_data.map(<[u8]>::to_vec));
     }

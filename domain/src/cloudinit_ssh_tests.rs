@@ -163,3 +163,15 @@ fn unknown_user_data_is_refused_naming_the_field() {
     assert_eq!(e.field, "user_data");
     assert!(e.reason.contains("#cloud-config"), "{e}");
 }
+
+#[test]
+fn an_oversized_document_is_refused_before_the_merge_could_shrink_it() {
+    // Comments vanish when the document is re-serialised with the key.
+    let mut data = b"#cloud-config\n".to_vec();
+    while data.len() <= crate::cloudinit::MAX_USER_DATA_BYTES {
+        data.extend_from_slice(b"# padding that a YAML round trip drops\n");
+    }
+    let e = merge_ssh_keys("user_data", Some(&data), &keys()).unwrap_err();
+    assert_eq!(e.field, "user_data");
+    assert!(e.reason.contains("larger than the limit"), "{e}");
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use virt::connect::Connect;
 use virt::network::Network;
-use vmr_domain::network::{NetworkMode, overlaps};
+use vmr_domain::network::{NetworkMode, SubnetOverlap, check_no_overlap};
 use vmr_ports::{HypervisorError, NetworkDefinition, NetworkDetails, NetworkRecord};
 
 use super::conn::{is_missing, map_err, network};
@@ -58,23 +58,10 @@ pub(crate) fn define(
         Err(e) if is_missing(&e) => {}
         Err(e) => return Err(map_err(network(name), &e)),
     }
-    if let Some(ipv4) = &spec.ipv4 {
-        for other in list(conn)? {
-            if overlaps(spec, &other.spec) {
-                let theirs = other
-                    .spec
-                    .ipv4
-                    .map(|i| i.subnet.to_string())
-                    .unwrap_or_default();
-                return Err(HypervisorError::invalid(
-                    "subnet",
-                    format!(
-                        "{} overlaps the subnet {theirs} of network {}",
-                        ipv4.subnet, other.spec.name
-                    ),
-                ));
-            }
-        }
+    if spec.ipv4.is_some() {
+        let others = list(conn)?;
+        check_no_overlap(spec, others.iter().map(|n| &n.spec))
+            .map_err(|e| HypervisorError::invalid(SubnetOverlap::FIELD, e.to_string()))?;
     }
     if host_checks {
         check_host_devices(def)?;

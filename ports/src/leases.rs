@@ -36,8 +36,12 @@ pub struct CollectionView {
     pub id: String,
     /// The other hosts' live records, merged.
     pub others: HostRecord,
-    /// Blobs younger than the grace window (by the store's clock).
-    pub young: BTreeSet<Digest>,
+    /// On a shared store, the only blobs the collection may delete: those
+    /// listed right after the announcement and older than the grace window
+    /// (by the store's clock). A blob that appeared after that listing is
+    /// younger than any grace window, whatever a later listing says. `None`
+    /// on a store no other daemon uses: no blob is spared by its age.
+    pub old: Option<BTreeSet<Digest>>,
 }
 
 /// A record or collection that was not renewed within the lease TTL.

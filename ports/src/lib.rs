@@ -11,6 +11,7 @@ pub mod driving;
 pub mod guest;
 pub mod hypervisor;
 pub mod leases;
+pub mod metrics;
 pub mod registry;
 
 pub use auth::{
@@ -26,6 +27,7 @@ pub use hypervisor::{
     VmDetails, VmInterface, VmRecord,
 };
 pub use leases::{CollectionView, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases};
+pub use metrics::{ByteFlow, MetricsRecorder, NoMetrics};
 pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
     RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,

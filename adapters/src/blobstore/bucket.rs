@@ -335,15 +335,19 @@ impl SharedLeases for BucketLeases {
             .write_and_time(&id, self.host.clone().into_bytes())
             .await?;
         let others = self.others(now).await?;
-        let mut young = BTreeSet::new();
+        let mut old = BTreeSet::new();
         for (key, modified) in self.list_times(&format!("{BLOBS_DIR}/")).await? {
-            if age(modified, now) <= self.settings.grace
+            if age(modified, now) > self.settings.grace
                 && let Some(digest) = parse_blob_name(&key)
             {
-                young.insert(digest);
+                old.insert(digest);
             }
         }
-        Ok(CollectionView { id, others, young })
+        Ok(CollectionView {
+            id,
+            others,
+            old: Some(old),
+        })
     }
 
     async fn renew_collection(&self, view: &CollectionView) -> Result<(), StoreError> {

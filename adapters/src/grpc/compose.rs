@@ -18,6 +18,7 @@ fn source(source: Option<pb::ComposeSource>) -> Result<ComposeSource, Status> {
         files: source.files.into_iter().collect(),
         project: Some(source.project).filter(|p| !p.is_empty()),
         directory_name: source.directory_name,
+        ssh_authorized_keys: Vec::new(),
     })
 }
 
@@ -56,7 +57,11 @@ pub async fn compose_up(
     core: &Core,
     request: Request<pb::ComposeUpRequest>,
 ) -> Result<Response<ServerStream<pb::ComposeEvent>>, Status> {
-    let source = source(request.into_inner().source)?;
+    let request = request.into_inner();
+    let source = ComposeSource {
+        ssh_authorized_keys: request.ssh_authorized_keys,
+        ..source(request.source)?
+    };
     let events = core.compose.up(source).await.map_err(to_status)?;
     let stream = events.map(|item| item.map(event).map_err(to_status));
     Ok(Response::new(Box::pin(stream)))

@@ -1,9 +1,11 @@
 //! Logs every call, unary or streaming, once it ends: method, the caller's
 //! uid/pid from the socket's peer credentials, duration and gRPC status.
 //! It wraps the HTTP service so that it sees streaming calls end too (their
-//! status travels in the trailers).
+//! status travels in the trailers). The same end is told to the metrics
+//! recorder (method, status code, duration).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,36 +13,61 @@ use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tonic::transport::server::UdsConnectInfo;
 use tower::{Layer, Service};
+use vmr_ports::{MetricsRecorder, NoMetrics};
 
-/// The tower layer that adds call logging.
-#[derive(Debug, Clone, Default)]
-pub struct CallLogLayer;
+/// The tower layer that adds call logging and call metrics.
+#[derive(Clone)]
+pub struct CallLogLayer {
+    metrics: Arc<dyn MetricsRecorder>,
+}
+
+impl Default for CallLogLayer {
+    fn default() -> Self {
+        Self::new(Arc::new(NoMetrics))
+    }
+}
+
+impl CallLogLayer {
+    /// Logs every call and tells `metrics` how each ended.
+    pub fn new(metrics: Arc<dyn MetricsRecorder>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for CallLogLayer {
     type Service = CallLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CallLog { inner }
+        CallLog {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CallLog<S> {
     inner: S,
+    metrics: Arc<dyn MetricsRecorder>,
 }
 
 /// What is known about a call when it starts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct CallInfo {
     method: String,
     uid: Option<u32>,
     pid: Option<i32>,
     started: Instant,
+    metrics: Arc<dyn MetricsRecorder>,
 }
 
 impl CallInfo {
     fn finish(&self, status: &str, message: Option<&str>) {
-        let elapsed_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = self.started.elapsed();
+        // A status that is no number is a broken peer's; UNKNOWN says so.
+        let code = status.parse::<i32>().unwrap_or(2);
+        self.metrics.call_finished(&self.method, code, elapsed);
+        let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
         let uid = self.uid.map_or_else(|| "?".to_string(), |u| u.to_string());
         let pid = self.pid.map_or_else(|| "?".to_string(), |p| p.to_string());
         if status == "0" {
@@ -104,6 +131,7 @@ where
             uid: creds.map(|c| c.uid()),
             pid: creds.and_then(|c| c.pid()),
             started: Instant::now(),
+            metrics: self.metrics.clone(),
         };
         let future = self.inner.call(request);
         Box::pin(async move {

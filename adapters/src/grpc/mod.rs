@@ -9,6 +9,8 @@ mod contexts;
 mod convert;
 mod events;
 mod fdpass;
+mod guard;
+mod guest;
 mod logging;
 mod networks;
 mod server;

@@ -15,6 +15,7 @@ use vmr_proto::v1::vm_service_server::VmServiceServer;
 
 use super::authority::AuthorityRepair;
 use super::fdpass::{self, Kind, PassedDisks};
+use super::guard::RequestGuardLayer;
 use super::logging::CallLogLayer;
 use super::service::{Core, VmServiceImpl};
 
@@ -33,6 +34,7 @@ pub async fn serve(
         .set_serving::<VmServiceServer<VmServiceImpl>>()
         .await;
 
+    let calls = CallLogLayer::new(core.metrics.clone());
     let disks = Arc::new(PassedDisks::default());
     let service = VmServiceServer::new(VmServiceImpl::with_passed_disks(core, Arc::clone(&disks)))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -44,7 +46,9 @@ pub async fn serve(
         .initial_stream_window_size(Some(16 * 1024 * 1024))
         .initial_connection_window_size(Some(32 * 1024 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .layer(CallLogLayer);
+        // Outermost first: the call log sees the guard's statuses.
+        .layer(calls)
+        .layer(RequestGuardLayer);
     let router = builder
         .add_service(health_service)
         .add_service(service)

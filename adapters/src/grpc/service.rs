@@ -10,7 +10,7 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 use vmr_ports::driving::events::EventUseCases;
 use vmr_ports::driving::{AuthUseCases, TransferUseCases};
-use vmr_ports::driving::{ComposeUseCases, NetworkUseCases, VmUseCases};
+use vmr_ports::driving::{ComposeUseCases, GuestUseCases, NetworkUseCases, VmUseCases};
 use vmr_ports::driving::{
     ContextUseCases, DiskSource, ErrorKind, HealthUseCases, ImageUseCases, ImportRequest,
     StoreCheck, StoreProblemKind, UploadStream, UseCaseError,
@@ -20,7 +20,7 @@ use vmr_proto::v1::vm_service_server::VmService;
 
 use super::fdpass::{PassedDisk, PassedDisks};
 use super::status::to_status;
-use super::{auth, compose, contexts, convert, events, networks, transfer, vms};
+use super::{auth, compose, contexts, convert, events, guest, networks, transfer, vms};
 
 /// A disk chunk may be at most this large ("a few MiB"; the CLI sends 1 MiB).
 pub const MAX_CHUNK: usize = 16 * 1024 * 1024;
@@ -36,9 +36,12 @@ pub struct Core {
     pub vms: Arc<dyn VmUseCases>,
     pub networks: Arc<dyn NetworkUseCases>,
     pub compose: Arc<dyn ComposeUseCases>,
+    pub guest: Arc<dyn GuestUseCases>,
     pub transfers: Arc<dyn TransferUseCases>,
     pub auth: Arc<dyn AuthUseCases>,
     pub events: Arc<dyn EventUseCases>,
+    /// Told how every call ends (`NoMetrics` when metrics are off).
+    pub metrics: Arc<dyn vmr_ports::MetricsRecorder>,
 }
 
 /// The tonic service over a `Core`.
@@ -410,6 +413,33 @@ impl VmService for VmServiceImpl {
         request: Request<pb::InspectVmRequest>,
     ) -> Result<Response<pb::InspectVmResponse>, Status> {
         vms::inspect_vm(&self.core, request).await
+    }
+
+    type ExecVMStream = ServerStream<pb::ExecVmResponse>;
+
+    async fn exec_vm(
+        &self,
+        request: Request<Streaming<pb::ExecVmRequest>>,
+    ) -> Result<Response<Self::ExecVMStream>, Status> {
+        guest::exec_vm(&self.core, request).await
+    }
+
+    type VMLogsStream = ServerStream<pb::VmLogsChunk>;
+
+    async fn vm_logs(
+        &self,
+        request: Request<pb::VmLogsRequest>,
+    ) -> Result<Response<Self::VMLogsStream>, Status> {
+        guest::vm_logs(&self.core, request).await
+    }
+
+    type VMConsoleStream = ServerStream<pb::VmConsoleResponse>;
+
+    async fn vm_console(
+        &self,
+        request: Request<Streaming<pb::VmConsoleRequest>>,
+    ) -> Result<Response<Self::VMConsoleStream>, Status> {
+        guest::vm_console(&self.core, request).await
     }
 
     async fn create_network(

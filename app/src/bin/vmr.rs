@@ -33,9 +33,13 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("vmr: {}", vmr_app::cli::error_sentence(&err));
-            ExitCode::FAILURE
-        }
+        Err(err) => match err.downcast_ref::<vmr_app::cli::CommandExit>() {
+            // `vmr exec`: the guest's command printed its own; its code is ours.
+            Some(exit) => ExitCode::from(exit.0),
+            None => {
+                eprintln!("vmr: {}", vmr_app::cli::error_sentence(&err));
+                ExitCode::FAILURE
+            }
+        },
     }
 }

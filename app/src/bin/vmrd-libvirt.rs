@@ -7,18 +7,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use vmr_app::assemble::OpenedHypervisor;
 use vmr_app::config::DaemonConfig;
 use vmr_app::daemon::Libvirt;
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
-use vmr_ports::Hypervisor;
 
 fn main() -> ExitCode {
     vmr_app::daemon::main(Libvirt::Linked(open_libvirt))
 }
 
-fn open_libvirt(
-    config: &DaemonConfig,
-) -> BoxFuture<'_, anyhow::Result<(Arc<dyn Hypervisor>, String)>> {
+fn open_libvirt(config: &DaemonConfig) -> BoxFuture<'_, anyhow::Result<OpenedHypervisor>> {
     async move {
         let mut settings = LibvirtConfig::new(config.libvirt_uri.clone());
         settings.virt_type = config
@@ -31,7 +29,8 @@ fn open_libvirt(
             .await
             .with_context(|| format!("--libvirt-uri {}", config.libvirt_uri))?;
         let description = format!("libvirt {} ({})", config.libvirt_uri, libvirt.virt_type());
-        Ok((Arc::new(libvirt) as Arc<dyn Hypervisor>, description))
+        // The domain's agent channel and console stream are libvirt's too.
+        Ok(OpenedHypervisor::of(Arc::new(libvirt), description))
     }
     .boxed()
 }

@@ -107,6 +107,12 @@ pub enum Command {
     Context(ContextCommand),
     /// Open a shell in a VM, or run one command there, over ssh
     Ssh(super::ssh::SshArgs),
+    /// Run a command in a VM through its guest agent (no network needed)
+    Exec(super::guest::ExecArgs),
+    /// Print a VM's serial console log
+    Logs(super::guest::LogsArgs),
+    /// Attach to a VM's serial console (detach with Ctrl-])
+    Console(super::console::ConsoleArgs),
     /// Follow the daemon's events (VMs, images, networks, compose projects)
     Events(super::events::EventsArgs),
 }
@@ -407,7 +413,7 @@ pub struct ComposeArgs {
     pub command: ComposeCommand,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum ComposeCommand {
     /// Create the project's networks and VMs and start them, in dependency order
     Up,
@@ -417,6 +423,25 @@ pub enum ComposeCommand {
     Ps,
     /// Validate the file and print the normalised plan
     Config,
+    /// Print the serial console logs of the project's VMs, each line after its service
+    Logs(ComposeLogsArgs),
+    /// Run a command in a service's VM through its guest agent
+    Exec(super::guest::ExecArgs),
+    /// Open a shell in a service's VM, or run one command there, over ssh
+    Ssh(super::ssh::SshArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ComposeLogsArgs {
+    /// Keep printing what the guests write next (until Ctrl-C); no `-f`,
+    /// which names the compose file here
+    #[arg(long = "follow")]
+    pub follow: bool,
+    /// Only the last N lines of each log so far
+    #[arg(short = 'n', long = "tail", value_name = "N")]
+    pub tail: Option<u64>,
+    /// Only this service [default: every service with a VM]
+    pub service: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -366,3 +366,71 @@ fn the_definitions_are_consistent() {
     use clap::CommandFactory;
     Cli::command().debug_assert();
 }
+
+#[test]
+fn exec_takes_its_flags_before_the_command_and_the_command_whole() {
+    for line in [
+        "vmr exec -i web -- sh -c exit",
+        "vmr exec web -i -- sh -c exit",
+    ] {
+        let Command::Exec(args) = parse(line).command else {
+            panic!("exec");
+        };
+        assert!(args.interactive, "{line}");
+        assert_eq!(args.name, "web");
+        assert_eq!(args.command, ["sh", "-c", "exit"]);
+    }
+    // After the command's first word, flags are the command's.
+    let Command::Exec(args) = parse("vmr exec web ls -i -o json").command else {
+        panic!("exec");
+    };
+    assert!(!args.interactive);
+    assert_eq!(args.command, ["ls", "-i", "-o", "json"]);
+    let Command::Exec(args) = parse("vmr exec web").command else {
+        panic!("exec");
+    };
+    assert!(
+        args.command.is_empty(),
+        "the daemon names the empty command"
+    );
+}
+
+#[test]
+fn logs_console_and_the_compose_ways_in() {
+    let Command::Logs(args) = parse("vmr logs -f --tail 5 web").command else {
+        panic!("logs");
+    };
+    assert!(args.follow);
+    assert_eq!(args.tail, Some(5));
+    assert_eq!(args.name, "web");
+    refuse("vmr logs --tail many web");
+    let Command::Console(args) = parse("vmr console web").command else {
+        panic!("console");
+    };
+    assert_eq!(args.name, "web");
+    let Command::Compose(args) = parse("vmr compose logs --follow db").command else {
+        panic!("compose");
+    };
+    let ComposeCommand::Logs(logs) = args.command else {
+        panic!("compose logs");
+    };
+    assert_eq!(logs.service.as_deref(), Some("db"));
+    assert!(logs.follow);
+    let Command::Compose(args) = parse("vmr compose exec db -- cat /etc/hostname").command else {
+        panic!("compose");
+    };
+    let ComposeCommand::Exec(exec) = args.command else {
+        panic!("compose exec");
+    };
+    assert_eq!(exec.name, "db");
+    assert_eq!(exec.command, ["cat", "/etc/hostname"]);
+    let Command::Compose(args) = parse("vmr compose ssh db --user debian -- id").command else {
+        panic!("compose");
+    };
+    let ComposeCommand::Ssh(ssh) = args.command else {
+        panic!("compose ssh");
+    };
+    assert_eq!(ssh.name, "db");
+    assert_eq!(ssh.user.as_deref(), Some("debian"));
+    assert_eq!(ssh.command, ["id"]);
+}

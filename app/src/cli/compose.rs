@@ -15,13 +15,13 @@ use futures::{Stream, StreamExt};
 use serde_yaml::Value;
 use vmr_proto::v1 as pb;
 
-use super::Session;
 use super::args::{ComposeArgs, ComposeCommand};
 use super::connect::{Reply, RpcError};
 use super::json::{ToJson, print_json, print_json_line, vm_state_word};
 use super::output::{print_table, table};
 use super::progress::ComposeView;
 use super::vms::ips;
+use super::{Session, compose_guest, ssh};
 
 /// The compose files looked for in the current directory, in this order.
 pub const DEFAULT_FILE_NAMES: [&str; 3] = ["vmcompose.yaml", "vmcompose.yml", "compose.yaml"];
@@ -209,7 +209,11 @@ pub async fn run(session: &Session, args: ComposeArgs) -> anyhow::Result<()> {
     let allow_outside = args.allow_outside_files;
     let policy = match args.command {
         ComposeCommand::Up | ComposeCommand::Config => FilePolicy::Required { allow_outside },
-        ComposeCommand::Down | ComposeCommand::Ps => FilePolicy::BestEffort { allow_outside },
+        ComposeCommand::Down
+        | ComposeCommand::Ps
+        | ComposeCommand::Logs(_)
+        | ComposeCommand::Exec(_)
+        | ComposeCommand::Ssh(_) => FilePolicy::BestEffort { allow_outside },
     };
     let file = args.file.clone();
     let source = tokio::task::spawn_blocking(move || -> anyhow::Result<pb::ComposeSource> {
@@ -221,10 +225,14 @@ pub async fn run(session: &Session, args: ComposeArgs) -> anyhow::Result<()> {
     let mut client = session.client().await?;
     let json = session.output.is_json();
     match args.command {
+        ComposeCommand::Logs(logs) => return compose_guest::logs(session, source, logs).await,
+        ComposeCommand::Exec(exec) => return compose_guest::exec(session, source, exec).await,
+        ComposeCommand::Ssh(ssh) => return compose_guest::ssh(session, source, ssh).await,
         ComposeCommand::Up => {
             let stream = client
                 .compose_up(pb::ComposeUpRequest {
                     source: Some(source),
+                    ssh_authorized_keys: vec![ssh::public_key(&ssh::IdentityArg::default())?],
                 })
                 .await
                 .reply()?;

@@ -8,10 +8,13 @@
 pub mod args;
 mod auth;
 mod compose;
+mod compose_guest;
 pub mod connect;
+mod console;
 mod credentials;
 mod events;
 mod fdpass;
+mod guest;
 mod images;
 mod import;
 pub mod json;
@@ -33,6 +36,7 @@ use args::{Command, ImageCommand, SystemCommand};
 pub use compose::{ComposeFileError, ComposeFiles, find_compose_file};
 pub use connect::{Client, ConnectError, RpcError, default_socket_path};
 pub use credentials::{CredentialStore, CredentialStoreError, StoredCredential};
+pub use guest::CommandExit;
 use output::OutputFormat;
 
 /// Parses the process's arguments and runs the command. Usage errors print
@@ -89,6 +93,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compose(args) => compose::run(&session, args).await,
         Command::Context(command) => auth::context(&session, command).await,
         Command::Ssh(args) => ssh::run(&session, args).await,
+        Command::Exec(args) => guest::exec(&session, args).await,
+        Command::Logs(args) => guest::logs(&session, args).await,
+        Command::Console(args) => console::run(&session, args).await,
         Command::Events(args) => events::run(&session, args).await,
     }
 }

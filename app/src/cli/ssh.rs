@@ -25,9 +25,9 @@ const SSH_PORT: u16 = 22;
 /// How long `vmr ssh` waits for a starting VM's address and sshd by default.
 const DEFAULT_ADDRESS_WAIT: Duration = Duration::from_secs(120);
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct SshArgs {
-    /// The VM
+    /// The VM (with `compose ssh`: the service)
     pub name: String,
     /// Log in as this user [default: the image's label vmr.ssh.user]
     #[arg(short = 'l', long = "user", value_name = "USER")]
@@ -187,7 +187,10 @@ fn image_references(vm: &pb::VmInfo) -> Vec<String> {
     pinned.into_iter().chain([vm.image.clone()]).collect()
 }
 
-/// The ssh command line: batch-safe options first, then the target.
+/// The ssh command line: batch-safe options first, then the target. The
+/// command's words are quoted for the remote shell, so the guest runs the
+/// argv the user typed (as `vmr exec` and lima's `shell` do), not OpenSSH's
+/// space-joined line: `-- sh -c 'exit 6'` exits 6.
 pub fn ssh_command(
     identity: &SshIdentity,
     known_hosts: &std::path::Path,
@@ -196,7 +199,7 @@ pub fn ssh_command(
     ip: &str,
     command: &[String],
     interactive: bool,
-) -> std::process::Command {
+) -> anyhow::Result<std::process::Command> {
     let mut ssh = std::process::Command::new("ssh");
     ssh.arg("-i")
         .arg(&identity.private)
@@ -213,9 +216,11 @@ pub fn ssh_command(
     }
     ssh.arg("-l").arg(user).arg(ip);
     if !command.is_empty() {
-        ssh.arg("--").args(command);
+        let line = shlex::try_join(command.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("the command cannot be passed to ssh: {e}"))?;
+        ssh.arg("--").arg(line);
     }
-    ssh
+    Ok(ssh)
 }
 
 pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> {
@@ -254,7 +259,7 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
         &ip,
         &args.command,
         interactive,
-    )
+    )?
     .exec();
     Err(anyhow::anyhow!(
         "cannot run ssh (install OpenSSH's client, e.g. openssh-client): {error}"
@@ -305,9 +310,10 @@ mod tests {
             "g1",
             "debian",
             "10.89.0.5",
-            &["hostname".into()],
+            &["sh".into(), "-c".into(), "exit 6".into()],
             false,
-        );
+        )
+        .unwrap();
         let args = words(&cmd);
         assert_eq!(cmd.get_program(), "ssh");
         assert!(args.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
@@ -316,17 +322,10 @@ mod tests {
         assert!(!args.contains(&"-t".to_owned()));
         assert_eq!(
             args[args.len() - 5..],
-            ["-l", "debian", "10.89.0.5", "--", "hostname"]
+            ["-l", "debian", "10.89.0.5", "--", "sh -c 'exit 6'"]
         );
-        let shell = words(&ssh_command(
-            &identity,
-            kh,
-            "g1",
-            "debian",
-            "10.89.0.5",
-            &[],
-            true,
-        ));
+        let shell =
+            words(&ssh_command(&identity, kh, "g1", "debian", "10.89.0.5", &[], true).unwrap());
         assert!(shell.contains(&"-t".to_owned()));
         assert_eq!(shell.last().unwrap(), "10.89.0.5");
     }

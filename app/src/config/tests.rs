@@ -166,3 +166,36 @@ fn skip_bucket_creation_is_a_switch() {
     .unwrap();
     assert!(config.s3.unwrap().skip_bucket_creation);
 }
+
+#[test]
+fn metrics_are_off_unless_an_address_is_given() {
+    assert_eq!(resolve(&[]).unwrap().metrics_listen, None);
+    let config = resolve(&["--metrics-listen", "127.0.0.1:9464"]).unwrap();
+    assert_eq!(
+        config.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let config = resolve(&["--metrics-listen", "[::1]:0"]).unwrap();
+    assert_eq!(config.metrics_listen, Some("[::1]:0".parse().unwrap()));
+}
+
+#[test]
+fn a_metrics_address_beyond_loopback_needs_the_explicit_flag() {
+    let error = resolve(&["--metrics-listen", "0.0.0.0:9464"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("--metrics-listen: 0.0.0.0:9464 is not a loopback address")
+            && error.contains("--metrics-allow-remote"),
+        "{error}"
+    );
+    let config = resolve(&["--metrics-listen", "0.0.0.0:9464", "--metrics-allow-remote"]).unwrap();
+    assert_eq!(config.metrics_listen, Some("0.0.0.0:9464".parse().unwrap()));
+    let error = resolve(&["--metrics-listen", "localhost"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("--metrics-listen: 'localhost' is not an address like"),
+        "{error}"
+    );
+}

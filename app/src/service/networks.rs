@@ -10,7 +10,8 @@ use vmr_ports::driving::events::{EventType, NewEvent};
 
 use async_trait::async_trait;
 use tracing::{info, instrument};
-use vmr_domain::network::{NetworkName, NetworkSpec, overlaps};
+use vmr_domain::network::{NetworkName, NetworkSpec, check_no_overlap};
+use vmr_domain::validation::ValidationError;
 use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError};
 use vmr_ports::{Hypervisor, NetworkDefinition, NetworkDetails, NetworkRecord, VmRecord};
 
@@ -74,18 +75,7 @@ impl NetworkUseCases for NetworkService {
                 format!("network {} already exists", spec.name),
             ));
         }
-        if let Some(other) = existing.iter().find(|n| overlaps(&spec, &n.spec)) {
-            let subnet = |s: &NetworkSpec| s.ipv4.map(|c| c.subnet.to_string()).unwrap_or_default();
-            return Err(UseCaseError::invalid(
-                "subnet",
-                format!(
-                    "{} overlaps the subnet {} of network {}",
-                    subnet(&spec),
-                    subnet(&other.spec),
-                    other.spec.name
-                ),
-            ));
-        }
+        check_no_overlap(&spec, existing.iter().map(|n| &n.spec)).map_err(ValidationError::from)?;
         let name = spec.name.clone();
         let owner = project.clone();
         self.hypervisor

@@ -17,14 +17,18 @@
 //! back after an outage (libvirtd restarted), minus the `always` exception:
 //! a stop through vmr still stands then. When the hypervisor is down as the
 //! daemon starts, the start-up reconcile waits for the first reconnect.
+//!
+//! Restarts waiting for their delay are futures the task itself polls, one
+//! per VM at most (a VM with a restart pending is not scheduled again), so
+//! what the task holds is bounded by the number of VMs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::BoxStream;
-use tokio::sync::mpsc;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, FuturesUnordered};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -114,6 +118,32 @@ struct Track {
     cause: String,
 }
 
+/// The restarts waiting for their time; yields each VM when it is due.
+#[derive(Default)]
+struct Due(FuturesUnordered<BoxFuture<'static, VmName>>);
+
+impl Due {
+    fn now(&mut self, name: VmName) {
+        self.0.push(Box::pin(std::future::ready(name)));
+    }
+
+    fn after(&mut self, delay: Duration, name: VmName) {
+        self.0.push(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            name
+        }));
+    }
+
+    /// The next VM due; while nothing is waiting, this waits (rather than
+    /// ending, as the set's own stream would).
+    async fn next(&mut self) -> VmName {
+        match self.0.next().await {
+            Some(name) => name,
+            None => std::future::pending().await,
+        }
+    }
+}
+
 /// Enforces restart policies.
 pub struct RestartSupervisor {
     hypervisor: Arc<dyn Hypervisor>,
@@ -168,28 +198,28 @@ impl RestartSupervisor {
         mut events: BoxStream<'static, LifecycleEvent>,
         mut reconnects: BoxStream<'static, ()>,
     ) {
-        let (due_tx, mut due_rx) = mpsc::unbounded_channel::<VmName>();
+        let mut due = Due::default();
         let mut tracks: HashMap<VmName, Track> = HashMap::new();
         // Until the start-up reconcile could list the VMs (the hypervisor
         // may be down when the daemon starts), it is run on each reconnect.
         let mut started_up = self
-            .reconcile(Reconcile::Startup, &mut tracks, &due_tx)
+            .reconcile(Reconcile::Startup, &mut tracks, &mut due)
             .await;
         loop {
             tokio::select! {
                 Some(()) = reconnects.next() => {
                     let kind = if started_up { Reconcile::Reconnect } else { Reconcile::Startup };
-                    let listed = self.reconcile(kind, &mut tracks, &due_tx).await;
+                    let listed = self.reconcile(kind, &mut tracks, &mut due).await;
                     started_up = started_up || listed;
                 }
                 event = events.next() => match event {
-                    Some(event) => self.on_event(event, &mut tracks, &due_tx).await,
+                    Some(event) => self.on_event(event, &mut tracks, &mut due).await,
                     None => {
                         warn!("the hypervisor's lifecycle events ended; restart policies are no longer enforced");
                         return;
                     }
                 },
-                Some(name) = due_rx.recv() => self.on_due(name, &mut tracks, &due_tx).await,
+                name = due.next() => self.on_due(name, &mut tracks, &mut due).await,
             }
         }
     }
@@ -200,7 +230,7 @@ impl RestartSupervisor {
         &self,
         kind: Reconcile,
         tracks: &mut HashMap<VmName, Track>,
-        due: &mpsc::UnboundedSender<VmName>,
+        due: &mut Due,
     ) -> bool {
         let vms = match self.hypervisor.list_vms().await {
             Ok(vms) => vms,
@@ -237,7 +267,7 @@ impl RestartSupervisor {
                 Reconcile::Startup => format!("found {} as the daemon started", vm.state),
                 Reconcile::Reconnect => format!("found {} as the hypervisor came back", vm.state),
             };
-            let _ = due.send(name);
+            due.now(name);
         }
         true
     }
@@ -246,7 +276,7 @@ impl RestartSupervisor {
         &self,
         event: LifecycleEvent,
         tracks: &mut HashMap<VmName, Track>,
-        due: &mpsc::UnboundedSender<VmName>,
+        due: &mut Due,
     ) {
         let name = event.vm;
         let reason = match event.kind {
@@ -296,7 +326,7 @@ impl RestartSupervisor {
         why: &str,
         policy: RestartPolicy,
         tracks: &mut HashMap<VmName, Track>,
-        due: &mpsc::UnboundedSender<VmName>,
+        due: &mut Due,
     ) {
         let track = tracks.entry(name.clone()).or_default();
         if track.pending {
@@ -314,19 +344,10 @@ impl RestartSupervisor {
         track.cause = why.to_string();
         track.started_at = None;
         info!(vm = %name, why, %policy, delay_ms = delay.as_millis() as u64, "restarting VM");
-        let due = due.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = due.send(name);
-        });
+        due.after(delay, name);
     }
 
-    async fn on_due(
-        &self,
-        name: VmName,
-        tracks: &mut HashMap<VmName, Track>,
-        due: &mpsc::UnboundedSender<VmName>,
-    ) {
+    async fn on_due(&self, name: VmName, tracks: &mut HashMap<VmName, Track>, due: &mut Due) {
         let track = tracks.entry(name.clone()).or_default();
         track.pending = false;
         let cause = std::mem::take(&mut track.cause);

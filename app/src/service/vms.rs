@@ -214,13 +214,28 @@ impl VmService {
                 )));
             }
             inner.runtime.mark_stopped(name).await;
-            match inner.hypervisor.stop_vm(name, StopMode::Force).await {
-                // It went down by itself meanwhile.
-                Ok(()) | Err(HypervisorError::InvalidState { .. }) => {}
-                Err(e) => return Err(e.into()),
+        }
+        // A restart its policy had scheduled before the stop mark may still
+        // start it between the stop and the undefine: stop it again.
+        let mut active = record.state.is_active();
+        let mut attempts = 0;
+        loop {
+            if active {
+                match inner.hypervisor.stop_vm(name, StopMode::Force).await {
+                    // It went down by itself meanwhile.
+                    Ok(()) | Err(HypervisorError::InvalidState { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match inner.hypervisor.undefine_vm(name).await {
+                Err(HypervisorError::InvalidState { .. }) if force && attempts < 3 => {
+                    attempts += 1;
+                    active = true;
+                    inner.runtime.mark_stopped(name).await;
+                }
+                other => break other?,
             }
         }
-        inner.hypervisor.undefine_vm(name).await?;
         inner.runtime.remove(name).await.map_err(|e| {
             UseCaseError::internal(format!(
                 "VM {name} is removed, but its runtime files in {} are not: {e}",

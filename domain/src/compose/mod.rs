@@ -58,9 +58,14 @@ pub struct PlannedNetwork {
     pub key: String,
     /// `<project>-<key>`, or the existing network's name when external.
     pub name: NetworkName,
-    /// `None` for an external network (used, never created or removed).
+    /// `None` for an external network (used, never created or removed) and
+    /// for the implicit default network, whose subnet `up` picks.
     pub spec: Option<NetworkSpec>,
     pub external: bool,
+    /// The project's `<project>-default`, which the file does not define:
+    /// its services that name no network join it. `up` makes it (NAT, DHCP,
+    /// a free /24, as `vmr run` makes `vmr-default`); `down` removes it.
+    pub implicit: bool,
 }
 
 /// A service (one VM) of the project.

@@ -23,6 +23,9 @@ struct Net {
     name: String,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     external: bool,
+    /// The project's default network, made by `up` on a free /24.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    implicit: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +93,10 @@ pub(super) fn to_yaml(plan: &ComposePlan) -> String {
                 key: n.key.clone(),
                 name: n.name.to_string(),
                 external: n.external,
-                mode: spec.map(|s| s.mode.to_string()),
+                implicit: n.implicit,
+                mode: spec
+                    .map(|s| s.mode.to_string())
+                    .or_else(|| n.implicit.then(|| "nat".to_owned())),
                 subnet: v4.map(|v| v.subnet.to_string()),
                 gateway: v4.map(|v| v.gateway.to_string()),
                 dhcp: v4.map(|v| match v.dhcp {

@@ -11,7 +11,7 @@ use super::raw::{RawAttachment, RawCloudInit, RawDependsOn, RawService};
 use super::validate::namespaced;
 use super::{Dependency, PlannedNetwork, PlannedService};
 use crate::cloudinit::{DEFAULT_USER_DATA, check_user_data};
-use crate::network::{MacAddr, NetworkMode};
+use crate::network::{MacAddr, NetworkMode, PROJECT_DEFAULT_NETWORK};
 use crate::validation::{MAX_YAML_BYTES, ValidationError, check_simple_name, parse_yaml};
 use crate::vm::{NetworkAttachment, VmName};
 use crate::vmfile::{check_cpu, check_memory};
@@ -72,7 +72,11 @@ impl ServiceContext<'_> {
                 "must be larger than 0",
             ));
         }
-        let networks = self.attachments(raw.networks.unwrap_or_default(), book)?;
+        // No `networks`: the project's default network; `networks: []`: no card.
+        let attachments = raw
+            .networks
+            .unwrap_or_else(|| vec![RawAttachment::Short(PROJECT_DEFAULT_NETWORK.to_owned())]);
+        let networks = self.attachments(attachments, book)?;
         let cloud_init = self.cloud_init(raw.cloud_init)?;
         let depends_on = self.depends_on(raw.depends_on)?;
         Ok(PlannedService {

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::raw::{RawCompose, RawDhcp, RawNetwork};
 use super::service::{AddressBook, ServiceContext};
 use super::{ComposeInput, ComposePlan, PlannedNetwork, graph};
-use crate::network::{NetworkName, NetworkParams, NetworkSpec, subnets_overlap};
+use crate::network::{
+    NetworkName, NetworkParams, NetworkSpec, PROJECT_DEFAULT_NETWORK, subnets_overlap,
+};
 use crate::validation::{
     ValidationError, check_api_version, check_simple_name, locate_in, parse_yaml,
 };
@@ -39,11 +41,24 @@ fn plan_raw(input: &ComposeInput<'_>) -> Result<ComposePlan, ValidationError> {
         input.project_flag,
         input.directory_name,
     )?;
-    let networks = plan_networks(&project, raw.networks.unwrap_or_default().0)?;
+    let mut networks = plan_networks(&project, raw.networks.unwrap_or_default().0)?;
     let raw_services = raw
         .services
         .ok_or_else(|| ValidationError::new("services", "is required"))?
         .0;
+    // As docker compose: a service that names no network joins the
+    // project's `default` network, the file's own if it defines one.
+    let wants_default = raw_services.values().any(|s| s.networks.is_none());
+    if wants_default && !networks.iter().any(|n| n.key == PROJECT_DEFAULT_NETWORK) {
+        networks.push(PlannedNetwork {
+            key: PROJECT_DEFAULT_NETWORK.to_owned(),
+            name: namespaced("networks", &project, PROJECT_DEFAULT_NETWORK)?,
+            spec: None,
+            external: false,
+            implicit: true,
+        });
+        networks.sort_by(|a, b| a.key.cmp(&b.key));
+    }
     if raw_services.is_empty() {
         return Err(ValidationError::new(
             "services",
@@ -200,6 +215,7 @@ fn external_network(
         name,
         spec: None,
         external: true,
+        implicit: false,
     })
 }
 
@@ -242,6 +258,7 @@ fn managed_network(
         name,
         spec: Some(spec),
         external: false,
+        implicit: false,
     })
 }
 

@@ -18,7 +18,9 @@ pub use defaults::{
     free_default_subnet,
 };
 pub use mac::MacAddr;
-pub use spec::{DhcpRange, Ipv4Config, NetworkParams, NetworkSpec, overlaps};
+pub use spec::{
+    DhcpRange, Ipv4Config, NetworkParams, NetworkSpec, SubnetOverlap, check_no_overlap,
+};
 pub(crate) use spec::{parse_subnet, subnets_overlap};
 
 use crate::validation::{ValidationError, check_simple_name};

@@ -321,12 +321,52 @@ fn ipv4_config(subnet: Ipv4Net, params: &NetworkParams) -> Result<Ipv4Config, Va
     })
 }
 
-/// Whether two networks' subnets overlap (networks without a subnet never do).
-pub fn overlaps(a: &NetworkSpec, b: &NetworkSpec) -> bool {
-    match (a.ipv4, b.ipv4) {
-        (Some(a), Some(b)) => subnets_overlap(a.subnet, b.subnet),
-        _ => false,
+/// A network's subnet overlaps another network's: the one rule every
+/// network creation (vmr's, compose's, each hypervisor backend's) applies.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{subnet} overlaps the subnet {other_subnet} of network {other}")]
+pub struct SubnetOverlap {
+    pub subnet: Ipv4Net,
+    pub other: NetworkName,
+    pub other_subnet: Ipv4Net,
+}
+
+impl SubnetOverlap {
+    /// The request field the overlap is about.
+    pub const FIELD: &'static str = "subnet";
+}
+
+impl From<SubnetOverlap> for ValidationError {
+    fn from(e: SubnetOverlap) -> Self {
+        ValidationError::new(SubnetOverlap::FIELD, e.to_string())
     }
+}
+
+/// Refuses `spec` when its subnet overlaps that of one of `others` (the
+/// first such); networks without a subnet overlap nothing. A network of
+/// the same name is not compared with itself.
+pub fn check_no_overlap<'a>(
+    spec: &NetworkSpec,
+    others: impl IntoIterator<Item = &'a NetworkSpec>,
+) -> Result<(), SubnetOverlap> {
+    let Some(mine) = spec.ipv4 else {
+        return Ok(());
+    };
+    for other in others {
+        if other.name == spec.name {
+            continue;
+        }
+        if let Some(theirs) = other.ipv4
+            && subnets_overlap(mine.subnet, theirs.subnet)
+        {
+            return Err(SubnetOverlap {
+                subnet: mine.subnet,
+                other: other.name.clone(),
+                other_subnet: theirs.subnet,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn subnets_overlap(a: Ipv4Net, b: Ipv4Net) -> bool {

@@ -2,18 +2,7 @@
 use super::*;
 
 fn nat(subnet: &str) -> NetworkSpec {
-    NetworkSpec::from_parts(
-        "n",
-        "nat",
-        Some(subnet),
-        None,
-        None,
-        None,
-        false,
-        None,
-        None,
-    )
-    .unwrap()
+    named("n", subnet)
 }
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -373,12 +362,51 @@ fn static_ip_rules() {
     );
 }
 
+fn named(name: &str, subnet: &str) -> NetworkSpec {
+    NetworkSpec::from_parts(
+        name,
+        "nat",
+        Some(subnet),
+        None,
+        None,
+        None,
+        false,
+        None,
+        None,
+    )
+    .unwrap()
+}
+
 #[test]
 fn overlap() {
-    assert!(overlaps(&nat("10.0.0.0/16"), &nat("10.0.5.0/24")));
-    assert!(overlaps(&nat("10.0.5.0/24"), &nat("10.0.0.0/16")));
-    assert!(overlaps(&nat("10.0.5.0/24"), &nat("10.0.5.0/24")));
-    assert!(!overlaps(&nat("10.0.5.0/24"), &nat("10.0.6.0/24")));
+    let wide = named("wide", "10.0.0.0/16");
+    let e = check_no_overlap(&named("new", "10.0.5.0/24"), [&wide]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "10.0.5.0/24 overlaps the subnet 10.0.0.0/16 of network wide"
+    );
+    assert_eq!(e.other.as_str(), "wide");
+    let v: ValidationError = e.into();
+    assert_eq!(v.field, "subnet");
+    let narrow = named("narrow", "10.0.5.0/24");
+    assert!(check_no_overlap(&named("new", "10.0.0.0/16"), [&narrow]).is_err());
+    assert!(check_no_overlap(&named("new", "10.0.5.0/24"), [&narrow]).is_err());
+    assert!(
+        check_no_overlap(
+            &named("new", "10.0.6.0/24"),
+            [&narrow, &named("x", "10.1.0.0/16")]
+        )
+        .is_ok()
+    );
+    // The first overlapping network is named.
+    let e = check_no_overlap(
+        &named("new", "10.0.5.0/24"),
+        [&named("x", "10.9.0.0/16"), &narrow, &wide],
+    )
+    .unwrap_err();
+    assert_eq!(e.other.as_str(), "narrow");
+    // A network is not compared with itself.
+    assert!(check_no_overlap(&narrow, [&narrow]).is_ok());
     let br = NetworkSpec::from_parts(
         "lan",
         "bridged",
@@ -391,5 +419,6 @@ fn overlap() {
         None,
     )
     .unwrap();
-    assert!(!overlaps(&br, &nat("10.0.0.0/8")));
+    assert!(check_no_overlap(&br, [&named("all", "10.0.0.0/8")]).is_ok());
+    assert!(check_no_overlap(&named("all", "10.0.0.0/8"), [&br]).is_ok());
 }

@@ -24,6 +24,9 @@ pub struct ComposeSource {
     pub project: Option<String>,
     /// The compose file's directory name, the last fallback project name.
     pub directory_name: String,
+    /// `up`: OpenSSH public keys merged into every service's user-data (the
+    /// user's vmr key, so that `vmr compose ssh` gets in).
+    pub ssh_authorized_keys: Vec<String>,
 }
 
 /// What happened to a network or a service during `up`.

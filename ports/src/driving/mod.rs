@@ -10,6 +10,7 @@ pub mod events;
 pub mod guest;
 pub mod health;
 pub mod images;
+pub mod metrics;
 pub mod networks;
 pub mod transfer;
 pub mod vms;
@@ -27,6 +28,7 @@ pub use images::{
     DiskSource, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest, PruneOutcome,
     RemoveOutcome, StoreCheck, StoreProblem, StoreProblemKind, UploadStream,
 };
+pub use metrics::{MetricsSnapshot, MetricsSnapshotUseCases};
 pub use networks::NetworkUseCases;
 pub use transfer::{
     BlobProgress, TransferDone, TransferEvent, TransferEventStream, TransferRequest,

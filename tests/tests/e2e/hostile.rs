@@ -369,6 +369,7 @@ async fn yaml_bombs_deep_nesting_and_10_mb_documents_are_refused_quickly() {
                 project: "bomb".into(),
                 ..Default::default()
             }),
+            ..Default::default()
         });
         let up = bounded(what, async {
             let mut stream = up.await?.into_inner();

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use vmr_domain::network::{
-    AddressSource, MacAddr, NetworkMode, NetworkName, bridge_device_name, overlaps,
+    AddressSource, MacAddr, NetworkMode, NetworkName, SubnetOverlap, bridge_device_name,
+    check_no_overlap,
 };
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{
@@ -130,20 +131,8 @@ impl World {
                 name: spec.name.to_string(),
             });
         }
-        if let Some(other) = self.networks.values().find(|n| overlaps(spec, &n.def.spec)) {
-            let subnet = |s: &vmr_domain::network::NetworkSpec| {
-                s.ipv4.map(|i| i.subnet.to_string()).unwrap_or_default()
-            };
-            return Err(HypervisorError::invalid(
-                "subnet",
-                format!(
-                    "{} overlaps the subnet {} of network {}",
-                    subnet(spec),
-                    subnet(&other.def.spec),
-                    other.def.spec.name
-                ),
-            ));
-        }
+        check_no_overlap(spec, self.networks.values().map(|n| &n.def.spec))
+            .map_err(|e| HypervisorError::invalid(SubnetOverlap::FIELD, e.to_string()))?;
         if let Some(host) = host_interfaces {
             let (kind, device) = match spec.mode {
                 NetworkMode::Bridged => ("host bridge", spec.bridge.as_deref()),

@@ -4,11 +4,16 @@
 //! project's VMs, their runtime files and the networks it created, found by
 //! the project label vmr keeps with each of them; `ps` lists the services.
 //! One `up` or `down` per project at a time: a second one is refused with
-//! FAILED_PRECONDITION rather than queued behind a long boot.
+//! FAILED_PRECONDITION rather than queued behind a long boot. A finished
+//! `up` and a `down` are published to the daemon's event source (`compose`
+//! events `up` and `down`), beside the VM and network events of their steps;
+//! each comes after its VMs' `start` (or `destroy`) events, which the
+//! hypervisor reports on its own time (see `settle`).
 
 mod deps;
 mod project;
 mod readiness;
+mod settle;
 mod up;
 
 #[cfg(test)]
@@ -21,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::OwnedMutexGuard;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, info_span};
 use vmr_ports::driving::{
     ComposeConfig, ComposeDownOutcome, ComposeEventKind, ComposeEventStream, ComposeSource,
@@ -29,6 +34,8 @@ use vmr_ports::driving::{
 };
 
 use crate::service::VmService;
+use crate::service::events::{Publisher, no_events};
+use vmr_ports::driving::events::{EventType, EventUseCases, NewEvent};
 
 pub use deps::{Deps, blueprint};
 pub use up::ReadySettings;
@@ -102,6 +109,9 @@ pub struct ComposeService {
     deps: Arc<Deps>,
     settings: ComposeSettings,
     locks: ProjectLocks,
+    events: Publisher,
+    /// The same source, read to order the project's events after its VMs'.
+    watched: Option<Arc<dyn EventUseCases>>,
 }
 
 impl ComposeService {
@@ -114,7 +124,18 @@ impl ComposeService {
             deps: Arc::new(Deps { vms, networks }),
             settings,
             locks: ProjectLocks::default(),
+            events: no_events(),
+            watched: None,
         }
+    }
+
+    /// Publishes each project brought up or down to `events`, after the
+    /// VM events `watched` (the same source) reports for it.
+    #[must_use]
+    pub fn with_events(mut self, events: Publisher, watched: Arc<dyn EventUseCases>) -> Self {
+        self.events = events;
+        self.watched = Some(watched);
+        self
     }
 }
 
@@ -129,22 +150,34 @@ impl ComposeUseCases for ComposeService {
     }
 
     async fn up(&self, source: ComposeSource) -> Result<ComposeEventStream, UseCaseError> {
-        let plan = project::plan_of(&source)?;
+        let mut plan = project::plan_of(&source)?;
+        project::add_ssh_keys(&mut plan, &source.ssh_authorized_keys)?;
         let guard = self.locks.try_lock(&plan.project)?;
         let steps = UpSteps::observe(&self.deps, &plan).await?;
-        let (events, rx) = Events::new(&plan.project);
+        let (events, rx) = Events::new(&plan.project, steps.most_events());
+        let settled = settle::Settle::watch(self.watched.as_deref(), "start", steps.started_vms());
         let deps = self.deps.clone();
         let ready = self.settings.ready;
+        let published = self.events.clone();
+        let services = steps.levels.iter().map(Vec::len).sum::<usize>();
         let span = info_span!("compose up", project = %plan.project);
         tokio::spawn(
             async move {
                 // Held until the last step is done, even if the client left,
                 // and released before the client hears the end, so that it
                 // may run the next `up` or `down` at once.
+                let project = steps.project.clone();
                 let result = steps.run(deps, events.clone(), ready).await;
                 drop(guard);
                 match result {
-                    Ok(()) => events.project(ComposeEventKind::Done, ""),
+                    Ok(()) => {
+                        settled.wait().await;
+                        published.publish(
+                            NewEvent::new(EventType::Compose, "up", project)
+                                .with("services", services.to_string()),
+                        );
+                        events.project(ComposeEventKind::Done, "");
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "compose up failed");
                         events.fail(e);
@@ -153,7 +186,7 @@ impl ComposeUseCases for ComposeService {
             }
             .instrument(span),
         );
-        Ok(UnboundedReceiverStream::new(rx).boxed())
+        Ok(ReceiverStream::new(rx).boxed())
     }
 
     async fn ps(&self, source: ComposeSource) -> Result<ComposeStatus, UseCaseError> {
@@ -163,6 +196,16 @@ impl ComposeUseCases for ComposeService {
     async fn down(&self, source: ComposeSource) -> Result<ComposeDownOutcome, UseCaseError> {
         let (name, plan) = project::project_of(&source)?;
         let _guard = self.locks.try_lock(&name)?;
-        project::down(&self.deps, &name, plan.as_ref()).await
+        // Subscribed before anything is removed; only the removed VMs are
+        // awaited.
+        let watch = settle::Settle::watch_project(self.watched.as_deref());
+        let outcome = project::down(&self.deps, &name, plan.as_ref()).await?;
+        watch.wait_for("destroy", &outcome.removed_vms).await;
+        self.events.publish(
+            NewEvent::new(EventType::Compose, "down", &outcome.project)
+                .with("vms", outcome.removed_vms.len().to_string())
+                .with("networks", outcome.removed_networks.len().to_string()),
+        );
+        Ok(outcome)
     }
 }

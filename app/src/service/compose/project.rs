@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_yaml::Value;
+use vmr_domain::cloudinit::{merge_ssh_keys, parse_ssh_keys};
 use vmr_domain::compose::{ComposeInput, ComposePlan, plan};
 use vmr_ports::VmRecord;
 use vmr_ports::driving::{
@@ -45,6 +46,23 @@ pub fn plan_of(source: &ComposeSource) -> Result<ComposePlan, UseCaseError> {
         project_flag: source.project.as_deref(),
         directory_name: &source.directory_name,
     })?)
+}
+
+/// Merges the user's ssh keys into every service's user-data, as `vmr
+/// run` does, so that the seed, its hash and `up`'s comparison all see the
+/// merged document.
+pub fn add_ssh_keys(plan: &mut ComposePlan, keys: &[String]) -> Result<(), UseCaseError> {
+    let keys = parse_ssh_keys(keys)?;
+    if keys.is_empty() {
+        return Ok(());
+    }
+    for service in plan.levels.iter_mut().flatten() {
+        let field = format!("services.{}.cloudInit.userData", service.service);
+        if let Some(merged) = merge_ssh_keys(&field, Some(&service.user_data), &keys)? {
+            service.user_data = merged;
+        }
+    }
+    Ok(())
 }
 
 /// The project's name, and its plan when the file validates. A file that

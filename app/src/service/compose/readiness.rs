@@ -20,6 +20,8 @@ use super::deps::Deps;
 const MAX_CARRY: usize = 4096;
 /// Most bytes read from the log per poll.
 const MAX_READ: u64 = 1024 * 1024;
+/// How much of what was read last is kept to recognise the same file.
+const FINGERPRINT: usize = 64;
 
 /// Whether a console line is cloud-init's "finished" line.
 pub fn is_finished_line(line: &str) -> bool {
@@ -37,10 +39,27 @@ pub async fn log_len(path: &Path) -> u64 {
 }
 
 /// Reads a console log from an offset, a line at a time across polls.
+///
+/// A log rewritten in place (truncated, then written again: a tool, or a
+/// test standing in for a guest) may already be longer than the offset when
+/// it is next read; the last bytes read before the offset, compared with
+/// what the file now holds there, tell it apart from a log that grew.
 struct LogScanner {
     path: PathBuf,
     offset: u64,
     carry: Vec<u8>,
+    /// The file's bytes just before `offset`, as last read; `None` before
+    /// the first read.
+    fingerprint: Option<Vec<u8>>,
+}
+
+/// The up to [`FINGERPRINT`] bytes of `file` before `offset`.
+async fn bytes_before(file: &mut tokio::fs::File, offset: u64) -> std::io::Result<Vec<u8>> {
+    let start = offset.saturating_sub(FINGERPRINT as u64);
+    file.seek(SeekFrom::Start(start)).await?;
+    let mut bytes = Vec::new();
+    file.take(offset - start).read_to_end(&mut bytes).await?;
+    Ok(bytes)
 }
 
 impl LogScanner {
@@ -53,15 +72,21 @@ impl LogScanner {
             Err(e) => return Err(e),
         };
         let len = file.metadata().await?.len();
-        if len < self.offset {
+        let rewritten = len < self.offset
+            || match &self.fingerprint {
+                Some(seen) => bytes_before(&mut file, self.offset).await? != *seen,
+                None => false,
+            };
+        if rewritten {
             // Truncated or replaced: start over.
             self.offset = 0;
             self.carry.clear();
         }
         file.seek(SeekFrom::Start(self.offset)).await?;
         let mut chunk = Vec::new();
-        file.take(MAX_READ).read_to_end(&mut chunk).await?;
+        (&mut file).take(MAX_READ).read_to_end(&mut chunk).await?;
         self.offset += chunk.len() as u64;
+        self.fingerprint = Some(bytes_before(&mut file, self.offset).await?);
         self.carry.extend_from_slice(&chunk);
         let mut found = false;
         let mut start = 0;
@@ -94,6 +119,7 @@ pub async fn wait_ready(
         path: path.clone(),
         offset,
         carry: Vec::new(),
+        fingerprint: None,
     };
     let deadline = tokio::time::Instant::now() + timeout;
     tracing::debug!(%vm, console = %path.display(), "waiting for cloud-init to finish");
@@ -163,6 +189,7 @@ mod tests {
             path: path.clone(),
             offset: 0,
             carry: Vec::new(),
+            fingerprint: None,
         };
         assert!(!scanner.scan().await.unwrap(), "no log yet");
         tokio::fs::write(&path, b"SeaBIOS\r\nbooting\r\nCloud-init v. 24.1 fin")
@@ -187,11 +214,36 @@ mod tests {
             path: path.clone(),
             offset,
             carry: Vec::new(),
+            fingerprint: None,
         };
         assert!(!scanner.scan().await.unwrap());
         let mut text = tokio::fs::read(&path).await.unwrap();
         text.extend_from_slice(b"reboot\nCloud-init v. 24.1 finished at Tue\n");
         tokio::fs::write(&path, &text).await.unwrap();
+        assert!(scanner.scan().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn scanner_starts_over_on_a_log_rewritten_longer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        tokio::fs::write(&path, b"vmr fake guest db: booted\n")
+            .await
+            .unwrap();
+        let mut scanner = LogScanner {
+            path: path.clone(),
+            offset: 0,
+            carry: Vec::new(),
+            fingerprint: None,
+        };
+        assert!(!scanner.scan().await.unwrap());
+        // Truncated and written again, past the offset already read.
+        tokio::fs::write(
+            &path,
+            b"SeaBIOS\nLinux\nCloud-init v. 24.1 finished at Mon\n",
+        )
+        .await
+        .unwrap();
         assert!(scanner.scan().await.unwrap());
     }
 }

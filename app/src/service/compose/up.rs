@@ -14,8 +14,11 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
-use vmr_domain::compose::{ComposePlan, DependencyCondition};
-use vmr_domain::network::{Ipv4Config, NetworkName, NetworkSpec, overlaps};
+use vmr_domain::compose::{ComposePlan, DependencyCondition, PlannedNetwork};
+use vmr_domain::network::{
+    Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap, default_network_spec,
+    free_default_subnet,
+};
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
 
@@ -88,11 +91,21 @@ impl UpSteps {
             .into_iter()
             .map(|n| (n.spec.name.to_string(), n))
             .collect();
+        // The implicit default network's spec, when `up` has to make it.
+        let mut made_default: Option<NetworkSpec> = None;
         let mut networks = Vec::new();
         for planned in &plan.networks {
             let field = format!("networks.{}", planned.key);
             let existing = existing_networks.get(planned.name.as_str());
             let step = match (&planned.spec, existing) {
+                (None, Some(record)) if planned.implicit => {
+                    existing_network_step(project, &field, &record.spec, record)?
+                }
+                (None, None) if planned.implicit => {
+                    let spec = implicit_default(planned, plan, &existing_networks)?;
+                    made_default = Some(spec.clone());
+                    NetworkStep::Create(spec)
+                }
                 (None, Some(_)) => NetworkStep::Present(planned.name.clone()),
                 (None, None) => {
                     return Err(with_field(
@@ -108,16 +121,14 @@ impl UpSteps {
                 }
                 (Some(spec), Some(record)) => existing_network_step(project, &field, spec, record)?,
                 (Some(spec), None) => {
-                    if let Some(other) = existing_networks
-                        .values()
-                        .find(|other| overlaps(spec, &other.spec))
-                    {
-                        let subnet = spec.ipv4.map(|v| v.subnet.to_string()).unwrap_or_default();
-                        return Err(UseCaseError::invalid(
-                            format!("{field}.subnet"),
-                            format!("{subnet} overlaps the existing network {}", other.spec.name),
-                        ));
-                    }
+                    check_no_overlap(spec, existing_networks.values().map(|n| &n.spec)).map_err(
+                        |e| {
+                            UseCaseError::invalid(
+                                format!("{field}.{}", SubnetOverlap::FIELD),
+                                e.to_string(),
+                            )
+                        },
+                    )?;
                     NetworkStep::Create(spec.clone())
                 }
             };
@@ -130,9 +141,10 @@ impl UpSteps {
             .networks
             .iter()
             .map(|planned| {
-                let ipv4 = match &planned.spec {
-                    Some(spec) => spec.ipv4,
-                    None => existing_networks
+                let ipv4 = match (&planned.spec, &made_default) {
+                    (Some(spec), _) => spec.ipv4,
+                    (None, Some(made)) if planned.implicit => made.ipv4,
+                    (None, _) => existing_networks
                         .get(planned.name.as_str())
                         .and_then(|n| n.spec.ipv4),
                 };
@@ -197,6 +209,24 @@ impl UpSteps {
         })
     }
 
+    /// The VMs this run starts (every service not left unchanged).
+    pub fn started_vms(&self) -> Vec<String> {
+        self.levels
+            .iter()
+            .flatten()
+            .filter(|step| step.action != ServiceAction::Unchanged)
+            .map(|step| step.vm.vm.name().to_string())
+            .collect()
+    }
+
+    /// The most events [`Self::run`] can send: one per network, per service
+    /// at most creating or recreating, starting, started, ready and failed,
+    /// then the project's end (done, or a failure and its error).
+    pub fn most_events(&self) -> usize {
+        let services: usize = self.levels.iter().map(Vec::len).sum();
+        self.networks.len() + 5 * services + 2
+    }
+
     /// Runs the steps, sending events as they happen; the first level with
     /// a failed service is the last one run. Returns the first failure (the
     /// caller ends the stream with it, or with `Done`).
@@ -242,6 +272,29 @@ impl UpSteps {
         }
         Ok(())
     }
+}
+
+/// The spec of the project's implicit default network when it does not
+/// exist yet: NAT on the first free /24 of vmr's range, avoiding the host's
+/// networks and the ones the file defines.
+fn implicit_default(
+    planned: &PlannedNetwork,
+    plan: &ComposePlan,
+    existing: &BTreeMap<String, NetworkRecord>,
+) -> Result<NetworkSpec, UseCaseError> {
+    let taken: Vec<_> = existing
+        .values()
+        .filter_map(|n| n.spec.ipv4)
+        .chain(plan.networks.iter().filter_map(|n| n.spec.as_ref()?.ipv4))
+        .map(|v4| v4.subnet)
+        .collect();
+    let subnet = free_default_subnet(&taken).ok_or_else(|| {
+        UseCaseError::precondition(format!(
+            "no free /24 is left in 10.89.0.0/12 for network {}; define a `default` network with a subnet in the compose file",
+            planned.name
+        ))
+    })?;
+    Ok(default_network_spec(planned.name.as_str(), subnet)?)
 }
 
 fn existing_network_step(
@@ -388,22 +441,22 @@ async fn bring_up(
     Ok(())
 }
 
-/// Sends `up`'s events; sending never blocks, and a client that went away
-/// does not stop the run (half-done steps would be worse).
+/// Sends `up`'s events; sending never waits, and a client that went away
+/// does not stop the run (half-done steps would be worse). The channel is
+/// bounded by what the plan can produce ([`UpSteps::most_events`]), so it
+/// never fills and a client that does not read costs at most that much.
 #[derive(Clone)]
 pub struct Events {
     project: String,
-    tx: mpsc::UnboundedSender<Result<ComposeEvent, UseCaseError>>,
+    tx: mpsc::Sender<Result<ComposeEvent, UseCaseError>>,
 }
 
 impl Events {
     pub fn new(
         project: &str,
-    ) -> (
-        Self,
-        mpsc::UnboundedReceiver<Result<ComposeEvent, UseCaseError>>,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        capacity: usize,
+    ) -> (Self, mpsc::Receiver<Result<ComposeEvent, UseCaseError>>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Self {
                 project: project.to_owned(),
@@ -420,7 +473,7 @@ impl Events {
         kind: ComposeEventKind,
         message: &str,
     ) {
-        let _ = self.tx.send(Ok(ComposeEvent {
+        self.deliver(Ok(ComposeEvent {
             project: self.project.clone(),
             service: service.map(str::to_owned),
             network: network.map(str::to_owned),
@@ -428,6 +481,16 @@ impl Events {
             message: message.to_owned(),
             at: SystemTime::now(),
         }));
+    }
+
+    fn deliver(&self, event: Result<ComposeEvent, UseCaseError>) {
+        match self.tx.try_send(event) {
+            // A client that left is no reason to stop.
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(project = %self.project, "compose up: more events than its plan allows; one was not delivered");
+            }
+        }
     }
 
     pub fn service(&self, service: &str, kind: ComposeEventKind, message: &str) {
@@ -444,7 +507,7 @@ impl Events {
 
     /// Ends the stream with the run's failure.
     pub fn fail(&self, error: UseCaseError) {
-        let _ = self.tx.send(Err(error));
+        self.deliver(Err(error));
     }
 }
 

@@ -135,7 +135,7 @@ impl ImageService {
                 spared += 1;
                 continue;
             }
-            if view.young.contains(&digest) {
+            if view.old.as_ref().is_some_and(|old| !old.contains(&digest)) {
                 young += 1;
                 continue;
             }

@@ -291,3 +291,75 @@ async fn a_retagged_name_lists_its_new_digest_with_or_without_the_index() {
             .expect("remove");
     }
 }
+
+/// Another host's view of the bucket, as a collection on a shared store
+/// reads it when it begins: only `old` was listed older than the grace.
+struct ListedAtStart {
+    old: BTreeSet<Digest>,
+}
+
+#[async_trait]
+impl vmr_ports::leases::SharedLeases for ListedAtStart {
+    fn is_shared(&self) -> bool {
+        true
+    }
+    async fn publish(&self, _: &vmr_ports::leases::HostRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn begin_collection(&self) -> Result<vmr_ports::leases::CollectionView, StoreError> {
+        Ok(vmr_ports::leases::CollectionView {
+            old: Some(self.old.clone()),
+            ..Default::default()
+        })
+    }
+    async fn renew_collection(
+        &self,
+        _: &vmr_ports::leases::CollectionView,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn end_collection(
+        &self,
+        _: vmr_ports::leases::CollectionView,
+    ) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+    async fn images_in_use_elsewhere(&self) -> Result<BTreeSet<Digest>, StoreError> {
+        Ok(BTreeSet::new())
+    }
+    async fn expired(&self) -> Result<Vec<vmr_ports::leases::ExpiredLease>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn withdraw(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// On a shared store a blob that appeared after the collection's listing
+/// (another host committed it a moment later, and leases it only once
+/// committed) is as young as can be: the sweep, which lists the blobs
+/// again, must not delete it.
+#[tokio::test]
+async fn a_shared_collection_deletes_only_blobs_it_listed_older_than_the_grace_window() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store: Arc<dyn BlobStore> =
+        Arc::new(OpendalStore::filesystem(dir.path().join("store")).expect("store"));
+    let mut digests = Vec::new();
+    for bytes in [&b"listed and old"[..], b"committed after the listing"] {
+        let mut writer = store.begin_blob().await.expect("writer");
+        writer
+            .write(Bytes::copy_from_slice(bytes))
+            .await
+            .expect("write");
+        digests.push(writer.commit(None).await.expect("commit").0);
+    }
+    let shared = Arc::new(ListedAtStart {
+        old: BTreeSet::from([digests[0].clone()]),
+    });
+    let images = ImageService::new(store.clone(), Arc::new(NoVms))
+        .with_shared_leases(shared, std::time::Duration::from_secs(60));
+
+    let pruned = images.prune(false).await.expect("prune");
+    assert_eq!(pruned.deleted, vec![digests[0].clone()]);
+    assert!(store.blob_exists(&digests[1]).await.expect("exists"));
+}

@@ -27,11 +27,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{Instrument, Span, info, info_span, warn};
 use vmr_domain::image::{Digest, Repository};
-use vmr_ports::RegistryConnector;
 use vmr_ports::driving::{
     ErrorKind, TransferDone, TransferEvent, TransferEventStream, TransferRequest, TransferUseCases,
     UseCaseError,
 };
+use vmr_ports::{ByteFlow, MetricsRecorder, RegistryConnector};
 
 pub use chunks::ChunkSettings;
 pub use target::registry_target;
@@ -139,15 +139,31 @@ fn cancelled() -> UseCaseError {
     )
 }
 
+/// Where a finished transfer is told: the event source (as `action`) and
+/// the byte counts (as `flow`).
+struct Report {
+    events: Publisher,
+    metrics: Arc<dyn MetricsRecorder>,
+    action: &'static str,
+    flow: ByteFlow,
+}
+
+impl Report {
+    fn of(images: &ImageService, action: &'static str, flow: ByteFlow) -> Self {
+        Self {
+            events: images.events().clone(),
+            metrics: images.metrics().clone(),
+            action,
+            flow,
+        }
+    }
+}
+
 /// Runs `job` as a task that reports on a fresh channel; returns the
 /// client's end. The job is dropped (cancelled) when the client goes away:
 /// a pull keeps its partial blobs for the next attempt.
-/// A transfer that succeeds is told to `events` as `action` (push, pull).
-fn spawn_transfer<F, J>(
-    span: Span,
-    events: (Publisher, &'static str),
-    job: J,
-) -> TransferEventStream
+/// A transfer that succeeds is told as `report` says.
+fn spawn_transfer<F, J>(span: Span, report: Report, job: J) -> TransferEventStream
 where
     J: FnOnce(Progress) -> F,
     F: Future<Output = Result<TransferDone, UseCaseError>> + Send + 'static,
@@ -166,9 +182,11 @@ where
             let last = match outcome {
                 Ok(done) => {
                     info!(digest = %done.digest, bytes = done.bytes_transferred, "transfer done");
-                    let (publisher, action) = events;
-                    publisher.publish(
-                        NewEvent::new(EventType::Image, action, done.reference.clone())
+                    report
+                        .metrics
+                        .image_bytes(report.flow, done.bytes_transferred);
+                    report.events.publish(
+                        NewEvent::new(EventType::Image, report.action, done.reference.clone())
                             .with("digest", done.digest.to_string())
                             .with("bytes", done.bytes_transferred.to_string()),
                     );
@@ -193,8 +211,8 @@ impl TransferUseCases for TransferService {
         let job = push::prepare(self, request)
             .instrument(span.clone())
             .await?;
-        let events = (self.images.events().clone(), "push");
-        Ok(spawn_transfer(span, events, move |progress| {
+        let report = Report::of(&self.images, "push", ByteFlow::Pushed);
+        Ok(spawn_transfer(span, report, move |progress| {
             job.run(progress)
         }))
     }
@@ -204,8 +222,8 @@ impl TransferUseCases for TransferService {
         let job = pull::prepare(self, request)
             .instrument(span.clone())
             .await?;
-        let events = (self.images.events().clone(), "pull");
-        Ok(spawn_transfer(span, events, move |progress| {
+        let report = Report::of(&self.images, "pull", ByteFlow::Pulled);
+        Ok(spawn_transfer(span, report, move |progress| {
             job.run(progress)
         }))
     }

@@ -9,7 +9,7 @@ use vmr_ports::driving::{CreateVm, UseCaseError};
 /// Merges the request's ssh keys into its user-data, emptying the key list.
 pub fn add_ssh_keys(request: &mut CreateVm) -> Result<(), UseCaseError> {
     let keys = parse_ssh_keys(&std::mem::take(&mut request.ssh_authorized_keys))?;
-    request.user_data = merge_ssh_keys("user_data", request.user_data.as_deref(), &keys)?;
+    request.user_data = merge_ssh_keys("cloudInit.userData", request.user_data.as_deref(), &keys)?;
     Ok(())
 }
 

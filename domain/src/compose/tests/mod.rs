@@ -68,7 +68,10 @@ fn ip(s: &str) -> Ipv4Addr {
 fn original_minimal_example() {
     let p = ok(MINIMAL);
     assert_eq!(p.project, "my-dir");
-    assert!(p.networks.is_empty());
+    // A service that names no network joins the project's default one.
+    assert_eq!(p.networks.len(), 1);
+    assert!(p.networks[0].implicit);
+    assert_eq!(p.networks[0].name.as_str(), "my-dir-default");
     assert_eq!(p.levels.len(), 1);
     let web = &p.levels[0][0];
     assert_eq!(web.vm_name.as_str(), "my-dir-web");
@@ -243,7 +246,15 @@ fn project_name_precedence_and_rules() {
     assert_eq!(field(&edit("name: p", "name: Ziti")), "name");
     assert_eq!(field(&edit("name: p", "name: -x")), "name");
     let p = with(&unnamed, None, "dir").unwrap();
-    assert_eq!(p.networks[0].name.as_str(), "dir-net");
+    assert_eq!(
+        p.networks
+            .iter()
+            .find(|n| n.key == "net")
+            .unwrap()
+            .name
+            .as_str(),
+        "dir-net"
+    );
     assert_eq!(p.service("web").unwrap().vm_name.as_str(), "dir-web");
     assert_eq!(validate::sanitize_project_name(&"a".repeat(100)).len(), 40);
 }

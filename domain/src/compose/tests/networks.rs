@@ -76,7 +76,16 @@ fn network_rules() {
         "subnet: 192.168.70.0/24\n    dhcp: false",
     ));
     assert_eq!(
-        off.networks[0].spec.as_ref().unwrap().ipv4.unwrap().dhcp,
+        off.networks
+            .iter()
+            .find(|n| n.key == "net")
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .ipv4
+            .unwrap()
+            .dhcp,
         None
     );
     assert_eq!(
@@ -287,4 +296,82 @@ fn gateway_and_mac_rules() {
         &format!("image: ns/db\n    networks:\n      - name: net{mac}"),
     );
     assert_eq!(field(&dup), "services.web.networks[0].mac");
+}
+
+#[test]
+fn a_service_naming_no_network_joins_the_projects_default_network() {
+    let p = ok("apiVersion: v1
+services:
+  web:
+    image: ns/web
+  db:
+    image: ns/db
+    networks: []
+");
+    let names: Vec<(&str, bool)> = p
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.implicit))
+        .collect();
+    assert_eq!(names, [("my-dir-default", true)]);
+    assert_eq!(p.networks[0].spec, None);
+    assert!(!p.networks[0].external);
+    let web = p.service("web").unwrap();
+    assert_eq!(web.networks.len(), 1);
+    assert_eq!(web.networks[0].network.as_str(), "my-dir-default");
+    assert_eq!(web.networks[0].static_ip, None);
+    // `networks: []` asks for no card at all.
+    assert!(p.service("db").unwrap().networks.is_empty());
+    assert!(p.to_yaml().contains("implicit: true"), "{}", p.to_yaml());
+}
+
+#[test]
+fn no_default_network_when_every_service_names_its_networks_or_none() {
+    let p = ok("apiVersion: v1
+networks:
+  net:
+    mode: isolated
+    subnet: 10.1.0.0/24
+services:
+  web:
+    image: ns/web
+    networks: [net]
+  db:
+    image: ns/db
+    networks: []
+");
+    let names: Vec<&str> = p.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["my-dir-net"]);
+}
+
+#[test]
+fn the_files_own_default_network_is_the_one_services_join() {
+    let p = ok("apiVersion: v1
+networks:
+  default:
+    mode: isolated
+    subnet: 10.2.0.0/24
+services:
+  web:
+    image: ns/web
+");
+    assert_eq!(p.networks.len(), 1);
+    let default = &p.networks[0];
+    assert!(!default.implicit);
+    assert_eq!(default.name.as_str(), "my-dir-default");
+    assert_eq!(
+        default
+            .spec
+            .as_ref()
+            .unwrap()
+            .ipv4
+            .unwrap()
+            .subnet
+            .to_string(),
+        "10.2.0.0/24"
+    );
+    assert_eq!(
+        p.service("web").unwrap().networks[0].network.as_str(),
+        "my-dir-default"
+    );
 }

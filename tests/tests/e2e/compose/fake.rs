@@ -329,7 +329,7 @@ fn a_failing_service_stops_later_levels_and_down_cleans_up() {
         ]
     );
     assert_eq!(runtime_entries(&daemon), ["par-a"]);
-    assert_down_removes_everything(&daemon, &project, &["par-a"], &[]);
+    assert_down_removes_everything(&daemon, &project, &["par-a"], &["par-default"]);
 }
 
 const READY: &str = "apiVersion: v1

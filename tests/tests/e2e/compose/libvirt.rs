@@ -277,7 +277,12 @@ services:
     assert!(log.contains("Cloud-init v. 24.1 finished"), "{log}");
     eprintln!("compose up with a real boot took {took:?}");
 
-    assert_down_removes_everything(&daemon, &project, &["vmrboot-app", "vmrboot-guest"], &[]);
+    assert_down_removes_everything(
+        &daemon,
+        &project,
+        &["vmrboot-app", "vmrboot-guest"],
+        &["vmrboot-default"],
+    );
     let left = virsh(&uri, &["list", "--all", "--name"]);
     assert!(!left.iter().any(|d| d.starts_with("vmrboot-")), "{left:?}");
 }

@@ -8,6 +8,7 @@
 //! the readiness gate against a real boot of a kernel and a busybox
 //! initramfs that prints cloud-init's finished line on the serial console.
 
+mod default_network;
 mod fake;
 mod libvirt;
 mod s3;

@@ -20,6 +20,7 @@ use vmr_ports::driving::{
 use vmr_ports::{Hypervisor, HypervisorError, NetworkDefinition};
 
 use super::*;
+use crate::service::events::{EventBus, LifecycleRelay};
 use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmService};
 
 const ZITI: &str = include_str!("../../../../../domain/tests/fixtures/compose-full.yaml");
@@ -29,6 +30,10 @@ const FINISHED: &str = "Cloud-init v. 24.1 finished at Mon, 01 Jan 2024 00:00:00
 
 struct World {
     fake: Arc<FakeHypervisor>,
+    /// What the compose and network use cases publish, and the fake's VM
+    /// lifecycle (relayed while the world lives).
+    bus: Arc<EventBus>,
+    _relay: LifecycleRelay,
     images: Arc<ImageService>,
     compose: ComposeService,
     tmp: tempfile::TempDir,
@@ -54,7 +59,9 @@ impl World {
             runtime,
             usage,
         ));
-        let networks = Arc::new(NetworkService::new(hypervisor));
+        let bus = EventBus::new();
+        let relay = LifecycleRelay::spawn(hypervisor.as_ref(), bus.clone());
+        let networks = Arc::new(NetworkService::new(hypervisor).with_events(bus.clone()));
         let settings = ComposeSettings {
             ready: ReadySettings {
                 timeout,
@@ -63,8 +70,10 @@ impl World {
         };
         let world = Self {
             fake,
+            bus: bus.clone(),
+            _relay: relay,
             images,
-            compose: ComposeService::new(vms, networks, settings),
+            compose: ComposeService::new(vms, networks, settings).with_events(bus.clone(), bus),
             tmp,
         };
         world.import("nixos-server/nixos-k3s-vm", "ziti").await;
@@ -199,6 +208,7 @@ fn source(yaml: &str, files: &[(&str, &[u8])]) -> ComposeSource {
             .collect::<BTreeMap<_, _>>(),
         project: None,
         directory_name: "work".into(),
+        ssh_authorized_keys: Vec::new(),
     }
 }
 
@@ -236,6 +246,7 @@ services:
       db: {condition: ready}
 ";
 
+mod events;
 mod failure;
 mod ready;
 mod up;

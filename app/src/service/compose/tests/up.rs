@@ -280,3 +280,103 @@ async fn config_returns_the_normalised_plan() {
         .unwrap_err();
     assert_eq!(e.field.as_deref(), Some("services.a.memory"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_naming_no_network_share_the_projects_default_network() {
+    let world = World::new().await;
+    // vmr-default's first subnet is taken: the project's default avoids it.
+    world
+        .fake
+        .define_network(&NetworkDefinition {
+            spec: vmr_domain::network::default_network_spec(
+                "vmr-default",
+                "10.89.0.0/24".parse().unwrap(),
+            )
+            .unwrap(),
+            project: None,
+        })
+        .await
+        .unwrap();
+    let yaml = "name: dn\nservices:\n  a: {image: tests/tiny:1}\n  b: {image: tests/tiny:1}\n  c: {image: tests/tiny:1, networks: []}\n";
+    let events = world.up_ok(source(yaml, &[])).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.network.as_deref() == Some("dn-default")
+                && e.kind == ComposeEventKind::NetworkCreated)
+    );
+    let default = world
+        .fake
+        .inspect_network(&"dn-default".parse().unwrap())
+        .await
+        .unwrap()
+        .record;
+    assert_eq!(default.project.as_deref(), Some("dn"));
+    assert!(default.active);
+    assert_eq!(default.spec.mode.to_string(), "nat");
+    assert_eq!(
+        default.spec.ipv4.unwrap().subnet.to_string(),
+        "10.89.1.0/24"
+    );
+    for (vm, cards) in [("dn-a", 1), ("dn-b", 1), ("dn-c", 0)] {
+        let record = world
+            .fake
+            .inspect_vm(&vm.parse().unwrap())
+            .await
+            .unwrap()
+            .record;
+        let networks: Vec<&str> = record
+            .spec
+            .networks
+            .iter()
+            .map(|n| n.network.as_str())
+            .collect();
+        assert_eq!(networks.len(), cards, "{vm}: {networks:?}");
+        assert!(
+            networks.iter().all(|n| *n == "dn-default"),
+            "{vm}: {networks:?}"
+        );
+    }
+
+    // A second up joins the network it made; nothing changes.
+    let skip = world.fake.calls().len();
+    let events = world.up_ok(source(yaml, &[])).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.network.as_deref() == Some("dn-default")
+                && e.kind == ComposeEventKind::NetworkExists)
+    );
+    assert!(
+        world.changes_since(skip).is_empty(),
+        "{:?}",
+        world.changes_since(skip)
+    );
+
+    let outcome = world.compose.down(source(yaml, &[])).await.unwrap();
+    assert_eq!(outcome.removed_networks, ["dn-default"]);
+    assert_eq!(world.network_names().await, ["vmr-default"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_network_of_another_owner_is_not_joined() {
+    let world = World::new().await;
+    world
+        .fake
+        .define_network(&NetworkDefinition {
+            spec: vmr_domain::network::default_network_spec(
+                "dn-default",
+                "10.89.5.0/24".parse().unwrap(),
+            )
+            .unwrap(),
+            project: None,
+        })
+        .await
+        .unwrap();
+    let yaml = "name: dn\nservices:\n  a: {image: tests/tiny:1}\n";
+    let Err(e) = world.compose.up(source(yaml, &[])).await else {
+        panic!("up must refuse another owner's network");
+    };
+    assert!(e.message.contains("not part of project dn"), "{e:?}");
+    assert!(world.vm_names().await.is_empty());
+}
