@@ -14,6 +14,7 @@ use vmr_ports::Hypervisor;
 use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError};
 
 use super::NetworkService;
+use super::events::Publisher;
 
 /// Creates and starts default networks, one caller at a time.
 pub struct DefaultNetworks {
@@ -31,6 +32,13 @@ impl DefaultNetworks {
         }
     }
 
+    /// Publishes the networks it creates, starts and finds to `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Publisher) -> Self {
+        self.networks = self.networks.with_events(events);
+        self
+    }
+
     /// The network `name`, active, owned by `project` (`None`: vmr's own):
     /// created when missing, started when down. A network of that name with
     /// another owner is refused rather than joined.
@@ -39,6 +47,17 @@ impl DefaultNetworks {
         name: &str,
         project: Option<&str>,
     ) -> Result<NetworkName, UseCaseError> {
+        Ok(self.ensure_reporting(name, project).await?.0)
+    }
+
+    /// [`Self::ensure`], also saying whether it created the network. The
+    /// subnet is chosen here, under the lock, so that two projects brought
+    /// up at once never pick the same one.
+    pub async fn ensure_reporting(
+        &self,
+        name: &str,
+        project: Option<&str>,
+    ) -> Result<(NetworkName, bool), UseCaseError> {
         let _one_at_a_time = self.lock.lock().await;
         let existing = self.hypervisor.list_networks().await?;
         if let Some(record) = existing.iter().find(|n| n.spec.name.as_str() == name) {
@@ -55,7 +74,7 @@ impl DefaultNetworks {
                 self.networks.start(&record.spec.name).await?;
                 info!(network = %name, "default network started");
             }
-            return Ok(record.spec.name.clone());
+            return Ok((record.spec.name.clone(), false));
         }
         let taken: Vec<_> = existing
             .iter()
@@ -70,7 +89,7 @@ impl DefaultNetworks {
         match self.networks.create(spec, project.map(str::to_owned)).await {
             Ok(record) => {
                 info!(network = %name, %subnet, "default network created");
-                Ok(record.spec.name)
+                Ok((record.spec.name, true))
             }
             // Another daemon on the same libvirt made it meanwhile.
             Err(e) if e.kind == ErrorKind::AlreadyExists => self
@@ -79,7 +98,7 @@ impl DefaultNetworks {
                 .await?
                 .into_iter()
                 .find(|n| n.spec.name.as_str() == name && n.project.as_deref() == project)
-                .map(|n| n.spec.name)
+                .map(|n| (n.spec.name, false))
                 .ok_or(e),
             Err(e) => Err(e),
         }

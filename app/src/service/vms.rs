@@ -132,8 +132,12 @@ impl VmService {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                // Default networks are published like the ones users create.
+                defaults: Arc::new(
+                    DefaultNetworks::new(Arc::clone(&hypervisor))
+                        .with_events(images.events().clone()),
+                ),
                 provisioner: Provisioner::new(hypervisor.clone(), images, runtime.clone(), usage),
-                defaults: Arc::new(DefaultNetworks::new(Arc::clone(&hypervisor))),
                 hypervisor,
                 runtime,
                 busy: Mutex::new(BTreeSet::new()),

@@ -14,11 +14,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
-use vmr_domain::compose::{ComposePlan, DependencyCondition, PlannedNetwork};
-use vmr_domain::network::{
-    Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap, default_network_spec,
-    free_default_subnet,
-};
+use vmr_domain::compose::{ComposePlan, DependencyCondition};
+use vmr_domain::network::{Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap};
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
 
@@ -45,6 +42,9 @@ pub enum NetworkStep {
     Start(NetworkName),
     /// Active (or external and present): nothing.
     Present(NetworkName),
+    /// The project's implicit default network, absent: made by the
+    /// daemon's default networks, which pick its subnet under their lock.
+    CreateDefault(NetworkName),
 }
 
 /// What a service still needs.
@@ -91,8 +91,6 @@ impl UpSteps {
             .into_iter()
             .map(|n| (n.spec.name.to_string(), n))
             .collect();
-        // The implicit default network's spec, when `up` has to make it.
-        let mut made_default: Option<NetworkSpec> = None;
         let mut networks = Vec::new();
         for planned in &plan.networks {
             let field = format!("networks.{}", planned.key);
@@ -102,9 +100,7 @@ impl UpSteps {
                     existing_network_step(project, &field, &record.spec, record)?
                 }
                 (None, None) if planned.implicit => {
-                    let spec = implicit_default(planned, plan, &existing_networks)?;
-                    made_default = Some(spec.clone());
-                    NetworkStep::Create(spec)
+                    NetworkStep::CreateDefault(planned.name.clone())
                 }
                 (None, Some(_)) => NetworkStep::Present(planned.name.clone()),
                 (None, None) => {
@@ -136,15 +132,15 @@ impl UpSteps {
         }
 
         // Each network's IPv4 settings as they will be once `up` ran: the
-        // file's for the networks it creates, the host's for the others.
+        // file's for the networks it creates, the host's for the others
+        // (none yet for a default network to make: its cards use DHCP).
         let ipv4: BTreeMap<NetworkName, Option<Ipv4Config>> = plan
             .networks
             .iter()
             .map(|planned| {
-                let ipv4 = match (&planned.spec, &made_default) {
-                    (Some(spec), _) => spec.ipv4,
-                    (None, Some(made)) if planned.implicit => made.ipv4,
-                    (None, _) => existing_networks
+                let ipv4 = match &planned.spec {
+                    Some(spec) => spec.ipv4,
+                    None => existing_networks
                         .get(planned.name.as_str())
                         .and_then(|n| n.spec.ipv4),
                 };
@@ -274,29 +270,6 @@ impl UpSteps {
     }
 }
 
-/// The spec of the project's implicit default network when it does not
-/// exist yet: NAT on the first free /24 of vmr's range, avoiding the host's
-/// networks and the ones the file defines.
-fn implicit_default(
-    planned: &PlannedNetwork,
-    plan: &ComposePlan,
-    existing: &BTreeMap<String, NetworkRecord>,
-) -> Result<NetworkSpec, UseCaseError> {
-    let taken: Vec<_> = existing
-        .values()
-        .filter_map(|n| n.spec.ipv4)
-        .chain(plan.networks.iter().filter_map(|n| n.spec.as_ref()?.ipv4))
-        .map(|v4| v4.subnet)
-        .collect();
-    let subnet = free_default_subnet(&taken).ok_or_else(|| {
-        UseCaseError::precondition(format!(
-            "no free /24 is left in 10.89.0.0/12 for network {}; define a `default` network with a subnet in the compose file",
-            planned.name
-        ))
-    })?;
-    Ok(default_network_spec(planned.name.as_str(), subnet)?)
-}
-
 fn existing_network_step(
     project: &str,
     field: &str,
@@ -347,6 +320,22 @@ async fn run_network_step(
             return Ok(());
         }
         NetworkStep::Start(name) => (name, deps.networks.start(name).await.map(drop)),
+        NetworkStep::CreateDefault(name) => {
+            let made = deps
+                .vms
+                .default_networks()
+                .ensure_reporting(name.as_str(), Some(project))
+                .await;
+            match made {
+                Ok((_, true)) => {
+                    info!(network = %name, "default network created");
+                    events.network(name, ComposeEventKind::NetworkCreated, "");
+                    return Ok(());
+                }
+                Ok((_, false)) => (name, Ok(())),
+                Err(e) => (name, Err(e)),
+            }
+        }
         NetworkStep::Create(spec) => (
             &spec.name,
             deps.networks

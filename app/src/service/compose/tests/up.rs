@@ -380,3 +380,29 @@ async fn a_default_network_of_another_owner_is_not_joined() {
     assert!(e.message.contains("not part of project dn"), "{e:?}");
     assert!(world.vm_names().await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_projects_brought_up_at_once_get_default_networks_of_their_own() {
+    let world = World::new().await;
+    // Both plans are observed before either network exists.
+    world
+        .fake
+        .set_delay(FakeCall::DefineNetwork, Duration::from_millis(200));
+    let one = "name: one\nservices:\n  a: {image: tests/tiny:1}\n";
+    let two = "name: two\nservices:\n  a: {image: tests/tiny:1}\n";
+    let (a, b) = tokio::join!(world.up(source(one, &[])), world.up(source(two, &[])));
+    a.1.unwrap();
+    b.1.unwrap();
+    let mut subnets = Vec::new();
+    for name in ["one-default", "two-default"] {
+        let record = world
+            .fake
+            .inspect_network(&name.parse().unwrap())
+            .await
+            .unwrap()
+            .record;
+        subnets.push(record.spec.ipv4.unwrap().subnet.to_string());
+    }
+    subnets.sort();
+    assert_eq!(subnets, ["10.89.0.0/24", "10.89.1.0/24"]);
+}
