@@ -1,7 +1,8 @@
 //! The libvirt domain XML reader (adapters/src/libvirt/domain_xml/read.rs),
 //! compiled from its source alone: the adapters crate would link libvirt and
 //! every other adapter into the fuzz build. The modules below rebuild the
-//! paths the reader uses (`super::VM_NS`, `crate::libvirt::xml`).
+//! paths the reader uses (`super::VM_NS`, `super::GUEST_AGENT_CHANNEL`,
+//! `crate::libvirt::xml`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,6 +10,10 @@ use libfuzzer_sys::fuzz_target;
 /// `super::VM_NS` of the reader (a copy of adapters' `VM_NS`: it only
 /// decides which inputs reach past the metadata check).
 const VM_NS: &str = "https://vmregistry.io/xmlns/libvirt/vm/1";
+
+/// `super::GUEST_AGENT_CHANNEL` of the reader (a copy of adapters' name of
+/// the guest agent's virtio-serial port).
+const GUEST_AGENT_CHANNEL: &str = "org.qemu.guest_agent.0";
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../adapters/src/libvirt/xml.rs"]
