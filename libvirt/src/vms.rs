@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::error::ErrorNumber;
-use vmr_domain::network::{AddressSource, MacAddr};
+use vmr_domain::network::MacAddr;
 use vmr_domain::vm::VmState;
 use vmr_ports::{HypervisorError, VmDefinition, VmDetails, VmInterface, VmRecord};
 
@@ -223,20 +223,11 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
         .networks
         .iter()
         .map(|nic| {
-            let (ip, source) = match nic.static_ip {
-                Some(ip) => (Some(ip.addr()), Some(AddressSource::Static)),
-                None => match (leases.get(&nic.mac), agent.get(&nic.mac)) {
-                    (Some(ip), _) => (Some(*ip), Some(AddressSource::Dhcp)),
-                    (None, Some(ip)) => (Some(*ip), Some(AddressSource::Agent)),
-                    (None, None) => (None, None),
-                },
-            };
-            VmInterface {
-                network: nic.network.clone(),
-                mac: nic.mac,
-                ip,
-                source,
-            }
+            VmInterface::of(
+                nic,
+                leases.get(&nic.mac).copied(),
+                agent.get(&nic.mac).copied(),
+            )
         })
         .collect();
     Ok(VmRecord {

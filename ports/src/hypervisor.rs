@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::network::{AddressSource, MacAddr, NetworkName, NetworkSpec};
-use vmr_domain::vm::{VmName, VmSpec, VmState};
+use vmr_domain::vm::{NetworkAttachment, VmName, VmSpec, VmState};
 
 /// What can go wrong in a hypervisor, in the user's words. The gRPC edge maps
 /// each variant to one status code.
@@ -134,6 +134,26 @@ pub struct VmInterface {
     pub ip: Option<Ipv4Addr>,
     /// Where `ip` came from; `None` exactly when `ip` is.
     pub source: Option<AddressSource>,
+}
+
+impl VmInterface {
+    /// The interface of `nic`, its address taken by the one precedence
+    /// every backend follows: the static address, else the DHCP lease,
+    /// else what the guest agent reports.
+    pub fn of(nic: &NetworkAttachment, lease: Option<Ipv4Addr>, agent: Option<Ipv4Addr>) -> Self {
+        let (ip, source) = match (nic.static_ip, lease, agent) {
+            (Some(ip), _, _) => (Some(ip.addr()), Some(AddressSource::Static)),
+            (None, Some(ip), _) => (Some(ip), Some(AddressSource::Dhcp)),
+            (None, None, Some(ip)) => (Some(ip), Some(AddressSource::Agent)),
+            (None, None, None) => (None, None),
+        };
+        Self {
+            network: nic.network.clone(),
+            mac: nic.mac,
+            ip,
+            source,
+        }
+    }
 }
 
 /// A VM as recovered from the backend alone.
@@ -306,5 +326,39 @@ pub trait Hypervisor: Send + Sync {
     /// reconciling. Backends without a connection never yield.
     fn reconnects(&self) -> BoxStream<'static, ()> {
         Box::pin(futures::stream::pending())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interfaces_address_is_static_then_lease_then_agent() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let mut nic = NetworkAttachment {
+            network: "n".parse().unwrap(),
+            mac: MacAddr::derive("x"),
+            static_ip: None,
+            gateway: None,
+        };
+        let pick = |nic: &NetworkAttachment, lease: Option<&str>, agent: Option<&str>| {
+            let i = VmInterface::of(nic, lease.map(ip), agent.map(ip));
+            (i.ip, i.source)
+        };
+        assert_eq!(pick(&nic, None, None), (None, None));
+        assert_eq!(
+            pick(&nic, None, Some("10.0.0.3")),
+            (Some(ip("10.0.0.3")), Some(AddressSource::Agent))
+        );
+        assert_eq!(
+            pick(&nic, Some("10.0.0.2"), Some("10.0.0.3")),
+            (Some(ip("10.0.0.2")), Some(AddressSource::Dhcp))
+        );
+        nic.static_ip = Some("10.0.0.1/24".parse().unwrap());
+        assert_eq!(
+            pick(&nic, Some("10.0.0.2"), Some("10.0.0.3")),
+            (Some(ip("10.0.0.1")), Some(AddressSource::Static))
+        );
     }
 }

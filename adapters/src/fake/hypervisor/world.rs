@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use vmr_domain::network::{
-    AddressSource, MacAddr, NetworkMode, NetworkName, SubnetOverlap, bridge_device_name,
-    check_no_overlap,
+    MacAddr, NetworkMode, NetworkName, SubnetOverlap, bridge_device_name, check_no_overlap,
 };
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{
@@ -224,19 +223,7 @@ impl FakeVm {
             .spec
             .networks
             .iter()
-            .map(|nic| {
-                let (ip, source) = match (nic.static_ip, self.leases.get(&nic.mac)) {
-                    (Some(ip), _) => (Some(ip.addr()), Some(AddressSource::Static)),
-                    (None, Some(ip)) => (Some(*ip), Some(AddressSource::Dhcp)),
-                    (None, None) => (None, None),
-                };
-                VmInterface {
-                    network: nic.network.clone(),
-                    mac: nic.mac,
-                    ip,
-                    source,
-                }
-            })
+            .map(|nic| VmInterface::of(nic, self.leases.get(&nic.mac).copied(), None))
             .collect();
         VmRecord {
             spec: self.def.spec.clone(),
