@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the daemon in the foreground with local defaults, as `make run` does: socket and image
 # store under ./.vmr, the real libvirt hypervisor when a libvirt daemon answers, otherwise the
-# fake hypervisor (images work, VMs are simulated). Extra arguments go to vmrd.
+# fake hypervisor (images work, VMs are simulated). As root, an installed libvirtd that is not
+# running is started first (as the test services start it), so a fresh machine gets real VMs.
+# Extra arguments go to vmrd.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -13,6 +15,12 @@ cargo build --release --bins
 mkdir -p .vmr/store
 socket="$REPO/.vmr/vmr.sock"
 if [ "$(id -u)" -eq 0 ]; then uri="qemu:///system"; else uri="qemu:///session"; fi
+
+if [ "$(id -u)" -eq 0 ] && command -v libvirtd >/dev/null && ! virsh -c "$uri" version >/dev/null 2>&1; then
+  # Not fatal: a machine where libvirtd cannot run (no /dev/net/tun, a container) still gets
+  # the fake hypervisor below, with the reason printed.
+  bash scripts/test-services.sh start-libvirt || echo "run: could not start libvirtd (see above)"
+fi
 
 if virsh -c "$uri" version >/dev/null 2>&1; then
   hv=(--hypervisor libvirt --libvirt-uri "$uri")

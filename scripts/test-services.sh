@@ -4,6 +4,8 @@
 # token auth) and two over HTTPS (a test CA's certificate for 127.0.0.1, one for a wrong host). State, configs, logs and pid files live in $REPO/.cache/services.
 #
 #   scripts/test-services.sh start    start what is not running yet (idempotent), wait until ready
+#   scripts/test-services.sh start-libvirt
+#                                     start only virtlogd + libvirtd (what `make run` needs)
 #   scripts/test-services.sh stop     stop what this script started (by its pid files)
 #   scripts/test-services.sh stop-started FILE
 #                                     stop only the daemons a `start` run with
@@ -550,6 +552,7 @@ case "${1:-}" in
     ensure_py_clients
     say "all up; load the settings with: eval \"\$($0 env)\""
     ;;
+  start-libvirt) start_libvirt ;;
   stop)
     stop_s3
     stop_moto
@@ -565,7 +568,7 @@ case "${1:-}" in
   check) all_up ;;
   env) print_env ;;
   *)
-    echo "usage: $0 start|stop|stop-started FILE|status|check|env" >&2
+    echo "usage: $0 start|start-libvirt|stop|stop-started FILE|status|check|env" >&2
     exit 2
     ;;
 esac
