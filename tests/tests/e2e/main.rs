@@ -16,6 +16,7 @@ mod contexts;
 mod daemon;
 mod doors;
 mod guest;
+mod guest_networks;
 mod guest_reach;
 mod hostile;
 mod hostile_registry;
