@@ -1,0 +1,304 @@
+//! The real guest on the network modes beyond NAT and isolated: routed,
+//! open, bridged (a test bridge with the test's own DHCP server, so the
+//! address comes from the guest agent) and macvtap (on a `dummy`
+//! interface, static address). One VM with a card on each, one boot; each
+//! card's address is checked from inside the guest, each card's host side
+//! from the host's links.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use vmr_tests::guest;
+use vmr_tests::libvirt::{unique_suffix, wait_for};
+
+#[test]
+fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
+    let sfx = unique_suffix();
+    let n = u32::from_str_radix(&sfx[..4], 16).unwrap();
+    let a = 200 + n % 50;
+    let b = (n / 50) % 60 * 4;
+    let subnet = |i: u32| format!("10.{a}.{}", b + i);
+    // Host links before the VM's guard: they are removed after the domain.
+    let links = HostLinks::new(&sfx, &subnet(2));
+    let Some(mut t) = guest::Setup::new() else {
+        return;
+    };
+    let vm = t.domain("nets");
+    let routed = t.network("rt");
+    let open = t.network("op");
+    let bridged = t.network("br");
+    let macvtap = t.network("mv");
+    let daemon = &t.daemon;
+
+    for (name, mode, subnet) in [(&routed, "routed", subnet(0)), (&open, "open", subnet(1))] {
+        daemon
+            .vmr(&[
+                "network",
+                "create",
+                name,
+                "--mode",
+                mode,
+                "--subnet",
+                &format!("{subnet}.0/24"),
+            ])
+            .ok();
+    }
+    daemon
+        .vmr(&[
+            "network",
+            "create",
+            &bridged,
+            "--mode",
+            "bridged",
+            "--bridge",
+            &links.bridge,
+        ])
+        .ok();
+    daemon
+        .vmr(&[
+            "network",
+            "create",
+            &macvtap,
+            "--mode",
+            "macvtap",
+            "--interface",
+            &links.dummy,
+        ])
+        .ok();
+    let static_ip = format!("{}.10", subnet(3));
+    daemon
+        .vmr(&[
+            "run",
+            &t.image,
+            "--name",
+            &vm,
+            "--network",
+            &routed,
+            "--network",
+            &open,
+            "--network",
+            &bridged,
+            "--network",
+            &format!("{macvtap}:{static_ip}/24"),
+        ])
+        .ok();
+
+    // ssh reaches the guest over its first card (routed, through the host).
+    daemon
+        .vmr(&["ssh", "--wait", "300", &vm, "--", "true"])
+        .ok();
+
+    // The bridged card's address is not libvirt's lease: the guest agent
+    // reports it once it runs.
+    let mut interfaces = Vec::new();
+    let reported = wait_for(Duration::from_secs(120), || {
+        let inspected = daemon.vmr(&["inspect", "--type", "vm", &vm]).json();
+        interfaces = inspected["vm"]["interfaces"].as_array().unwrap().clone();
+        interfaces.iter().all(|i| i["ip"] != "")
+    });
+    assert!(reported, "not every card has an address: {interfaces:?}");
+    let card = |i: usize| -> (&str, &str, &str) {
+        let c: &Value = &interfaces[i];
+        (
+            c["mac"].as_str().unwrap(),
+            c["ip"].as_str().unwrap(),
+            c["ipSource"].as_str().unwrap(),
+        )
+    };
+    let expected = [
+        (&routed, "dhcp", subnet(0)),
+        (&open, "dhcp", subnet(1)),
+        (&bridged, "agent", subnet(2)),
+        (&macvtap, "static", subnet(3)),
+    ];
+
+    // From inside: each card (by its MAC) holds the address vmr reports.
+    let links_inside = daemon.vmr(&["ssh", &vm, "--", "ip", "-o", "link"]).ok();
+    let addrs_inside = daemon
+        .vmr(&["ssh", &vm, "--", "ip", "-o", "-4", "addr"])
+        .ok();
+    let inside = guest_ipv4_by_mac(&links_inside, &addrs_inside);
+    for (i, (network, source, subnet)) in expected.iter().enumerate() {
+        assert_eq!(interfaces[i]["network"], **network, "{interfaces:?}");
+        let (mac, ip, got_source) = card(i);
+        assert_eq!(got_source, *source, "card {i} on {network}: {interfaces:?}");
+        assert!(
+            ip.starts_with(&format!("{subnet}.")),
+            "card {i} on {network}: {ip}"
+        );
+        assert_eq!(
+            inside.get(mac).map(String::as_str),
+            Some(ip),
+            "card {i} ({mac} on {network}) inside the guest: {inside:?}"
+        );
+    }
+    assert_eq!(card(3).1, static_ip);
+
+    // The bridged card's address came from the bridge's own DHCP server.
+    let (bridged_mac, bridged_ip, _) = card(2);
+    let leases = std::fs::read_to_string(links.leases()).unwrap_or_default();
+    assert!(
+        leases
+            .lines()
+            .any(|l| l.contains(bridged_mac) && l.contains(bridged_ip)),
+        "the test bridge's dnsmasq leased no {bridged_ip} to {bridged_mac}:\n{leases}"
+    );
+
+    // Host side: the bridged card's tap is a port of the test bridge, the
+    // macvtap card a macvtap on the dummy interface, with the guest's MAC.
+    let ports = ip(&["-o", "link", "show", "master", &links.bridge]);
+    let tap_mac = format!("fe{}", &bridged_mac[2..]);
+    assert!(
+        ports.contains(&tap_mac),
+        "no tap {tap_mac} on {}:\n{ports}",
+        links.bridge
+    );
+    let macvtaps = ip(&["-o", "link", "show", "type", "macvtap"]);
+    let (macvtap_mac, _, _) = card(3);
+    assert!(
+        macvtaps
+            .lines()
+            .any(|l| l.contains(&format!("@{}:", links.dummy)) && l.contains(macvtap_mac)),
+        "no macvtap {macvtap_mac} on {}:\n{macvtaps}",
+        links.dummy
+    );
+
+    daemon.vmr(&["rm", "--force", &vm]).ok();
+    for network in [&routed, &open, &bridged, &macvtap] {
+        daemon.vmr(&["network", "rm", network]).ok();
+    }
+}
+
+/// Each guest card's IPv4 address by MAC, from `ip -o link` and `ip -o -4
+/// addr` run inside the guest.
+fn guest_ipv4_by_mac(links: &str, addrs: &str) -> BTreeMap<String, String> {
+    // "2: eth0: <...> mtu 1500 ... link/ether 52:54:00:.. brd ff:.."
+    let mac_of: BTreeMap<&str, &str> = links
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(':').nth(1)?.trim();
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "link/ether")?;
+            Some((name, words.next()?))
+        })
+        .collect();
+    // "2: eth0    inet 10.1.2.3/24 brd ... scope global eth0"
+    addrs
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace().skip(1);
+            let name = words.next()?;
+            words.find(|w| *w == "inet")?;
+            let ip = words.next()?.split('/').next()?;
+            Some((mac_of.get(name)?.to_string(), ip.to_owned()))
+        })
+        .collect()
+}
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host interface under the macvtap card: a `dummy`, or, on a kernel
+/// built without the dummy driver (some VM hosts' kernels), one end of a
+/// veth pair. Either is a real link macvtap attaches to, with no traffic of
+/// its own; the assertions do not change.
+fn add_lower_link(name: &str) {
+    let out = Command::new("ip")
+        .args(["link", "add", name, "type", "dummy"])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("Unknown device type"),
+            "ip link add {name}: {out:?}"
+        );
+        eprintln!("this kernel has no dummy driver: macvtap goes on a veth pair instead");
+        ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        ip(&["link", "set", &format!("{name}p"), "up"]);
+    }
+    ip(&["link", "set", name, "up"]);
+}
+
+/// A test bridge with an address and a DHCP server (dnsmasq) of its own,
+/// and a dummy interface for macvtap ([`add_lower_link`]); all removed
+/// when dropped.
+struct HostLinks {
+    bridge: String,
+    dummy: String,
+    dir: tempfile::TempDir,
+    dnsmasq: Child,
+}
+
+impl HostLinks {
+    /// `prefix` is the bridge's /24 without its last octet: the host is `.1`,
+    /// DHCP hands out `.100`–`.150`.
+    fn new(sfx: &str, prefix: &str) -> Self {
+        let bridge = format!("vmrbr{sfx}");
+        let dummy = format!("vmrdm{sfx}");
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+        add_lower_link(&dummy);
+        let dir = tempfile::tempdir().unwrap();
+        let dnsmasq = Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--bind-interfaces",
+                "--dhcp-authoritative",
+                "--log-facility=-",
+            ])
+            .arg(format!("--interface={bridge}"))
+            .arg(format!(
+                "--dhcp-range={prefix}.100,{prefix}.150,255.255.255.0,1h"
+            ))
+            .arg(format!(
+                "--dhcp-leasefile={}",
+                dir.path().join("leases").display()
+            ))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq is installed (scripts/install-deps.sh)");
+        Self {
+            bridge,
+            dummy,
+            dir,
+            dnsmasq,
+        }
+    }
+
+    fn leases(&self) -> std::path::PathBuf {
+        Path::new(self.dir.path()).join("leases")
+    }
+}
+
+impl Drop for HostLinks {
+    fn drop(&mut self) {
+        let _ = self.dnsmasq.kill();
+        let _ = self.dnsmasq.wait();
+        for link in [&self.bridge, &self.dummy] {
+            let _ = Command::new("ip").args(["link", "del", link]).output();
+        }
+    }
+}
