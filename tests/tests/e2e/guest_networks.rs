@@ -1,16 +1,17 @@
 //! The real guest on the network modes beyond NAT and isolated: routed,
 //! open, bridged (a test bridge with the test's own DHCP server, so the
 //! address comes from the guest agent) and macvtap (on a `dummy`
-//! interface, static address). One VM with a card on each, one boot; each
-//! card's address is checked from inside the guest, each card's host side
-//! from the host's links.
+//! interface, or a veth on a kernel without one: a static address). One
+//! VM with a card on each, one boot; each card's address is checked from
+//! inside the guest with `vmr exec` (the host cannot reach a macvtap guest
+//! through the lower link), each card's host side from the host's links.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use vmr_tests::Daemon;
 use vmr_tests::guest;
 use vmr_tests::libvirt::{unique_suffix, wait_for};
 
@@ -86,69 +87,88 @@ fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
         ])
         .ok();
 
-    // ssh reaches the guest over its first card (routed, through the host).
-    daemon
-        .vmr(&["ssh", "--wait", "300", &vm, "--", "true"])
-        .ok();
-
-    // The bridged card's address is not libvirt's lease: the guest agent
-    // reports it once it runs.
-    let mut interfaces = Vec::new();
-    let reported = wait_for(Duration::from_secs(120), || {
-        let inspected = daemon.vmr(&["inspect", "--type", "vm", &vm]).json();
-        interfaces = inspected["vm"]["interfaces"].as_array().unwrap().clone();
-        interfaces.iter().all(|i| i["ip"] != "")
-    });
-    assert!(reported, "not every card has an address: {interfaces:?}");
-    let card = |i: usize| -> (&str, &str, &str) {
-        let c: &Value = &interfaces[i];
-        (
-            c["mac"].as_str().unwrap(),
-            c["ip"].as_str().unwrap(),
-            c["ipSource"].as_str().unwrap(),
-        )
-    };
+    // From inside, through the guest agent (no host route is needed: the
+    // host cannot reach a macvtap guest through its own lower link): every
+    // card, by its MAC, gets an address on its network.
+    guest::wait_for_agent(daemon, &["exec", &vm, "--", "true"], &vm);
+    let inspected = daemon.vmr(&["inspect", "--type", "vm", &vm]).json();
+    let macs: Vec<String> = inspected["vm"]["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["mac"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(macs.len(), 4, "{inspected}");
     let expected = [
         (&routed, "dhcp", subnet(0)),
         (&open, "dhcp", subnet(1)),
         (&bridged, "agent", subnet(2)),
         (&macvtap, "static", subnet(3)),
     ];
+    let on_its_network = |inside: &BTreeMap<String, String>| {
+        macs.iter().zip(&expected).all(|(mac, (_, _, subnet))| {
+            inside
+                .get(mac)
+                .is_some_and(|ip| ip.starts_with(&format!("{subnet}.")))
+        })
+    };
+    let mut inside = BTreeMap::new();
+    let addressed = wait_for(guest::BOOT_DEADLINE, || {
+        inside = guest_ipv4_by_mac(daemon, &vm);
+        on_its_network(&inside)
+    });
+    assert!(
+        addressed,
+        "within {:?} not every card of {vm} had an address on its network inside the guest: \
+         cards {macs:?} expected on {expected:?}, the guest has {inside:?}; dnsmasq of {}:\n{}",
+        guest::BOOT_DEADLINE,
+        links.bridge,
+        links.dnsmasq_log()
+    );
+    assert_eq!(inside[&macs[3]], static_ip, "{inside:?}");
 
-    // From inside: each card (by its MAC) holds the address vmr reports.
-    let links_inside = daemon.vmr(&["ssh", &vm, "--", "ip", "-o", "link"]).ok();
-    let addrs_inside = daemon
-        .vmr(&["ssh", &vm, "--", "ip", "-o", "-4", "addr"])
-        .ok();
-    let inside = guest_ipv4_by_mac(&links_inside, &addrs_inside);
-    for (i, (network, source, subnet)) in expected.iter().enumerate() {
+    // vmr reports the same addresses, each from where it came: libvirt's
+    // leases, the guest agent (bridged: the DHCP server is not libvirt's),
+    // the spec.
+    let mut interfaces = Vec::new();
+    let reported = wait_for(Duration::from_secs(60), || {
+        let inspected = daemon.vmr(&["inspect", "--type", "vm", &vm]).json();
+        interfaces = inspected["vm"]["interfaces"].as_array().unwrap().clone();
+        interfaces.iter().all(|i| {
+            inside.get(i["mac"].as_str().unwrap()) == i["ip"].as_str().map(str::to_owned).as_ref()
+        })
+    });
+    assert!(
+        reported,
+        "vmr inspect does not report the guest's own addresses {inside:?}: {interfaces:?}"
+    );
+    for (i, (network, source, _)) in expected.iter().enumerate() {
         assert_eq!(interfaces[i]["network"], **network, "{interfaces:?}");
-        let (mac, ip, got_source) = card(i);
-        assert_eq!(got_source, *source, "card {i} on {network}: {interfaces:?}");
-        assert!(
-            ip.starts_with(&format!("{subnet}.")),
-            "card {i} on {network}: {ip}"
-        );
         assert_eq!(
-            inside.get(mac).map(String::as_str),
-            Some(ip),
-            "card {i} ({mac} on {network}) inside the guest: {inside:?}"
+            interfaces[i]["ipSource"], *source,
+            "card {i}: {interfaces:?}"
         );
     }
-    assert_eq!(card(3).1, static_ip);
+    let ps = daemon.vmr(&["ps"]).ok();
+    let bridged_ip = &inside[&macs[2]];
+    assert!(
+        ps.lines()
+            .any(|l| l.contains(&vm) && l.contains(&format!("{bridged_ip} (agent)"))),
+        "{ps}"
+    );
 
     // The bridged card's address came from the bridge's own DHCP server.
-    let (bridged_mac, bridged_ip, _) = card(2);
+    let bridged_mac = &macs[2];
     let leases = std::fs::read_to_string(links.leases()).unwrap_or_default();
     assert!(
         leases
             .lines()
-            .any(|l| l.contains(bridged_mac) && l.contains(bridged_ip)),
+            .any(|l| l.contains(bridged_mac.as_str()) && l.contains(bridged_ip.as_str())),
         "the test bridge's dnsmasq leased no {bridged_ip} to {bridged_mac}:\n{leases}"
     );
 
     // Host side: the bridged card's tap is a port of the test bridge, the
-    // macvtap card a macvtap on the dummy interface, with the guest's MAC.
+    // macvtap card a macvtap on the lower link, with the guest's MAC.
     let ports = ip(&["-o", "link", "show", "master", &links.bridge]);
     let tap_mac = format!("fe{}", &bridged_mac[2..]);
     assert!(
@@ -157,12 +177,12 @@ fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
         links.bridge
     );
     let macvtaps = ip(&["-o", "link", "show", "type", "macvtap"]);
-    let (macvtap_mac, _, _) = card(3);
     assert!(
         macvtaps
             .lines()
-            .any(|l| l.contains(&format!("@{}:", links.dummy)) && l.contains(macvtap_mac)),
-        "no macvtap {macvtap_mac} on {}:\n{macvtaps}",
+            .any(|l| l.contains(&format!("@{}:", links.dummy)) && l.contains(macs[3].as_str())),
+        "no macvtap {} on {}:\n{macvtaps}",
+        macs[3],
         links.dummy
     );
 
@@ -173,8 +193,12 @@ fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
 }
 
 /// Each guest card's IPv4 address by MAC, from `ip -o link` and `ip -o -4
-/// addr` run inside the guest.
-fn guest_ipv4_by_mac(links: &str, addrs: &str) -> BTreeMap<String, String> {
+/// addr` run inside the guest through `vmr exec`.
+fn guest_ipv4_by_mac(daemon: &Daemon, vm: &str) -> BTreeMap<String, String> {
+    let links = daemon.vmr(&["exec", vm, "--", "ip", "-o", "link"]).ok();
+    let addrs = daemon
+        .vmr(&["exec", vm, "--", "ip", "-o", "-4", "addr"])
+        .ok();
     // "2: eth0: <...> mtu 1500 ... link/ether 52:54:00:.. brd ff:.."
     let mac_of: BTreeMap<&str, &str> = links
         .lines()
@@ -264,8 +288,12 @@ impl HostLinks {
                 "--user=root",
                 "--bind-interfaces",
                 "--dhcp-authoritative",
-                "--log-facility=-",
+                "--log-dhcp",
             ])
+            .arg(format!(
+                "--log-facility={}",
+                dir.path().join("dnsmasq.log").display()
+            ))
             .arg(format!("--interface={bridge}"))
             .arg(format!(
                 "--dhcp-range={prefix}.100,{prefix}.150,255.255.255.0,1h"
@@ -290,6 +318,11 @@ impl HostLinks {
 
     fn leases(&self) -> std::path::PathBuf {
         Path::new(self.dir.path()).join("leases")
+    }
+
+    /// What the bridge's DHCP server logged (for a failure's message).
+    fn dnsmasq_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dnsmasq.log")).unwrap_or_default()
     }
 }
 
