@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use vmr_tests::Daemon;
 use vmr_tests::guest;
 use vmr_tests::libvirt::{unique_suffix, wait_for};
+use vmr_tests::{Daemon, VmrOutput};
 
 #[test]
 fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
@@ -186,6 +186,39 @@ fn real_guest_gets_its_address_on_routed_open_bridged_and_macvtap() {
         links.dummy
     );
 
+    // A guest agent that stops answering with its port still open (frozen
+    // by SIGSTOP) holds up neither inspect nor ps: the bridged card's
+    // address, which only the agent knows, is then blank.
+    daemon
+        .vmr(&[
+            "exec",
+            &vm,
+            "--",
+            "sh",
+            "-c",
+            "setsid sh -c 'sleep 2; kill -STOP $(pidof qemu-ga)' </dev/null >/dev/null 2>&1 &",
+        ])
+        .ok();
+    let mut exec_err = String::new();
+    let frozen = wait_for(Duration::from_secs(60), || {
+        let out = daemon.vmr(&["exec", &vm, "--", "true"]);
+        exec_err = out.stderr();
+        !out.success()
+    });
+    assert!(frozen, "the guest agent still answers exec: {exec_err:?}");
+    assert!(
+        exec_err.contains(&vm) && exec_err.contains("guest agent"),
+        "{exec_err}"
+    );
+    let inspected = answered(daemon, &["inspect", "--type", "vm", &vm]).json();
+    let now = inspected["vm"]["interfaces"].as_array().unwrap();
+    assert_eq!(now[2]["ip"], "", "the frozen agent's answer: {inspected}");
+    for i in [0, 1, 3] {
+        assert_eq!(now[i]["ip"], interfaces[i]["ip"], "{inspected}");
+    }
+    let ps = answered(daemon, &["ps"]).ok();
+    assert!(ps.contains(&vm), "{ps}");
+
     daemon.vmr(&["rm", "--force", &vm]).ok();
     for network in [&routed, &open, &bridged, &macvtap] {
         daemon.vmr(&["network", "rm", network]).ok();
@@ -220,6 +253,36 @@ fn guest_ipv4_by_mac(daemon: &Daemon, vm: &str) -> BTreeMap<String, String> {
             Some((mac_of.get(name)?.to_string(), ip.to_owned()))
         })
         .collect()
+}
+
+/// How long a read (`inspect`, `ps`) may take with the guest's agent frozen
+/// before it counts as held up by it: far more than any bounded agent call.
+const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `vmr ARGS` and returns its output once it exits; fails, killing it,
+/// when it has not answered within [`ANSWER_DEADLINE`].
+fn answered(daemon: &Daemon, args: &[&str]) -> VmrOutput {
+    let mut child = Command::new(vmr_tests::bin("vmr"))
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args(args)
+        .env("XDG_CONFIG_HOME", daemon.dir.path().join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = wait_for(ANSWER_DEADLINE, || child.try_wait().unwrap().is_some());
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = VmrOutput(child.wait_with_output().unwrap());
+    assert!(
+        exited,
+        "vmr {args:?} did not answer within {ANSWER_DEADLINE:?} (killed): {}",
+        out.stderr()
+    );
+    out
 }
 
 fn ip(args: &[&str]) -> String {
