@@ -329,20 +329,26 @@ struct HostLinks {
     bridge: String,
     dummy: String,
     dir: tempfile::TempDir,
-    dnsmasq: Child,
+    dnsmasq: Option<Child>,
 }
 
 impl HostLinks {
     /// `prefix` is the bridge's /24 without its last octet: the host is `.1`,
     /// DHCP hands out `.100`–`.150`.
     fn new(sfx: &str, prefix: &str) -> Self {
-        let bridge = format!("vmrbr{sfx}");
-        let dummy = format!("vmrdm{sfx}");
-        ip(&["link", "add", &bridge, "type", "bridge"]);
-        ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]);
-        ip(&["link", "set", &bridge, "up"]);
-        add_lower_link(&dummy);
-        let dir = tempfile::tempdir().unwrap();
+        // The guard first, so that a failure half-way still removes what
+        // was made.
+        let mut links = Self {
+            bridge: format!("vmrbr{sfx}"),
+            dummy: format!("vmrdm{sfx}"),
+            dir: tempfile::tempdir().unwrap(),
+            dnsmasq: None,
+        };
+        let (bridge, dir) = (&links.bridge, &links.dir);
+        ip(&["link", "add", bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", bridge]);
+        ip(&["link", "set", bridge, "up"]);
+        add_lower_link(&links.dummy);
         let dnsmasq = Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
@@ -371,12 +377,8 @@ impl HostLinks {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq is installed (scripts/install-deps.sh)");
-        Self {
-            bridge,
-            dummy,
-            dir,
-            dnsmasq,
-        }
+        links.dnsmasq = Some(dnsmasq);
+        links
     }
 
     fn leases(&self) -> std::path::PathBuf {
@@ -391,8 +393,10 @@ impl HostLinks {
 
 impl Drop for HostLinks {
     fn drop(&mut self) {
-        let _ = self.dnsmasq.kill();
-        let _ = self.dnsmasq.wait();
+        if let Some(dnsmasq) = self.dnsmasq.as_mut() {
+            let _ = dnsmasq.kill();
+            let _ = dnsmasq.wait();
+        }
         for link in [&self.bridge, &self.dummy] {
             let _ = Command::new("ip").args(["link", "del", link]).output();
         }
