@@ -33,10 +33,13 @@ pub(crate) const ADDRESSES_TIMEOUT_S: i32 = 3;
 fn agent_error(name: &str, err: &VirtError, timeout_s: i32) -> HypervisorError {
     match err.code().unwrap_or(ErrorNumber::InternalError) {
         ErrorNumber::AgentUnresponsive | ErrorNumber::AgentUnsynced => {
-            HypervisorError::Unavailable(format!(
-                "the guest agent of VM {name} is not answering (is qemu-guest-agent installed and running in the guest?): {}",
-                err.message()
-            ))
+            HypervisorError::unavailable(
+                format!(
+                    "the guest agent of VM {name} is not answering (is qemu-guest-agent installed and running in the guest?): {}",
+                    err.message()
+                ),
+                err.clone(),
+            )
         }
         ErrorNumber::AgentCommandTimeout => HypervisorError::Timeout {
             kind: "VM",
@@ -68,9 +71,10 @@ pub(crate) fn agent_call<T: for<'de> Deserialize<'de>>(
     serde_json::from_str::<Reply<T>>(&answer)
         .map(|r| r.value)
         .map_err(|e| {
-            HypervisorError::Backend(format!(
-                "unreadable answer from the guest agent of VM {name}: {e}"
-            ))
+            HypervisorError::backend(
+                format!("unreadable answer from the guest agent of VM {name}: {e}"),
+                e,
+            )
         })
 }
 
