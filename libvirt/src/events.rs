@@ -154,9 +154,8 @@ fn snapshot(
 ) -> Option<HashMap<String, Seen>> {
     let listed = conn.get().and_then(|c| {
         c.list_all_domains(0).map_err(|e| {
-            let message = e.message().to_owned();
-            conn.invalidate(&message);
-            vmr_ports::HypervisorError::Unavailable(message)
+            conn.invalidate(e.message());
+            crate::conn::unavailable(e)
         })
     });
     match listed {

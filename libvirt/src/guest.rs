@@ -69,10 +69,13 @@ fn running_domain(conn: &Connect, name: &str) -> Result<Domain, HypervisorError>
 fn agent_error(name: &str, err: &VirtError) -> HypervisorError {
     match err.code().unwrap_or(ErrorNumber::InternalError) {
         ErrorNumber::AgentUnresponsive | ErrorNumber::AgentUnsynced => {
-            HypervisorError::Unavailable(format!(
-                "the guest agent of VM {name} is not answering (is qemu-guest-agent installed and running in the guest?): {}",
-                err.message()
-            ))
+            HypervisorError::unavailable(
+                format!(
+                    "the guest agent of VM {name} is not answering (is qemu-guest-agent installed and running in the guest?): {}",
+                    err.message()
+                ),
+                err.clone(),
+            )
         }
         ErrorNumber::AgentCommandTimeout => HypervisorError::Timeout {
             kind: "VM",
@@ -119,9 +122,10 @@ fn agent_call<T: for<'de> Deserialize<'de>>(
     serde_json::from_str::<Reply<T>>(&answer)
         .map(|r| r.value)
         .map_err(|e| {
-            HypervisorError::Backend(format!(
-                "unreadable answer from the guest agent of VM {name}: {e}"
-            ))
+            HypervisorError::backend(
+                format!("unreadable answer from the guest agent of VM {name}: {e}"),
+                e,
+            )
         })
 }
 
@@ -149,8 +153,10 @@ fn launch(conn: &Connect, name: &str, request: &ExecRequest) -> Result<Launch, H
     ) {
         Ok(started) => Ok(Launch::Pid(started.pid)),
         // The agent reports a program it cannot start as a failed command.
-        Err(HypervisorError::Backend(message)) if message.contains("Failed to execute child") => {
-            Ok(Launch::Refused(message))
+        Err(HypervisorError::Backend(cause))
+            if cause.message().contains("Failed to execute child") =>
+        {
+            Ok(Launch::Refused(cause.message().to_owned()))
         }
         Err(e) => Err(e),
     }
@@ -167,9 +173,10 @@ fn status(conn: &Connect, name: &str, pid: i64) -> Result<Vec<ExecOutput>, Hyper
         data.filter(|d| !d.is_empty())
             .map(|d| {
                 BASE64.decode(d).map(Bytes::from).map_err(|e| {
-                    HypervisorError::Backend(format!(
-                        "the guest agent of VM {name} sent output that is not base64: {e}"
-                    ))
+                    HypervisorError::backend(
+                        format!("the guest agent of VM {name} sent output that is not base64: {e}"),
+                        e,
+                    )
                 })
             })
             .transpose()
@@ -261,10 +268,10 @@ pub(crate) async fn open_console(
     thread::Builder::new()
         .name(format!("vmr-console-{name}"))
         .spawn(move || console_session(&conn, &owned, opened_tx, &out_tx, in_rx))
-        .map_err(|e| HypervisorError::Backend(format!("cannot start a console thread: {e}")))?;
+        .map_err(|e| HypervisorError::backend(format!("cannot start a console thread: {e}"), e))?;
     opened_rx
         .await
-        .map_err(|_| HypervisorError::Backend("the console thread ended early".to_owned()))??;
+        .map_err(|e| HypervisorError::backend("the console thread ended early", e))??;
     tokio::spawn(async move {
         while let Some(chunk) = input.next().await {
             if in_tx.send(chunk).await.is_err() {

@@ -175,7 +175,7 @@ pub(crate) async fn copy_file_to(
         writer
             .write(buffer.freeze())
             .await
-            .map_err(|e| backend_error(doing, &e))?;
+            .map_err(|e| backend_error(doing, e))?;
     }
 }
 

@@ -155,17 +155,14 @@ impl Inner {
             Some((chunk, concurrency)) => writer.chunk(chunk).concurrent(concurrency),
             None => writer,
         };
-        let mut writer = writer.await.map_err(|e| backend_error(&doing, &e))?;
+        let mut writer = writer.await.map_err(|e| backend_error(&doing, e))?;
         if let Err(e) = local::copy_file_to(temp.path(), &mut writer, &doing).await {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(%digest, error = %abort, "aborting the blob upload failed");
             }
             return Err(e);
         }
-        writer
-            .close()
-            .await
-            .map_err(|e| backend_error(&doing, &e))?;
+        writer.close().await.map_err(|e| backend_error(&doing, e))?;
         Ok(temp)
     }
 }
