@@ -158,7 +158,12 @@ impl Daemon {
     /// one of `parts` (a message and its fields, like `vm=web`).
     #[track_caller]
     pub fn wait_for_log_line(&self, parts: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_log_line_within(Duration::from_secs(30), parts);
+    }
+
+    /// As [`Self::wait_for_log_line`], with a deadline of `limit`.
+    pub fn wait_for_log_line_within(&self, limit: Duration, parts: &[&str]) {
+        let deadline = Instant::now() + limit;
         loop {
             let text = self.log_text();
             if text
@@ -169,7 +174,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "the daemon did not log a line with {parts:?} within 30 s:\n{text}"
+                "the daemon did not log a line with {parts:?} within {limit:?}:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
