@@ -261,7 +261,7 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `vmr ARGS` and returns its output once it exits; fails, killing it,
 /// when it has not answered within [`ANSWER_DEADLINE`].
-fn answered(daemon: &Daemon, args: &[&str]) -> VmrOutput {
+pub(crate) fn answered(daemon: &Daemon, args: &[&str]) -> VmrOutput {
     let mut child = Command::new(vmr_tests::bin("vmr"))
         .arg("--socket")
         .arg(&daemon.socket)
@@ -295,7 +295,7 @@ fn ip(args: &[&str]) -> String {
 /// built without the dummy driver (some VM hosts' kernels), one end of a
 /// veth pair. Either is a real link macvtap attaches to, with no traffic of
 /// its own; the assertions do not change.
-fn add_lower_link(name: &str) {
+pub(crate) fn add_lower_link(name: &str) {
     let out = Command::new("ip")
         .args(["link", "add", name, "type", "dummy"])
         .output()

@@ -19,6 +19,7 @@ mod guest;
 mod guest_exec;
 mod guest_networks;
 mod guest_reach;
+mod guest_ssh_reach;
 mod hostile;
 mod hostile_registry;
 mod images;
