@@ -421,9 +421,15 @@ struct Running {
 }
 
 fn mixed(hosts: usize, server: S3Server, rounds: usize) {
-    let Some(registry) = service_env("VMR_TEST_REGISTRY") else {
-        return;
-    };
+    // Not a registry test: VMR_TEST_SKIP_REGISTRY=1 does not skip it (no
+    // test skips itself), it fails saying what it needs.
+    let registry = service_env("VMR_TEST_REGISTRY").unwrap_or_else(|| {
+        panic!(
+            "the mixed shared-bucket run pulls images it pushed to the test registry: set \
+             VMR_TEST_REGISTRY (`eval \"$(scripts/test-services.sh env)\"`); \
+             VMR_TEST_SKIP_REGISTRY=1 does not skip this test"
+        )
+    });
     let seed = seed();
     eprintln!("shared bucket: VMR_SHARED_SEED={seed}");
     let mut rng = Rng(seed);
