@@ -229,11 +229,18 @@ impl Daemon {
         self.vmr_in(args, None)
     }
 
-    /// Runs `vmr` in a working directory.
-    pub fn vmr_in(&self, args: &[&str], cwd: Option<&Path>) -> VmrOutput {
+    /// `vmr --socket <socket> ARGS` with this daemon's config home, not yet
+    /// started: for a test that spawns it, feeds it or watches it run.
+    pub fn vmr_command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(bin("vmr"));
         command.arg("--socket").arg(&self.socket).args(args);
         command.env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        command
+    }
+
+    /// Runs `vmr` in a working directory.
+    pub fn vmr_in(&self, args: &[&str], cwd: Option<&Path>) -> VmrOutput {
+        let mut command = self.vmr_command(args);
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

@@ -262,11 +262,8 @@ const ANSWER_DEADLINE: Duration = Duration::from_secs(60);
 /// Runs `vmr ARGS` and returns its output once it exits; fails, killing it,
 /// when it has not answered within [`ANSWER_DEADLINE`].
 pub(crate) fn answered(daemon: &Daemon, args: &[&str]) -> VmrOutput {
-    let mut child = Command::new(vmr_tests::bin("vmr"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(args)
-        .env("XDG_CONFIG_HOME", daemon.dir.path().join("config"))
+    let mut child = daemon
+        .vmr_command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use vmr_tests::Daemon;
@@ -96,11 +96,8 @@ fn recorded(bucket: &S3Bucket, field: &str, digest: &str) -> bool {
 }
 
 fn vmr_child(daemon: &Daemon, args: &[String]) -> Child {
-    Command::new(vmr_tests::bin("vmr"))
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args(args)
-        .env("XDG_CONFIG_HOME", daemon.dir.path().join("config"))
+    daemon
+        .vmr_command(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
