@@ -664,10 +664,21 @@ fn libvirt_on_failure_restarts_a_killed_qemu_and_no_does_not() {
     assert_ne!(vm_json(&daemon, &plain)["state"], "running");
 
     // A stop through vmr is not undone: the watcher sees the stop and says
-    // it leaves the VM. The deadline is long because the
-    // libvirt event poller was once seen to report nothing for about 30 s
-    // after a policy restart on a loaded host (the poller now logs a slow
-    // tick, so a stall shows in the daemon's log).
+    // it leaves the VM. The libvirt backend polls, and a start and a stop
+    // inside one tick make no events at all, so the stop comes once the
+    // daemon has seen the restarted VM running. Deadlines are long: on a
+    // loaded host a tick has taken many seconds (the poller logs a slow one).
+    let started = |text: String| {
+        text.lines()
+            .filter(|l| l.contains("VM lifecycle event") && l.contains(&format!("vm={failing} ")))
+            .filter(|l| l.contains("kind=Started"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), || started(daemon.log_text()) >= 2),
+        "the daemon never saw the restarted VM running:\n{}",
+        daemon.log_text()
+    );
     daemon.vmr(&["stop", "--force", &failing]).ok();
     daemon.wait_for_log_line_within(
         Duration::from_secs(120),
