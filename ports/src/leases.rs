@@ -49,8 +49,21 @@ pub struct CollectionView {
 pub struct ExpiredLease {
     /// The object's key (`leases/<host>.json`, `collections/<host>/<id>`).
     pub key: String,
+    /// The id of the host that wrote it (and stopped renewing it).
+    pub host: String,
+    /// A host's lease record or a collection's announcement.
+    pub kind: ExpiredKind,
     /// Seconds since it was last renewed, by the store's clock.
     pub age_secs: u64,
+}
+
+/// What an [`ExpiredLease`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredKind {
+    /// A host's record of what it keeps (`leases/<host>.json`).
+    Record,
+    /// A collection's announcement (`collections/<host>/<id>`).
+    Collection,
 }
 
 /// The shared side of leases (see the module docs).

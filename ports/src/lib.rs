@@ -26,7 +26,9 @@ pub use hypervisor::{
     NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
     VmDetails, VmInterface, VmRecord,
 };
-pub use leases::{CollectionView, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases};
+pub use leases::{
+    CollectionView, ExpiredKind, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases,
+};
 pub use metrics::{ByteFlow, MetricsRecorder, NoMetrics};
 pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,

@@ -121,7 +121,19 @@ impl S3Bucket {
         T: Send + 'static,
         F: std::future::Future<Output = T>,
     {
-        let settings = self.settings();
+        Self::on_a_store(self.settings(), |store| job(store.operator().clone()))
+    }
+
+    /// Runs `job` on a store of its own opened with `settings`, in a thread
+    /// and runtime of its own.
+    fn on_a_store<T, F>(
+        settings: S3Settings,
+        job: impl FnOnce(vmr_adapters::blobstore::OpendalStore) -> F + Send + 'static,
+    ) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
         std::thread::spawn(move || {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -133,11 +145,29 @@ impl S3Bucket {
                 let store = vmr_adapters::blobstore::OpendalStore::s3(settings, local.path())
                     .await
                     .expect("open the bucket");
-                job(store.operator().clone()).await
+                job(store).await
             })
         })
         .join()
         .expect("reaching the bucket")
+    }
+
+    /// The bucket's unfinished multipart uploads, however young (what an
+    /// upload cut short leaves), named as the store names them
+    /// (`s3-upload:<key> (upload id <id>)`).
+    pub fn unfinished_uploads(&self) -> Vec<String> {
+        let settings = S3Settings {
+            upload_expiry: Some(std::time::Duration::ZERO),
+            ..self.settings()
+        };
+        Self::on_a_store(settings, |store| async move {
+            use vmr_ports::blobstore::BlobStore as _;
+            let names = store.list_temporaries().await.expect("listing the uploads");
+            names
+                .into_iter()
+                .filter(|name| name.starts_with("s3-upload:"))
+                .collect()
+        })
     }
 
     /// Every object under `prefix` with its bytes, read behind the store

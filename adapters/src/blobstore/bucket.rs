@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 use vmr_domain::image::Digest;
 use vmr_ports::blobstore::StoreError;
-use vmr_ports::leases::{CollectionView, ExpiredLease, HostRecord, SharedLeases};
+use vmr_ports::leases::{CollectionView, ExpiredKind, ExpiredLease, HostRecord, SharedLeases};
 
 use super::error::backend_error;
 use super::layout::{BLOBS_DIR, parse_blob_name};
@@ -277,15 +277,34 @@ impl BucketLeases {
         for prefix in [format!("{LEASES_DIR}/"), format!("{COLLECTIONS_DIR}/")] {
             for (key, modified) in self.list_times(&prefix).await? {
                 if !self.live(modified, now) {
+                    let (host, kind) = lease_owner(&key);
                     out.push(ExpiredLease {
-                        key,
+                        host: host.to_owned(),
+                        kind,
                         age_secs: age(modified, now).as_secs(),
+                        key,
                     });
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// The host that wrote `key` and what it is: keys are made of the host's
+/// id (`leases/<host>.json`, `collections/<host>/<id>`), as is a record's
+/// `host` field.
+fn lease_owner(key: &str) -> (&str, ExpiredKind) {
+    let (rest, kind) = match key.strip_prefix(COLLECTIONS_DIR) {
+        Some(rest) => (rest, ExpiredKind::Collection),
+        None => (
+            key.strip_prefix(LEASES_DIR).unwrap_or(key),
+            ExpiredKind::Record,
+        ),
+    };
+    let rest = rest.trim_start_matches('/');
+    let host = rest.split('/').next().unwrap_or(rest);
+    (host.strip_suffix(".json").unwrap_or(host), kind)
 }
 
 /// opendal's time (its own jiff version) as ours.
@@ -396,5 +415,22 @@ impl SharedLeases for BucketLeases {
             .delete(&self.record_key())
             .await
             .map_err(|e| Self::error("removing this host's lease record", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expired_objects_key_names_its_host_and_what_it_is() {
+        assert_eq!(
+            lease_owner("leases/box-1a2b.json"),
+            ("box-1a2b", ExpiredKind::Record)
+        );
+        assert_eq!(
+            lease_owner("collections/box-1a2b/5f6e"),
+            ("box-1a2b", ExpiredKind::Collection)
+        );
     }
 }

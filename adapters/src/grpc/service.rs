@@ -158,6 +158,7 @@ fn system_check_response(check: StoreCheck) -> pb::SystemCheckResponse {
                 }
                 StoreProblemKind::UnparsableManifest => pb::StoreProblemKind::UnparsableManifest,
                 StoreProblemKind::LeftoverTemporary => pb::StoreProblemKind::LeftoverTemporary,
+                StoreProblemKind::ExpiredLease => pb::StoreProblemKind::ExpiredLease,
             } as i32,
             subject: problem.subject,
             message: problem.message,

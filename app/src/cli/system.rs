@@ -169,6 +169,14 @@ mod tests {
     }
 
     #[test]
+    fn an_expired_lease_prints_as_its_own_kind() {
+        let kind = pb::StoreProblemKind::ExpiredLease as i32;
+        assert_eq!(problem_kind_word(kind), "expired-lease");
+        // A kind this client does not know (a newer daemon's) still prints.
+        assert_eq!(problem_kind_word(99), "unknown (99)");
+    }
+
+    #[test]
     fn health_table_uses_words() {
         let lines: Vec<String> = health_table(&[component("store", pb::ServingStatus::NotServing)])
             .lines()

@@ -1,5 +1,7 @@
 //! `vmr system check`'s store check: every blob re-hashed, every tag's
-//! manifest parsed and its blobs looked up, leftover temporaries listed.
+//! manifest parsed and its blobs looked up, leftover temporaries listed
+//! (and, on a shared bucket, other hosts' expired leases: see
+//! [`expired_lease_problem`]).
 //! What it finds is reported, never repaired: repairs are `rmi`, `prune` and
 //! a daemon restart (which sweeps temporaries).
 
@@ -9,6 +11,7 @@ use tracing::{info, warn};
 use vmr_domain::image::Manifest;
 use vmr_ports::blobstore::{BlobStore, StoreError};
 use vmr_ports::driving::{StoreCheck, StoreProblem, StoreProblemKind, UseCaseError};
+use vmr_ports::leases::{ExpiredKind, ExpiredLease};
 
 /// Checks the whole store. The caller keeps garbage collection off (the
 /// image service's writer guard), so no blob disappears between a listing
@@ -83,6 +86,25 @@ pub async fn check_store(store: &dyn BlobStore) -> Result<StoreCheck, UseCaseErr
         );
     }
     Ok(check)
+}
+
+/// How `check` reports a lease its host stopped renewing: whose it is, and
+/// that it pins nothing (so it is not a leftover to clean by hand).
+pub fn expired_lease_problem(expired: ExpiredLease) -> StoreProblem {
+    let what = match expired.kind {
+        ExpiredKind::Record => "lease record",
+        ExpiredKind::Collection => "collection announcement",
+    };
+    StoreProblem {
+        kind: StoreProblemKind::ExpiredLease,
+        message: format!(
+            "expired lease of host {}: its {what} was last renewed {} s ago (by the store's \
+             clock; the host died or lost the store), so it protects nothing; the next \
+             collection on any host removes it",
+            expired.host, expired.age_secs
+        ),
+        subject: expired.key,
+    }
 }
 
 /// Whether `repository:tag` still holds `bytes`: another daemon sharing the
@@ -192,5 +214,24 @@ mod tests {
             ]
         );
         assert_eq!(found.manifests_checked, 3);
+    }
+
+    #[test]
+    fn an_expired_lease_is_reported_as_one_naming_its_host() {
+        let problem = expired_lease_problem(ExpiredLease {
+            key: "leases/box-1a2b.json".into(),
+            host: "box-1a2b".into(),
+            kind: ExpiredKind::Record,
+            age_secs: 9,
+        });
+        assert_eq!(problem.kind, StoreProblemKind::ExpiredLease);
+        assert_eq!(problem.subject, "leases/box-1a2b.json");
+        assert!(
+            problem.message.starts_with(
+                "expired lease of host box-1a2b: its lease record was last renewed 9 s ago"
+            ),
+            "{}",
+            problem.message
+        );
     }
 }

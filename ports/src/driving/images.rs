@@ -105,13 +105,18 @@ pub enum StoreProblemKind {
     UnparsableManifest,
     /// A temporary that no writer owns (left by a crash).
     LeftoverTemporary,
+    /// A lease record or collection announcement in a shared store that
+    /// its host stopped renewing (it died or lost the store): it pins
+    /// nothing any more, and the next collection on any host removes it.
+    ExpiredLease,
 }
 
 /// One problem `check` found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct StoreProblem {
     pub kind: StoreProblemKind,
-    /// The blob digest, `repository:tag`, or the temporary's name.
+    /// The blob digest, `repository:tag`, the temporary's name, or the
+    /// expired lease's key.
     pub subject: String,
     pub message: String,
 }

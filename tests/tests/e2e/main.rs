@@ -29,6 +29,7 @@ mod races;
 mod registry;
 mod restarts;
 mod shared_bucket;
+mod shared_bucket_check;
 mod ssh;
 mod system;
 mod tls;

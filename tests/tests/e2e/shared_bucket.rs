@@ -21,24 +21,24 @@ use vmr_tests::s3::{S3Bucket, S3Server};
 /// The lease TTL of the tests that wait for a lease to expire: short, but
 /// several renewals (every quarter) long, so a busy machine does not expire
 /// a live daemon's record.
-const SHORT_TTL: &str = "8";
+pub(super) const SHORT_TTL: &str = "8";
 
 /// The re-imports `prune_loop_with_no_grace_during_imports` races with
 /// collections.
 const ROUNDS: u64 = 4;
 
-fn bucket(server: S3Server, prefix: &str) -> S3Bucket {
+pub(super) fn bucket(server: S3Server, prefix: &str) -> S3Bucket {
     S3Bucket::fresh_on(server, prefix).expect("an S3 test server")
 }
 
-fn host(bucket: &S3Bucket, extra: &[&str]) -> Daemon {
+pub(super) fn host(bucket: &S3Bucket, extra: &[&str]) -> Daemon {
     let mut flags = bucket.daemon_flags();
     flags.extend(extra.iter().map(ToString::to_string));
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     Daemon::start_with(&flags)
 }
 
-fn import(daemon: &Daemon, dir: &Path, name: &str, len: usize, seed: u64) -> String {
+pub(super) fn import(daemon: &Daemon, dir: &Path, name: &str, len: usize, seed: u64) -> String {
     let disk = format!("{}.raw", name.replace(['/', ':'], "_"));
     let path = raw(dir, &disk, len, seed);
     let file = vmfile(dir, name, &disk, "raw");
@@ -72,7 +72,7 @@ fn assert_clean(daemon: &Daemon, after: &str) {
 }
 
 /// Waits (bounded) until `what` holds.
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
@@ -95,7 +95,7 @@ fn recorded(bucket: &S3Bucket, field: &str, digest: &str) -> bool {
     })
 }
 
-fn vmr_child(daemon: &Daemon, args: &[String]) -> Child {
+pub(super) fn vmr_child(daemon: &Daemon, args: &[String]) -> Child {
     daemon
         .vmr_command(args)
         .stdin(Stdio::null())

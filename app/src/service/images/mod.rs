@@ -532,17 +532,12 @@ impl ImageUseCases for ImageService {
         self.store.reload().await;
         let mut check = super::store_check::check_store(self.store.as_ref()).await?;
         // A dead host's record pins nothing (it expired) but is reported
-        // until a collection on any host removes it.
+        // until a collection on any host removes it. Live ones (other
+        // hosts at work) are not problems.
         for expired in self.shared.expired().await? {
-            check.problems.push(vmr_ports::driving::StoreProblem {
-                kind: vmr_ports::driving::StoreProblemKind::LeftoverTemporary,
-                message: format!(
-                    "lease {} expired {} s ago (its host died or lost the store); \
-                     the next collection removes it",
-                    expired.key, expired.age_secs
-                ),
-                subject: format!("lease:{}", expired.key),
-            });
+            check
+                .problems
+                .push(super::store_check::expired_lease_problem(expired));
         }
         Ok(check)
     }
