@@ -151,13 +151,16 @@ impl Connection {
     }
 
     fn unavailable(&self, outage: &Outage, next_in: Duration) -> HypervisorError {
-        HypervisorError::Unavailable(format!(
-            "libvirt at {} unavailable since {} ({}); next reconnect attempt in {} ms",
-            self.uri,
-            format_time(outage.since),
-            outage.error,
-            next_in.as_millis()
-        ))
+        HypervisorError::Unavailable(
+            format!(
+                "libvirt at {} unavailable since {} ({}); next reconnect attempt in {} ms",
+                self.uri,
+                format_time(outage.since),
+                outage.error,
+                next_in.as_millis()
+            )
+            .into(),
+        )
     }
 
     /// Whether libvirt is reachable, as far as the last call knew.
@@ -210,7 +213,7 @@ impl Connection {
             if let Err(HypervisorError::Unavailable(message)) = &result
                 && !conn.is_alive().unwrap_or(false)
             {
-                this.invalidate(message);
+                this.invalidate(message.message());
                 // Report the outage the way every later call will (since
                 // when, next attempt), not the transport's last words.
                 this.get()?;
@@ -219,7 +222,7 @@ impl Connection {
         })
         .await
         .map_err(|e| {
-            HypervisorError::Backend(format!("libvirt call panicked or was cancelled: {e}"))
+            HypervisorError::backend(format!("libvirt call panicked or was cancelled: {e}"), e)
         })?
     }
 }
@@ -233,10 +236,10 @@ pub(crate) fn format_time(at: SystemTime) -> String {
 
 fn open_uri(uri: &str) -> Result<Connect, HypervisorError> {
     let conn = Connect::open(Some(uri)).map_err(|e| {
-        HypervisorError::Unavailable(format!(
-            "cannot connect to libvirt at {uri}: {}",
-            e.message()
-        ))
+        HypervisorError::unavailable(
+            format!("cannot connect to libvirt at {uri}: {}", e.message()),
+            e,
+        )
     })?;
     // Remote connections only; local drivers refuse, which is fine.
     let _ = conn.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT);
@@ -292,7 +295,7 @@ pub(crate) fn map_err(subject: Subject<'_>, err: &VirtError) -> HypervisorError 
     let message = err.message().to_owned();
     // A connection that broke mid-call reports whatever code, from the RPC layer.
     if err.domain().unwrap_or(ErrorDomain::None) == ErrorDomain::Rpc {
-        return HypervisorError::Unavailable(message);
+        return unavailable(err.clone());
     }
     let not_found = || HypervisorError::NotFound {
         kind: subject.kind,
@@ -319,10 +322,15 @@ pub(crate) fn map_err(subject: Subject<'_>, err: &VirtError) -> HypervisorError 
             reason: message,
         },
         ErrorNumber::NoConnect | ErrorNumber::InvalidConn | ErrorNumber::Rpc => {
-            HypervisorError::Unavailable(message)
+            unavailable(err.clone())
         }
-        _ => HypervisorError::Backend(message),
+        _ => HypervisorError::backend(message, err.clone()),
     }
+}
+
+/// libvirt cannot be reached: its message, and its error kept as the cause.
+pub(crate) fn unavailable(err: VirtError) -> HypervisorError {
+    HypervisorError::unavailable(err.message().to_owned(), err)
 }
 
 /// Whether `err` says the object does not exist.
@@ -359,6 +367,7 @@ mod tests {
         // the error says since when.
         match conn.get() {
             Err(HypervisorError::Unavailable(message)) => {
+                let message = message.message();
                 assert!(message.contains("unavailable since"), "{message}");
                 assert!(message.contains(&format_time(since)), "{message}");
             }

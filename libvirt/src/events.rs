@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -24,6 +24,9 @@ use vmr_ports::{LifecycleEvent, LifecycleKind, StopReason};
 
 use super::conn::{Connection, LinkState};
 use vmr_adapters::libvirt::VM_NS;
+
+/// A poll that takes longer than this is logged: its events come late.
+const SLOW_TICK: Duration = Duration::from_secs(5);
 
 /// How many events a slow consumer may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
@@ -154,9 +157,8 @@ fn snapshot(
 ) -> Option<HashMap<String, Seen>> {
     let listed = conn.get().and_then(|c| {
         c.list_all_domains(0).map_err(|e| {
-            let message = e.message().to_owned();
-            conn.invalidate(&message);
-            vmr_ports::HypervisorError::Unavailable(message)
+            conn.invalidate(e.message());
+            crate::conn::unavailable(e)
         })
     });
     match listed {
@@ -198,7 +200,17 @@ fn poll_loop(
             } => next_attempt_in.clamp(Duration::from_millis(50), interval),
         };
         thread::sleep(wait);
+        let began = Instant::now();
         seen = snapshot(conn, hub, seen);
+        let took = began.elapsed();
+        if took > SLOW_TICK {
+            // Listing locks every domain in libvirtd, so a tick waits for
+            // whatever holds one; the events of that tick are late by as much.
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                "libvirt event poll was slow; lifecycle events are late"
+            );
+        }
         let now = conn.generation();
         if now != generation && conn.link_state() == LinkState::Connected {
             generation = now;

@@ -13,6 +13,7 @@
 //! driver (`test:///default`, or `test:///path/to/host.xml` for a private,
 //! empty host) for tests.
 
+mod agent;
 mod conn;
 mod events;
 mod guest;
@@ -137,12 +138,15 @@ impl LibvirtHypervisor {
             let hub = Arc::new(EventHub::new());
             let poller = events::spawn_poller(Arc::clone(&conn), Arc::clone(&hub), interval)
                 .map_err(|e| {
-                    HypervisorError::Backend(format!("cannot start the libvirt event thread: {e}"))
+                    HypervisorError::backend(
+                        format!("cannot start the libvirt event thread: {e}"),
+                        e,
+                    )
                 })?;
             Ok::<_, HypervisorError>((conn, hub, poller))
         })
         .await
-        .map_err(|e| HypervisorError::Backend(format!("libvirt connect task failed: {e}")))??;
+        .map_err(|e| HypervisorError::backend(format!("libvirt connect task failed: {e}"), e))??;
         let this = Self {
             conn,
             virt_type: OnceLock::new(),
@@ -207,10 +211,7 @@ impl LibvirtHypervisor {
 /// libvirt accepts KVM domains that then hang at boot.
 async fn detect_virt_type(conn: &Arc<Connection>) -> Result<VirtType, HypervisorError> {
     let caps = conn
-        .run(|c| {
-            c.capabilities()
-                .map_err(|e| HypervisorError::Unavailable(e.message().to_owned()))
-        })
+        .run(|c| c.capabilities().map_err(conn::unavailable))
         .await?;
     let libvirt_offers_kvm = caps.contains("type='kvm'") || caps.contains("type=\"kvm\"");
     let local = conn.uri().starts_with("qemu:///");
@@ -235,8 +236,7 @@ impl Hypervisor for LibvirtHypervisor {
         let virt_type = self.virt_type().to_string();
         self.conn
             .run(move |c| {
-                let unavailable =
-                    |e: virt::error::Error| HypervisorError::Unavailable(e.message().to_owned());
+                let unavailable = conn::unavailable;
                 let lib = c.lib_version().map_err(unavailable)?;
                 let hyp = c.hyp_version().map_err(unavailable)?;
                 let driver = c.driver_type().map_err(unavailable)?;

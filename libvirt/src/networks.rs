@@ -72,9 +72,9 @@ pub(crate) fn define(
         .define_network_xml(&xml)
         .map_err(|e| map_err(network(name), &e))?;
     record(&net, name)?.ok_or_else(|| {
-        HypervisorError::Backend(format!(
-            "network {name} was defined but reads back unlike vmr's"
-        ))
+        HypervisorError::Backend(
+            format!("network {name} was defined but reads back unlike vmr's").into(),
+        )
     })
 }
 

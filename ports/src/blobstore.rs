@@ -83,15 +83,39 @@ pub trait BlobWriter: Send {
     }
     /// Bytes written so far (for a resumed writer, including what was there).
     fn written(&self) -> u64;
-    /// Makes the data durable and visible under its digest. With `expected`,
-    /// a different digest is `DigestMismatch` and nothing becomes visible.
-    /// Committing a blob that already exists is not an error.
+    /// Finishes the data and learns its digest, but makes nothing visible
+    /// yet: a caller that must lease the digest before anyone can list the
+    /// blob (another host's garbage collection) does so between `seal` and
+    /// [`SealedBlob::publish`]. With `expected`, a different digest is
+    /// `DigestMismatch` and the data is discarded.
+    async fn seal(
+        self: Box<Self>,
+        expected: Option<&Digest>,
+    ) -> Result<Box<dyn SealedBlob>, StoreError>;
+    /// Makes the data durable and visible under its digest: [`Self::seal`]
+    /// then [`SealedBlob::publish`]. Committing a blob that already exists is
+    /// not an error.
     async fn commit(
         self: Box<Self>,
         expected: Option<&Digest>,
-    ) -> Result<(Digest, u64), StoreError>;
+    ) -> Result<(Digest, u64), StoreError> {
+        self.seal(expected).await?.publish().await
+    }
     /// Discards the data.
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A blob whose bytes are complete and verified but not yet visible.
+/// Dropped without `publish`, nothing becomes visible (the temporary goes
+/// as an uncommitted writer's does).
+#[async_trait]
+pub trait SealedBlob: Send {
+    /// The digest the bytes hash to.
+    fn digest(&self) -> &Digest;
+    /// Their length.
+    fn size(&self) -> u64;
+    /// Makes the blob durable and visible under its digest.
+    async fn publish(self: Box<Self>) -> Result<(Digest, u64), StoreError>;
 }
 
 /// A blob whose size and digest are known in advance, written by position

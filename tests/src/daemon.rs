@@ -158,7 +158,12 @@ impl Daemon {
     /// one of `parts` (a message and its fields, like `vm=web`).
     #[track_caller]
     pub fn wait_for_log_line(&self, parts: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_log_line_within(Duration::from_secs(30), parts);
+    }
+
+    /// As [`Self::wait_for_log_line`], with a deadline of `limit`.
+    pub fn wait_for_log_line_within(&self, limit: Duration, parts: &[&str]) {
+        let deadline = Instant::now() + limit;
         loop {
             let text = self.log_text();
             if text
@@ -169,7 +174,7 @@ impl Daemon {
             }
             assert!(
                 Instant::now() < deadline,
-                "the daemon did not log a line with {parts:?} within 30 s:\n{text}"
+                "the daemon did not log a line with {parts:?} within {limit:?}:\n{text}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -224,11 +229,18 @@ impl Daemon {
         self.vmr_in(args, None)
     }
 
-    /// Runs `vmr` in a working directory.
-    pub fn vmr_in(&self, args: &[&str], cwd: Option<&Path>) -> VmrOutput {
+    /// `vmr --socket <socket> ARGS` with this daemon's config home, not yet
+    /// started: for a test that spawns it, feeds it or watches it run.
+    pub fn vmr_command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
         let mut command = Command::new(bin("vmr"));
         command.arg("--socket").arg(&self.socket).args(args);
         command.env("XDG_CONFIG_HOME", self.dir.path().join("config"));
+        command
+    }
+
+    /// Runs `vmr` in a working directory.
+    pub fn vmr_in(&self, args: &[&str], cwd: Option<&Path>) -> VmrOutput {
+        let mut command = self.vmr_command(args);
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }

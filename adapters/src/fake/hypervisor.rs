@@ -427,5 +427,5 @@ impl Hypervisor for FakeHypervisor {
 async fn write_placeholder(path: &Path, note: &str) -> Result<(), HypervisorError> {
     tokio::fs::write(path, note)
         .await
-        .map_err(|e| HypervisorError::Backend(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| HypervisorError::backend(format!("cannot write {}: {e}", path.display()), e))
 }

@@ -41,12 +41,12 @@ pub async fn create_overlay(
     let path = overlay.to_owned();
     tokio::task::spawn_blocking(move || write_new(&path, &bytes, len))
         .await
-        .map_err(|e| HypervisorError::Backend(format!("the overlay writer failed: {e}")))?
+        .map_err(|e| HypervisorError::backend(format!("the overlay writer failed: {e}"), e))?
         .map_err(|e| {
-            HypervisorError::Backend(format!(
-                "cannot write the overlay disk {}: {e}",
-                overlay.display()
-            ))
+            HypervisorError::backend(
+                format!("cannot write the overlay disk {}: {e}", overlay.display()),
+                e,
+            )
         })
 }
 
@@ -116,7 +116,7 @@ async fn absolute_existing(path: &Path) -> Result<std::path::PathBuf, Hypervisor
                 kind: "disk",
                 name: path.display().to_string(),
             },
-            _ => HypervisorError::Backend(format!("cannot resolve {}: {e}", path.display())),
+            _ => HypervisorError::backend(format!("cannot resolve {}: {e}", path.display()), e),
         })
 }
 
@@ -127,10 +127,10 @@ async fn ensure_absent(path: &Path) -> Result<(), HypervisorError> {
             name: path.display().to_string(),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(HypervisorError::Backend(format!(
-            "cannot check {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(HypervisorError::backend(
+            format!("cannot check {}: {e}", path.display()),
+            e,
+        )),
     }
 }
 
@@ -139,21 +139,25 @@ async fn run(mut cmd: Command, what: &str) -> Result<(), HypervisorError> {
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| spawn_error(&e))?;
+        .map_err(spawn_error)?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(HypervisorError::Backend(format!(
-            "qemu-img could not {what}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        Err(HypervisorError::Backend(
+            format!(
+                "qemu-img could not {what}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+            .into(),
+        ))
     }
 }
 
-fn spawn_error(e: &std::io::Error) -> HypervisorError {
-    HypervisorError::Unavailable(format!(
-        "cannot run {QEMU_IMG} (is qemu-utils installed?): {e}"
-    ))
+fn spawn_error(e: std::io::Error) -> HypervisorError {
+    HypervisorError::unavailable(
+        format!("cannot run {QEMU_IMG} (is qemu-utils installed?): {e}"),
+        e,
+    )
 }
 
 #[cfg(test)]

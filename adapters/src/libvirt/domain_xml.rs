@@ -27,7 +27,7 @@ const VM_PREFIX: &str = "vmr";
 /// Renders the domain XML for `def`, with `<domain type=virt_type>`.
 pub fn render(def: &VmDefinition, virt_type: &str) -> Result<String, HypervisorError> {
     let mut w = new_writer();
-    write_domain(&mut w, def, virt_type).map_err(|e| xml_error(&e))?;
+    write_domain(&mut w, def, virt_type).map_err(xml_error)?;
     finish(w)
 }
 

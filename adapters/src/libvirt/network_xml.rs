@@ -31,7 +31,7 @@ const PREFIX: &str = "vmr";
 /// Renders the network XML for `def`.
 pub fn render(def: &NetworkDefinition) -> Result<String, HypervisorError> {
     let mut w = new_writer();
-    write_network(&mut w, def).map_err(|e| xml_error(&e))?;
+    write_network(&mut w, def).map_err(xml_error)?;
     finish(w)
 }
 

@@ -12,11 +12,11 @@ pub(crate) fn new_writer() -> Writer<Vec<u8>> {
 
 pub(crate) fn finish(w: Writer<Vec<u8>>) -> Result<String, HypervisorError> {
     String::from_utf8(w.into_inner())
-        .map_err(|e| HypervisorError::Backend(format!("generated XML is not UTF-8: {e}")))
+        .map_err(|e| HypervisorError::backend(format!("generated XML is not UTF-8: {e}"), e))
 }
 
-pub(crate) fn xml_error(e: &std::io::Error) -> HypervisorError {
-    HypervisorError::Backend(format!("cannot write XML: {e}"))
+pub(crate) fn xml_error(e: std::io::Error) -> HypervisorError {
+    HypervisorError::backend(format!("cannot write XML: {e}"), e)
 }
 
 /// A libvirt scaled integer (`<memory unit='KiB'>`) in bytes. libvirt's

@@ -23,6 +23,7 @@ pub mod output;
 mod progress;
 pub mod ssh;
 mod ssh_keys;
+mod ssh_reach;
 mod system;
 mod transfer;
 mod vms;

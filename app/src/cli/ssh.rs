@@ -1,9 +1,11 @@
 //! `vmr ssh NAME [-- CMD...]`: the system OpenSSH client, exec'd (so its
 //! exit code, a command's included, is vmr's) with vmr's key, the VM's
-//! own known_hosts file and the address the daemon reports. The user is
+//! own known_hosts file and the first of the VM's addresses whose sshd
+//! answers (see `ssh_reach`). The user is
 //! `--user`, else the image's label `vmr.ssh.user`, else the VM's name is
 //! not enough to guess one and vmr says how to name it.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,6 +17,7 @@ use vmr_proto::v1 as pb;
 use super::Session;
 use super::connect::{Client, Reply, RpcError};
 use super::ssh_keys::{SshHome, SshIdentity};
+use super::ssh_reach::{self, Candidate, NoBanner};
 
 /// The image label that names the user `vmr ssh` logs in as.
 pub const SSH_USER_LABEL: &str = "vmr.ssh.user";
@@ -24,6 +27,11 @@ const SSH_PORT: u16 = 22;
 
 /// How long `vmr ssh` waits for a starting VM's address and sshd by default.
 const DEFAULT_ADDRESS_WAIT: Duration = Duration::from_secs(120);
+
+/// ssh's own bound on connecting and the handshake, in seconds: the banner
+/// was read just before, so only a network that drops the VM right then
+/// reaches it, and ssh then fails instead of hanging.
+const CONNECT_TIMEOUT_SECS: u32 = 10;
 
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
 pub struct SshArgs {
@@ -74,75 +82,85 @@ fn precondition(message: String) -> RpcError {
     RpcError(tonic::Status::failed_precondition(message))
 }
 
-/// The first address of a running VM, waiting up to `wait` (ending at
-/// `deadline`) for one.
-async fn address(
+/// The VM, refused unless it runs with a network card.
+async fn running_vm(client: &mut Client, name: &str) -> anyhow::Result<pb::VmInfo> {
+    let vm = client
+        .inspect_vm(pb::InspectVmRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .reply()?
+        .vm
+        .unwrap_or_default();
+    if vm.state != pb::VmState::Running as i32 {
+        return Err(precondition(format!(
+            "VM {name} is not running; start it with `vmr start {name}`"
+        ))
+        .into());
+    }
+    if vm.interfaces.is_empty() {
+        return Err(precondition(format!(
+            "VM {name} has no network card (it was created with --network none), so ssh cannot reach it; use `vmr exec {name} -- CMD` or `vmr console {name}`"
+        ))
+        .into());
+    }
+    Ok(vm)
+}
+
+/// The first of the VM's addresses, in [`ssh_reach::candidates`]' order,
+/// whose sshd sends its banner, waiting up to `wait` (ending at `deadline`):
+/// a booting guest has its lease well before sshd listens. Each round asks
+/// the daemon again, since a lease may come after a static address is known.
+/// cloud-init installs the keys before sshd starts, so an sshd that answers
+/// is one that lets vmr in.
+async fn reachable_address(
     client: &mut Client,
     name: &str,
     wait: Duration,
     deadline: tokio::time::Instant,
-) -> anyhow::Result<pb::VmInfo> {
+) -> anyhow::Result<Ipv4Addr> {
+    /// Each attempt's bound: an address nobody holds answers no SYN, and an
+    /// sshd sends its banner at once.
+    const ATTEMPT: Duration = Duration::from_secs(5);
+    /// The least an attempt gets, even past the deadline: the last round
+    /// still gives every address a fair try.
+    const LEAST: Duration = Duration::from_secs(1);
+    let mut tried: Vec<(Candidate, NoBanner)> = Vec::new();
     loop {
-        let vm = client
-            .inspect_vm(pb::InspectVmRequest {
-                name: name.to_owned(),
-            })
+        let vm = running_vm(client, name).await?;
+        // The network's mode is not in InspectVM's answer; without the list
+        // (an old daemon, an error) the address source alone orders them.
+        let networks = client
+            .list_networks(pb::ListNetworksRequest {})
             .await
-            .reply()?
-            .vm
+            .reply()
+            .map(|r| r.networks)
             .unwrap_or_default();
-        if vm.state != pb::VmState::Running as i32 {
-            return Err(precondition(format!(
-                "VM {name} is not running; start it with `vmr start {name}`"
-            ))
-            .into());
-        }
-        if vm.interfaces.is_empty() {
-            return Err(precondition(format!(
-                "VM {name} has no network card (it was created with --network none), so ssh cannot reach it; use `vmr exec {name} -- CMD` or `vmr console {name}`"
-            ))
-            .into());
-        }
-        if vm.interfaces.iter().any(|i| !i.ip.is_empty()) {
-            return Ok(vm);
+        for candidate in ssh_reach::candidates(&vm.interfaces, &networks) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let within = ATTEMPT.min(left).max(LEAST);
+            let addr = SocketAddr::new(candidate.ip.into(), SSH_PORT);
+            match ssh_reach::ssh_banner(addr, within).await {
+                Ok(banner) => {
+                    tracing::debug!(vm = name, %addr, banner, "sshd answers");
+                    return Ok(candidate.ip);
+                }
+                Err(why) => {
+                    tried.retain(|(c, _)| c.ip != candidate.ip);
+                    tried.push((candidate, why));
+                }
+            }
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(RpcError(tonic::Status::deadline_exceeded(format!(
-                "VM {name} has no IPv4 address after {}s (no DHCP lease, no static address, no guest agent answer); see `vmr logs {name}`",
-                wait.as_secs()
-            )))
-            .into());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Waits until something accepts TCP connections on the VM's ssh port: a
-/// booting guest has its DHCP lease well before sshd listens, and ssh would
-/// otherwise fail at once with "connection refused". cloud-init installs
-/// the keys before sshd starts, so a listening sshd is one that lets vmr in.
-async fn wait_for_sshd(
-    name: &str,
-    ip: &str,
-    wait: Duration,
-    deadline: tokio::time::Instant,
-) -> anyhow::Result<()> {
-    /// Each attempt's bound: an address nobody holds yet answers no SYN.
-    const ATTEMPT: Duration = Duration::from_secs(2);
-    let target = (ip, SSH_PORT);
-    loop {
-        let last_error =
-            match tokio::time::timeout(ATTEMPT, tokio::net::TcpStream::connect(target)).await {
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {}s", ATTEMPT.as_secs()),
+            let message = if tried.is_empty() {
+                format!(
+                    "VM {name} has no IPv4 address after {}s (no DHCP lease, no static address, no guest agent answer); see `vmr logs {name}`",
+                    wait.as_secs()
+                )
+            } else {
+                ssh_reach::unreachable_message(name, SSH_PORT, wait, &tried)
             };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(RpcError(tonic::Status::deadline_exceeded(format!(
-                "VM {name} has address {ip} but nothing accepts ssh connections on port {SSH_PORT} after {}s ({last_error}); is the guest's sshd running? see `vmr logs {name}`",
-                wait.as_secs()
-            )))
-            .into());
+            return Err(RpcError(tonic::Status::deadline_exceeded(message)).into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -210,7 +228,9 @@ pub fn ssh_command(
         // Keyed by the VM, not its address: a lease that moves keeps the key.
         .arg("-o")
         .arg(format!("HostKeyAlias={vm}"))
-        .args(["-o", "LogLevel=ERROR"]);
+        .args(["-o", "LogLevel=ERROR"])
+        .arg("-o")
+        .arg(format!("ConnectTimeout={CONNECT_TIMEOUT_SECS}"));
     if interactive {
         ssh.arg("-t");
     }
@@ -229,7 +249,7 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
     let mut client = session.client().await?;
     let wait = args.wait.map_or(DEFAULT_ADDRESS_WAIT, Duration::from_secs);
     let deadline = tokio::time::Instant::now() + wait;
-    let vm = address(&mut client, &args.name, wait, deadline).await?;
+    let vm = running_vm(&mut client, &args.name).await?;
     let user = match args.user.clone() {
         Some(user) => user,
         None => image_user(&mut client, &vm).await?.ok_or_else(|| {
@@ -240,14 +260,9 @@ pub(super) async fn run(session: &Session, args: SshArgs) -> anyhow::Result<()> 
             )
         })?,
     };
-    let ip = vm
-        .interfaces
-        .iter()
-        .map(|i| i.ip.as_str())
-        .find(|ip| !ip.is_empty())
-        .unwrap_or_default()
-        .to_owned();
-    wait_for_sshd(&args.name, &ip, wait, deadline).await?;
+    let ip = reachable_address(&mut client, &args.name, wait, deadline)
+        .await?
+        .to_string();
     home.prepare_known_hosts()?;
     let interactive = args.command.is_empty();
     let known_hosts = home.known_hosts(&args.name);
@@ -319,6 +334,7 @@ mod tests {
         assert!(args.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
         assert!(args.contains(&"UserKnownHostsFile=/k/g1".to_owned()));
         assert!(args.contains(&"HostKeyAlias=g1".to_owned()));
+        assert!(args.contains(&"ConnectTimeout=10".to_owned()));
         assert!(!args.contains(&"-t".to_owned()));
         assert_eq!(
             args[args.len() - 5..],

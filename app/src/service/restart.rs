@@ -241,6 +241,10 @@ impl RestartSupervisor {
         };
         for vm in vms {
             let name = vm.spec.name;
+            if !self.runtime.exists(&name).await {
+                // Another daemon's VM on the same libvirt: its daemon keeps it.
+                continue;
+            }
             let policy = vm.spec.restart_policy;
             let stopped_by_vmr = self.runtime.stopped_by_vmr(&name).await;
             let restart = match kind {
@@ -299,6 +303,13 @@ impl RestartSupervisor {
             // between two looks of a polling backend) crashed all the same.
             LifecycleKind::Defined => StopReason::Crashed,
         };
+        if !self.runtime.exists(&name).await {
+            // Every daemon on one libvirt sees every vmr domain. Only the
+            // one whose store holds the VM's runtime directory applies its
+            // policy; two would race each other's starts and undo stops.
+            debug!(vm = %name, "VM of another daemon stopped; leaving it to that daemon");
+            return;
+        }
         let record = match self.hypervisor.inspect_vm(&name).await {
             Ok(details) => details.record,
             Err(e) => {

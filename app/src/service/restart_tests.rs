@@ -116,6 +116,44 @@ fn backoff_doubles_to_a_cap() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn another_daemons_vm_is_left_to_that_daemon() {
+    let world = World::new();
+    // Defined on the shared hypervisor with an `always` policy, but its
+    // runtime directory is in another daemon's store.
+    let foreign_crashed = definition("foreign-crashed", RestartPolicy::Always);
+    world.fake.define_vm(&foreign_crashed).await.unwrap();
+    world
+        .fake
+        .start_vm(&foreign_crashed.spec.name)
+        .await
+        .unwrap();
+    world
+        .fake
+        .simulate_crash(&foreign_crashed.spec.name)
+        .unwrap();
+    let foreign = definition("foreign", RestartPolicy::Always);
+    world.fake.define_vm(&foreign).await.unwrap();
+    world.fake.start_vm(&foreign.spec.name).await.unwrap();
+    let own = world.vm("own", RestartPolicy::Always, true).await;
+    let _task = world.supervise();
+    settle(1).await;
+
+    world.fake.simulate_crash(&foreign.spec.name).unwrap();
+    world.fake.simulate_crash(&own).unwrap();
+    settle(120).await;
+    assert_eq!(world.state(&own).await, VmState::Running);
+    // Neither the one down when the daemon started nor the one that
+    // crashed while it watched was started by this daemon.
+    assert_eq!(world.starts(&foreign_crashed.spec.name).len(), 1);
+    assert_eq!(world.starts(&foreign.spec.name).len(), 1);
+    assert_eq!(
+        world.state(&foreign.spec.name).await,
+        VmState::Crashed,
+        "another daemon's VM was restarted"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn on_failure_restarts_a_crashed_vm_and_no_does_not() {
     let world = World::new();
     let failing = world.vm("failing", RestartPolicy::OnFailure, true).await;

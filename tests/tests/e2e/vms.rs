@@ -663,13 +663,33 @@ fn libvirt_on_failure_restarts_a_killed_qemu_and_no_does_not() {
     assert_ne!(domstate(&uri, &plain).as_deref(), Some("running"));
     assert_ne!(vm_json(&daemon, &plain)["state"], "running");
 
-    // A stop through vmr is not undone. Not waited on the watcher's log
-    // line: after a policy restart the libvirt event poller was seen (about
-    // one run in two, on a loaded host) to report nothing more for 30 s, so
-    // this keeps a window in which a wrong restart would show.
+    // A stop through vmr is not undone: the watcher sees the stop and says
+    // it leaves the VM. The libvirt backend polls, and a start and a stop
+    // inside one tick make no events at all, so the stop comes once the
+    // daemon has seen the restarted VM running. Deadlines are long: on a
+    // loaded host a tick has taken many seconds (the poller logs a slow one).
+    let started = |text: String| {
+        text.lines()
+            .filter(|l| l.contains("VM lifecycle event") && l.contains(&format!("vm={failing} ")))
+            .filter(|l| l.contains("kind=Started"))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), || started(daemon.log_text()) >= 2),
+        "the daemon never saw the restarted VM running:\n{}",
+        daemon.log_text()
+    );
     daemon.vmr(&["stop", "--force", &failing]).ok();
-    std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(domstate(&uri, &failing).as_deref(), Some("shut off"));
+    daemon.wait_for_log_line_within(
+        Duration::from_secs(120),
+        &["VM stopped; not restarting it", &format!("vm={failing}")],
+    );
+    assert_eq!(
+        domstate(&uri, &failing).as_deref(),
+        Some("shut off"),
+        "a stop through vmr was undone:\n{}",
+        daemon.log_text()
+    );
 
     daemon.vmr(&["rm", "-f", &failing]).ok();
     daemon.vmr(&["rm", "-f", &plain]).ok();

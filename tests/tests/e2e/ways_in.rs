@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use vmr_proto::v1 as pb;
+use vmr_tests::Daemon;
 use vmr_tests::fixtures::{qcow2, vmfile};
-use vmr_tests::{Daemon, bin};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -24,10 +24,7 @@ fn image(daemon: &Daemon) {
 }
 
 pub(crate) fn vmr(daemon: &Daemon, args: &[&str]) -> Command {
-    let mut command = Command::new(bin("vmr"));
-    command.arg("--socket").arg(&daemon.socket).args(args);
-    command.env("XDG_CONFIG_HOME", daemon.dir.path().join("config"));
-    command
+    daemon.vmr_command(args)
 }
 
 /// `vmr ARGS` with `input` on its standard input.

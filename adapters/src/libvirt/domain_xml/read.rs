@@ -212,7 +212,7 @@ pub struct ParsedDomain {
 /// vmr metadata, or a name vmr would not accept).
 pub fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
     let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
-        HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
+        HypervisorError::backend(format!("unreadable domain XML from libvirt: {e}"), e)
     })?;
     let Some(meta) = doc
         .metadata
@@ -227,9 +227,9 @@ pub fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
         return Ok(None);
     };
     let bad = |what: &str, detail: String| {
-        HypervisorError::Backend(format!(
-            "domain {name}: unreadable {what} in its XML: {detail}"
-        ))
+        HypervisorError::Backend(
+            format!("domain {name}: unreadable {what} in its XML: {detail}").into(),
+        )
     };
 
     let libvirt_memory = memory_bytes(doc.memory.unit.as_deref(), &doc.memory.value)
@@ -401,7 +401,7 @@ pub fn parse(xml: &str) -> Result<Option<ParsedDomain>, HypervisorError> {
 /// The names of the networks a domain's interfaces attach to.
 pub fn attached_networks(xml: &str) -> Result<Vec<String>, HypervisorError> {
     let doc: DomainDoc = quick_xml::de::from_str(xml).map_err(|e| {
-        HypervisorError::Backend(format!("unreadable domain XML from libvirt: {e}"))
+        HypervisorError::backend(format!("unreadable domain XML from libvirt: {e}"), e)
     })?;
     Ok(doc
         .devices

@@ -101,7 +101,7 @@ pub struct ParsedNetwork {
 /// (a name vmr would not accept, a forward mode outside the six, IPv6 only).
 pub fn parse(xml: &str) -> Result<Option<ParsedNetwork>, HypervisorError> {
     let doc: NetworkDoc = quick_xml::de::from_str(xml).map_err(|e| {
-        HypervisorError::Backend(format!("unreadable network XML from libvirt: {e}"))
+        HypervisorError::backend(format!("unreadable network XML from libvirt: {e}"), e)
     })?;
     let Ok(name) = doc.name.parse::<NetworkName>() else {
         return Ok(None);

@@ -376,7 +376,7 @@ async fn a_failing_step_is_rolled_back() {
         world.fake.fail_next(
             call,
             None,
-            vmr_ports::HypervisorError::Backend(format!("{call:?} broke")),
+            vmr_ports::HypervisorError::Backend(format!("{call:?} broke").into()),
         );
         let err = world
             .vms

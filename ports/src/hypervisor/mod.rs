@@ -25,65 +25,9 @@ use vmr_domain::image::DiskFormat;
 use vmr_domain::network::{AddressSource, MacAddr, NetworkName, NetworkSpec};
 use vmr_domain::vm::{NetworkAttachment, VmName, VmSpec, VmState};
 
-/// What can go wrong in a hypervisor, in the user's words. The gRPC edge maps
-/// each variant to one status code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HypervisorError {
-    /// NOT_FOUND: `kind` is `VM`, `network`, `disk` or `host interface`.
-    #[error("{kind} {name} not found")]
-    NotFound { kind: &'static str, name: String },
-    /// ALREADY_EXISTS.
-    #[error("{kind} {name} already exists")]
-    AlreadyExists { kind: &'static str, name: String },
-    /// FAILED_PRECONDITION: the object is not in a state the call accepts.
-    #[error("{kind} {name} is {state}; it must be {wanted}")]
-    InvalidState {
-        kind: &'static str,
-        name: String,
-        state: String,
-        wanted: String,
-    },
-    /// INVALID_ARGUMENT: a value the backend refuses, with its field.
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    /// DEADLINE_EXCEEDED: a graceful stop the guest did not honour in time.
-    #[error("{kind} {name} did not {what} within {after:?}")]
-    Timeout {
-        kind: &'static str,
-        name: String,
-        what: &'static str,
-        after: Duration,
-    },
-    /// UNAVAILABLE: the backend cannot be reached (libvirtd down).
-    #[error("hypervisor unavailable: {0}")]
-    Unavailable(String),
-    /// INTERNAL: anything else the backend reported.
-    #[error("hypervisor error: {0}")]
-    Backend(String),
-}
+mod error;
 
-impl HypervisorError {
-    pub fn vm_not_found(name: &VmName) -> Self {
-        Self::NotFound {
-            kind: "VM",
-            name: name.to_string(),
-        }
-    }
-
-    pub fn network_not_found(name: &NetworkName) -> Self {
-        Self::NotFound {
-            kind: "network",
-            name: name.to_string(),
-        }
-    }
-
-    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            field: field.into(),
-            reason: reason.into(),
-        }
-    }
-}
+pub use error::{Cause, HypervisorError};
 
 /// A disk file attached to a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
