@@ -1,12 +1,11 @@
 //! Embedding vmr's core in another program, without gRPC and with an adapter
-//! of your own: here a `BlobStore` wrapper that counts what is written, in
-//! front of the in-memory store. Any type that implements a port can stand in
-//! for vmr's adapters.
+//! of your own: here a wrapper of the store's `Manifests` port that counts
+//! what is written, in front of the in-memory store, joined with that
+//! store's blobs and upkeep by `StoreParts`. Any type that implements a port
+//! can stand in for vmr's adapters.
 //!
 //! Run: `cargo run -p vmr-app --example embed`
 
-use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,56 +13,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use vmr_adapters::blobstore::OpendalStore;
 use vmr_app::service::{ImageService, NoVms};
-use vmr_domain::image::{Digest, Repository, Tag};
-use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+use vmr_domain::image::{Repository, Tag};
+use vmr_ports::blobstore::{BlobStore, Manifests, StoreError, StoreParts, StoreUpkeep as _};
 use vmr_ports::driving::{DiskSource, ImageUseCases, ImportRequest};
 
-/// A store adapter of our own: counts manifest writes, delegates the rest.
+/// A manifests adapter of our own: counts writes, delegates the rest.
 struct CountingStore {
-    inner: Arc<dyn BlobStore>,
+    inner: Arc<dyn Manifests>,
     manifests_written: AtomicU64,
 }
 
 #[async_trait]
-impl BlobStore for CountingStore {
-    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.begin_blob().await
-    }
-    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.resume_blob(expected).await
-    }
-    async fn place_blob(
-        &self,
-        expected: &Digest,
-        size: u64,
-    ) -> Result<Box<dyn vmr_ports::PlacedWriter>, StoreError> {
-        self.inner.place_blob(expected, size).await
-    }
-    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
-        self.inner.blob_exists(digest).await
-    }
-    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
-        self.inner.blob_size(digest).await
-    }
-    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError> {
-        self.inner.read_blob(digest).await
-    }
-    async fn open_blob(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StoreError> {
-        self.inner.open_blob(digest, range).await
-    }
-    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.verify_blob(digest).await
-    }
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.delete_blob(digest).await
-    }
-    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
-        self.inner.list_blobs().await
-    }
+impl Manifests for CountingStore {
     async fn put_manifest(
         &self,
         repository: &Repository,
@@ -82,26 +43,16 @@ impl BlobStore for CountingStore {
     async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError> {
         self.inner.list_manifests().await
     }
-    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
-        self.inner.local_path(digest).await
-    }
-    async fn clean_temporaries(&self) -> Result<usize, StoreError> {
-        self.inner.clean_temporaries().await
-    }
-    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_temporaries().await
-    }
-    fn describe(&self) -> String {
-        format!("counting({})", self.inner.describe())
-    }
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let store = Arc::new(CountingStore {
-        inner: Arc::new(OpendalStore::memory()?),
+    let memory: Arc<dyn BlobStore> = Arc::new(OpendalStore::memory()?);
+    let counting = Arc::new(CountingStore {
+        inner: Arc::clone(&memory) as Arc<dyn Manifests>,
         manifests_written: AtomicU64::new(0),
     });
+    let store = Arc::new(StoreParts::with_manifests(memory, counting.clone()));
     let images = ImageService::new(store.clone(), Arc::new(NoVms));
 
     let disk = Bytes::from(vec![0u8; 1024 * 1024]);
@@ -126,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "{} manifest writes went through our adapter ({})",
-        store.manifests_written.load(Ordering::Relaxed),
+        counting.manifests_written.load(Ordering::Relaxed),
         store.describe()
     );
     Ok(())

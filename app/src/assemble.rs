@@ -6,12 +6,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::future::BoxFuture;
 use vmr_adapters::auth::HttpAuthConnector;
-use vmr_adapters::blobstore::{LeaseSettings, OpendalStore, S3Settings};
+use vmr_adapters::blobstore::{IndexedManifests, LeaseSettings, OpendalStore, S3Settings};
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
 use vmr_adapters::metrics::PrometheusMetrics;
 use vmr_adapters::registry::{OciRegistryConnector, RegistryOptions, RetryPolicy, TrustedRoots};
-use vmr_ports::blobstore::BlobStore;
+use vmr_ports::blobstore::{BlobStore, Manifests, StoreCache, StoreParts, StoreUpkeep as _};
 use vmr_ports::driving::MetricsSnapshotUseCases;
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
@@ -24,7 +24,7 @@ use crate::service::events::{EventBus, LifecycleRelay, Publisher};
 use crate::service::health::{Component, Probe};
 use crate::service::images::Heartbeat;
 use crate::service::transfer::ChunkSettings;
-use crate::service::{AuthService, ContextService, HealthService, ImageService, IndexedStore};
+use crate::service::{AuthService, ContextService, HealthService, ImageService};
 use crate::service::{ComposeService, ComposeSettings};
 use crate::service::{GuestService, MetricsSnapshotService};
 use crate::service::{
@@ -110,6 +110,8 @@ pub async fn open_hypervisor(
 /// through it with other daemons (none but for S3).
 pub struct OpenedStore {
     pub store: Arc<dyn BlobStore>,
+    /// The store's copy in memory, when it keeps one.
+    pub cache: Option<Arc<dyn StoreCache>>,
     pub shared: Arc<dyn SharedLeases>,
     pub lease_settings: LeaseSettings,
 }
@@ -118,12 +120,10 @@ pub struct OpenedStore {
 pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<OpenedStore> {
     let mut shared: Arc<dyn SharedLeases> = Arc::new(NoSharedLeases);
     let mut lease_settings = LeaseSettings::default();
-    let store: Arc<dyn BlobStore> = match config.storage {
-        StorageKind::Filesystem => Arc::new(
-            OpendalStore::filesystem(config.fs_path.clone())
-                .with_context(|| format!("--fs-path {}", config.fs_path.display()))?,
-        ),
-        StorageKind::Memory => Arc::new(OpendalStore::memory().context("memory store")?),
+    let store = match config.storage {
+        StorageKind::Filesystem => OpendalStore::filesystem(config.fs_path.clone())
+            .with_context(|| format!("--fs-path {}", config.fs_path.display()))?,
+        StorageKind::Memory => OpendalStore::memory().context("memory store")?,
         StorageKind::S3 => {
             let s3 = config
                 .s3
@@ -146,7 +146,7 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<OpenedStore> {
                 grace: std::time::Duration::from_secs(s3.gc_grace_secs),
             };
             shared = store.shared_leases(lease_settings);
-            Arc::new(store)
+            store
         }
     };
     let swept = store
@@ -156,8 +156,22 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<OpenedStore> {
     if swept > 0 {
         tracing::info!(count = swept, "removed temporaries left by an earlier run");
     }
+    // A store this daemon alone writes keeps its manifests in memory; a
+    // shared bucket is read each time (another host may have changed it).
+    let exclusive = store.is_exclusive();
+    let store: Arc<dyn BlobStore> = Arc::new(store);
+    let (store, cache): (Arc<dyn BlobStore>, _) = if exclusive {
+        let index = Arc::new(IndexedManifests::new(
+            Arc::clone(&store) as Arc<dyn Manifests>
+        ));
+        let joined = StoreParts::with_manifests(store, Arc::clone(&index) as Arc<dyn Manifests>);
+        (Arc::new(joined), Some(index as Arc<dyn StoreCache>))
+    } else {
+        (store, None)
+    };
     Ok(OpenedStore {
-        store: IndexedStore::wrap(store),
+        store,
+        cache,
         shared,
         lease_settings,
     })
@@ -243,6 +257,7 @@ pub async fn assemble(
 ) -> anyhow::Result<Assembled> {
     let OpenedStore {
         store,
+        cache,
         shared,
         lease_settings,
     } = open_store(config).await?;
@@ -272,8 +287,12 @@ pub async fn assemble(
         None => Arc::new(NoMetrics),
     };
     let vm_events = LifecycleRelay::spawn(hypervisor.as_ref(), events.clone());
+    let mut images = ImageService::new(store.clone(), usage.clone());
+    if let Some(cache) = cache {
+        images = images.with_cache(cache);
+    }
     let images = Arc::new(
-        ImageService::new(store.clone(), usage.clone())
+        images
             .with_shared_leases(shared, lease_settings.renew_every())
             .with_events(events.clone())
             .with_metrics(metrics.clone()),

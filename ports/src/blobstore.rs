@@ -1,80 +1,34 @@
 //! The content-addressed store: blobs named by their sha256 digest, and
 //! manifests named by repository and tag. A blob becomes visible only when
 //! its bytes hash to its name and are durable.
+//!
+//! Small ports, joined where a backend offers them together: [`Blobs`],
+//! [`Manifests`] and [`StoreUpkeep`]; [`BlobStore`] is all three, which every
+//! type implementing them is. A use case takes the narrowest it needs. A
+//! copy of the store kept in memory is controlled through [`StoreCache`],
+//! which no backend has to offer. An adapter wrapping one port of a store
+//! joins the rest of it with [`StoreParts`].
+
+mod blobs;
+mod cache;
+mod error;
+mod manifests;
+mod parts;
+mod upkeep;
 
 use std::ops::Range;
-use std::path::PathBuf;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use vmr_domain::image::{Digest, Repository, Tag};
+use vmr_domain::image::Digest;
 
-/// What a store error keeps as its cause: the backend's own error (opendal,
-/// HTTP, a background task), or a sentence where the backend gave none.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What can go wrong in a blob store, in the user's words.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("blob {0} not found")]
-    BlobNotFound(Digest),
-    #[error("manifest {repository}:{tag} not found")]
-    ManifestNotFound { repository: String, tag: String },
-    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
-    DigestMismatch { expected: Digest, actual: Digest },
-    #[error("blob {digest} is corrupt: its content hashes to {actual}")]
-    Corrupt { digest: Digest, actual: Digest },
-    #[error("size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch { expected: u64, actual: u64 },
-    /// A read or write reaching outside a blob (the caller's mistake):
-    /// `doing` names the range.
-    #[error("{doing}: outside blob {digest} of {size} bytes")]
-    OutOfBounds {
-        doing: String,
-        digest: Digest,
-        size: u64,
-    },
-    /// A writer used again after one of its writes failed (that failure
-    /// was reported then).
-    #[error("blob writer already failed; start a new one")]
-    WriterFailed,
-    /// A store setting that cannot work (`field` is its name in the config).
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-    #[error("store is out of space: {doing}: {source}")]
-    NoSpace {
-        doing: String,
-        #[source]
-        source: Cause,
-    },
-    /// The storage service or the store's machinery failed while `doing`
-    /// something (S3 unreachable or refusing, a background task gone).
-    #[error("store backend error: {doing}: {source}")]
-    Backend {
-        doing: String,
-        #[source]
-        source: Cause,
-    },
-    #[error("store I/O error: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl StoreError {
-    /// A backend failure while `doing` something, keeping its cause.
-    pub fn backend(doing: impl Into<String>, source: impl Into<Cause>) -> Self {
-        Self::Backend {
-            doing: doing.into(),
-            source: source.into(),
-        }
-    }
-
-    /// A blocking task of the store that died (it panicked, or the runtime
-    /// is shutting down) while `doing` something.
-    pub fn task(doing: &str, source: tokio::task::JoinError) -> Self {
-        Self::backend(format!("{doing}: background task failed"), source)
-    }
-}
+pub use blobs::Blobs;
+pub use cache::StoreCache;
+pub use error::{Cause, StoreError};
+pub use manifests::Manifests;
+pub use parts::StoreParts;
+pub use upkeep::StoreUpkeep;
 
 /// A stream of blob bytes.
 pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
@@ -190,81 +144,8 @@ pub trait PlacedWriter: Send + Sync {
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
 }
 
-/// The blob and manifest store (filesystem, S3 or memory).
-#[async_trait]
-pub trait BlobStore: Send + Sync {
-    /// Starts a new blob.
-    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError>;
-    /// Starts or continues a blob whose digest is known in advance (a pull):
-    /// what an earlier, interrupted writer for the same digest left is kept,
-    /// re-hashed, and `written()` tells where to continue. Its `commit` also
-    /// checks against `expected`; `abort` or a mismatch drops the partial.
-    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError>;
-    /// Starts or continues a blob of `size` bytes written by position (see
-    /// [`PlacedWriter`]).
-    async fn place_blob(
-        &self,
-        expected: &Digest,
-        size: u64,
-    ) -> Result<Box<dyn PlacedWriter>, StoreError>;
-    /// Whether a committed blob exists.
-    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError>;
-    /// The size of a committed blob.
-    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError>;
-    /// Reads a whole (small) blob and verifies it: `Corrupt` when it no
-    /// longer hashes to its name.
-    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError>;
-    /// Streams a blob, or a byte range of it. A full read verifies the digest
-    /// at the end and fails the stream with `Corrupt` on mismatch. A range
-    /// reaching past the end is cut there (as HTTP Range is); one starting
-    /// past the end is an error. Ranged reads are not verified.
-    async fn open_blob(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StoreError>;
-    /// Re-hashes a blob: `Corrupt` on mismatch.
-    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError>;
-    /// Removes a blob (no error if absent).
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError>;
-    /// Every committed blob with its size.
-    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError>;
+/// The blob and manifest store (filesystem, S3 or memory): blobs,
+/// manifests and upkeep from one backend.
+pub trait BlobStore: Blobs + Manifests + StoreUpkeep {}
 
-    /// Writes `manifests/<repository>/<tag>/manifest.json` atomically.
-    async fn put_manifest(
-        &self,
-        repository: &Repository,
-        tag: &Tag,
-        manifest: Bytes,
-    ) -> Result<(), StoreError>;
-    /// Reads a tag's manifest bytes.
-    async fn get_manifest(&self, repository: &Repository, tag: &Tag) -> Result<Bytes, StoreError>;
-    /// Removes a tag (no error if absent).
-    async fn delete_manifest(&self, repository: &Repository, tag: &Tag) -> Result<(), StoreError>;
-    /// Every tag in the store.
-    async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError>;
-
-    /// A local file holding the blob's verified bytes, for the hypervisor.
-    /// The filesystem store returns the blob itself; S3 keeps a verified copy
-    /// in a local cache. The file must never be written through this path.
-    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError>;
-    /// Removes temporaries left by a crash; returns how many it removed.
-    async fn clean_temporaries(&self) -> Result<usize, StoreError>;
-    /// The names of the temporaries `clean_temporaries` would remove now:
-    /// those no live writer owns (resumable partial downloads are kept a day
-    /// and are not listed while they may still be resumed).
-    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError>;
-    /// A short description for logs and health ("filesystem /var/lib/vm-registry").
-    fn describe(&self) -> String;
-    /// Whether this daemon is the only writer of the store's manifests, so a
-    /// copy of them kept in memory cannot go stale (the local filesystem and
-    /// memory stores). An S3 bucket may be shared between daemons: false.
-    fn is_exclusive(&self) -> bool {
-        false
-    }
-    /// Drops any copy of the store's contents kept in memory, so the next
-    /// read sees the store itself (what `vmr system check` inspects, even
-    /// after someone changed the files by hand). A no-op for stores that keep
-    /// none.
-    async fn reload(&self) {}
-}
+impl<T: Blobs + Manifests + StoreUpkeep + ?Sized> BlobStore for T {}

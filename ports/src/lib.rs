@@ -17,7 +17,10 @@ pub mod registry;
 pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
 };
-pub use blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
+pub use blobstore::{
+    BlobStore, BlobWriter, Blobs, ByteStream, Manifests, PlacedWriter, StoreCache, StoreError,
+    StoreParts, StoreUpkeep,
+};
 pub use guest::{
     ConsoleStream, ExecOutput, ExecRequest, ExecStream, GuestAgent, MAX_EXEC_STDIN, SerialConsole,
 };

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tempfile::TempDir;
 use vmr_adapters::blobstore::OpendalStore;
 use vmr_domain::image::Digest;
-use vmr_ports::blobstore::{BlobStore, StoreError};
+use vmr_ports::blobstore::{Blobs as _, Manifests as _, StoreError, StoreUpkeep as _};
 
 struct Filesystem {
     _dir: TempDir,

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tempfile::TempDir;
 use vmr_adapters::blobstore::{OpendalStore, S3Settings, delete_bucket};
 use vmr_domain::image::Digest;
-use vmr_ports::blobstore::{BlobStore, StoreError};
+use vmr_ports::blobstore::{Blobs as _, Manifests as _, StoreError, StoreUpkeep as _};
 
 /// The S3 server's settings for a fresh bucket, or `None` when S3 tests are
 /// explicitly skipped.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::TryStreamExt as _;
 use vmr_adapters::blobstore::OpendalStore;
 use vmr_domain::image::{Digest, Repository, Tag};
-use vmr_ports::blobstore::{BlobStore, ByteStream, StoreError};
+use vmr_ports::blobstore::{Blobs as _, ByteStream, Manifests as _, StoreError, StoreUpkeep as _};
 
 /// One backend under test.
 #[async_trait]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use vmr_domain::vm::VmState;
 use vmr_ports::Hypervisor;
-use vmr_ports::blobstore::BlobStore;
+use vmr_ports::blobstore::Blobs;
 use vmr_ports::driving::{
     HealthUseCases, ImageUseCases, MetricsSnapshot, MetricsSnapshotUseCases, ServingStatus,
 };
@@ -29,7 +29,7 @@ const STATES: [VmState; 6] = [
 pub struct MetricsSnapshotService {
     hypervisor: Arc<dyn Hypervisor>,
     images: Arc<dyn ImageUseCases>,
-    store: Arc<dyn BlobStore>,
+    store: Arc<dyn Blobs>,
     health: Arc<dyn HealthUseCases>,
 }
 
@@ -37,7 +37,7 @@ impl MetricsSnapshotService {
     pub fn new(
         hypervisor: Arc<dyn Hypervisor>,
         images: Arc<dyn ImageUseCases>,
-        store: Arc<dyn BlobStore>,
+        store: Arc<dyn Blobs>,
         health: Arc<dyn HealthUseCases>,
     ) -> Self {
         Self {

@@ -132,6 +132,7 @@ mod tests {
         ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, Digest, DiskFormat, MANIFEST_MEDIA_TYPE, Repository, Tag,
         disk_media_type,
     };
+    use vmr_ports::blobstore::{Blobs as _, Manifests as _};
 
     use super::*;
 

@@ -20,7 +20,7 @@ use vmr_domain::image::{
     Tag, annotations, qcow2_virtual_size,
 };
 use vmr_domain::vmfile::VmFile;
-use vmr_ports::blobstore::{BlobStore, BlobWriter, StoreError};
+use vmr_ports::blobstore::{BlobStore, BlobWriter, Blobs, StoreCache, StoreError};
 use vmr_ports::driving::events::{EventType, NewEvent};
 use vmr_ports::driving::{
     DiskSource, ErrorKind, ImageDetails, ImageInfo, ImageUseCases, ImportOutcome, ImportRequest,
@@ -55,6 +55,8 @@ impl ImagesInUse for NoVms {
 /// The image use cases.
 pub struct ImageService {
     store: Arc<dyn BlobStore>,
+    /// The copy of the store kept in memory, if any (dropped before a check).
+    cache: Option<Arc<dyn StoreCache>>,
     /// Where imports, tags and removals are told.
     events: Publisher,
     /// Where imported bytes are counted.
@@ -138,6 +140,7 @@ impl ImageService {
     pub fn new(store: Arc<dyn BlobStore>, in_use: Arc<dyn ImagesInUse>) -> Self {
         Self {
             store,
+            cache: None,
             events: no_events(),
             metrics: Arc::new(NoMetrics),
             in_use,
@@ -152,6 +155,14 @@ impl ImageService {
             vm_images: std::sync::Mutex::new(BTreeSet::new()),
             renew_every: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// Drops `cache`, the copy of the store kept in memory, before each
+    /// check, so that the check sees the store itself.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<dyn StoreCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// Shares leases with the other daemons on the store through `shared`,
@@ -251,6 +262,12 @@ impl ImageService {
     /// The store, for other use cases that read images.
     pub fn store(&self) -> &Arc<dyn BlobStore> {
         &self.store
+    }
+
+    /// The store's blobs, for the use cases that read and write only those
+    /// (pushes).
+    pub fn blobs(&self) -> Arc<dyn Blobs> {
+        Arc::clone(&self.store) as Arc<dyn Blobs>
     }
 
     /// Resolves a reference to its repository and manifest bytes.
@@ -529,7 +546,9 @@ impl ImageUseCases for ImageService {
         // disappears between its listing and its check.
         let _gc = self.gc.lock().await;
         // The check reads the store itself, not the daemon's index of it.
-        self.store.reload().await;
+        if let Some(cache) = &self.cache {
+            cache.reload().await;
+        }
         let mut check = super::store_check::check_store(self.store.as_ref()).await?;
         // A dead host's record pins nothing (it expired) but is reported
         // until a collection on any host removes it. Live ones (other

@@ -1,14 +1,12 @@
 //! Garbage collection against leases: what an import, a tag or a reader
 //! holds survives a prune that runs in the middle of it.
 
-use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Mutex as StdMutex;
 
 use futures::StreamExt as _;
 use tokio::sync::oneshot;
 use vmr_adapters::blobstore::OpendalStore;
-use vmr_ports::blobstore::ByteStream;
+use vmr_ports::blobstore::{Manifests, StoreParts};
 
 use super::*;
 
@@ -17,50 +15,12 @@ const VMFILE: &str = "apiVersion: v1\nmetadata:\n  name: leased\nspec:\n  diskIm
 /// A store that stops the first `put_manifest` until the test lets it go,
 /// telling the test it got there.
 struct PausingStore {
-    inner: Arc<dyn BlobStore>,
+    inner: Arc<dyn Manifests>,
     pause: StdMutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
 }
 
 #[async_trait]
-impl BlobStore for PausingStore {
-    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.begin_blob().await
-    }
-    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.resume_blob(expected).await
-    }
-    async fn place_blob(
-        &self,
-        expected: &Digest,
-        size: u64,
-    ) -> Result<Box<dyn vmr_ports::PlacedWriter>, StoreError> {
-        self.inner.place_blob(expected, size).await
-    }
-    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
-        self.inner.blob_exists(digest).await
-    }
-    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
-        self.inner.blob_size(digest).await
-    }
-    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError> {
-        self.inner.read_blob(digest).await
-    }
-    async fn open_blob(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StoreError> {
-        self.inner.open_blob(digest, range).await
-    }
-    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.verify_blob(digest).await
-    }
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.delete_blob(digest).await
-    }
-    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
-        self.inner.list_blobs().await
-    }
+impl Manifests for PausingStore {
     async fn put_manifest(
         &self,
         repository: &Repository,
@@ -83,18 +43,6 @@ impl BlobStore for PausingStore {
     async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError> {
         self.inner.list_manifests().await
     }
-    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
-        self.inner.local_path(digest).await
-    }
-    async fn clean_temporaries(&self) -> Result<usize, StoreError> {
-        self.inner.clean_temporaries().await
-    }
-    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_temporaries().await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
 }
 
 struct Fixture {
@@ -109,10 +57,11 @@ fn fixture(pause: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>) -> Fixtu
     let dir = tempfile::tempdir().expect("temp dir");
     let inner: Arc<dyn BlobStore> =
         Arc::new(OpendalStore::filesystem(dir.path().join("store")).expect("store"));
-    let store: Arc<dyn BlobStore> = Arc::new(PausingStore {
-        inner,
+    let pausing = Arc::new(PausingStore {
+        inner: Arc::clone(&inner) as Arc<dyn Manifests>,
         pause: StdMutex::new(pause),
     });
+    let store: Arc<dyn BlobStore> = Arc::new(StoreParts::with_manifests(inner, pausing));
     let images = Arc::new(ImageService::new(store.clone(), Arc::new(NoVms)));
     Fixture {
         images,
@@ -258,8 +207,14 @@ async fn one_manifest_under_two_names_lists_each_with_its_own_name_and_tags() {
 #[tokio::test]
 async fn a_retagged_name_lists_its_new_digest_with_or_without_the_index() {
     let fixture = fixture(None);
-    let indexed = crate::service::IndexedStore::wrap(fixture.store.clone());
-    let through_index = ImageService::new(indexed.clone(), Arc::new(NoVms));
+    let index = Arc::new(vmr_adapters::blobstore::IndexedManifests::new(
+        Arc::clone(&fixture.store) as Arc<dyn Manifests>,
+    ));
+    let indexed: Arc<dyn BlobStore> = Arc::new(StoreParts::with_manifests(
+        fixture.store.clone(),
+        index.clone(),
+    ));
+    let through_index = ImageService::new(indexed.clone(), Arc::new(NoVms)).with_cache(index);
     for images in [&*fixture.images, &through_index] {
         let first = import(images, "v1", b"first disk").await;
         let listed = images.list(None).await.expect("list");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
-use vmr_ports::blobstore::BlobStore;
+use vmr_ports::blobstore::Blobs;
 use vmr_ports::driving::UseCaseError;
 use vmr_ports::{DiskAttachment, Hypervisor, HypervisorError, StopMode, VmDefinition, VmRecord};
 
@@ -27,7 +27,7 @@ struct Made {
 /// asked. On failure, undoes what it made and returns the first error.
 pub(super) async fn create(
     hypervisor: &Arc<dyn Hypervisor>,
-    store: &Arc<dyn BlobStore>,
+    store: &dyn Blobs,
     runtime: &RuntimeDirs,
     prepared: PreparedVm,
 ) -> Result<VmRecord, UseCaseError> {
@@ -61,7 +61,7 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> UseCaseError {
 
 async fn build(
     hypervisor: &Arc<dyn Hypervisor>,
-    store: &Arc<dyn BlobStore>,
+    store: &dyn Blobs,
     runtime: &RuntimeDirs,
     prepared: PreparedVm,
     made: &mut Made,

@@ -288,7 +288,13 @@ impl Provisioner {
             let _guard = guard;
             let _hold = hold;
             let _lease = lease;
-            make::create(&this.hypervisor, this.images.store(), &this.runtime, vm).await
+            make::create(
+                &this.hypervisor,
+                this.images.store().as_ref(),
+                &this.runtime,
+                vm,
+            )
+            .await
         });
         task.await
             .map_err(|e| UseCaseError::internal(format!("the create task failed: {e}")))?

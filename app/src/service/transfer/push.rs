@@ -18,8 +18,7 @@ use vmr_ports::driving::{
     BlobProgress, ErrorKind, TransferDone, TransferEvent, TransferRequest, UseCaseError,
 };
 use vmr_ports::{
-    BlobSource, BlobStore, ByteStream, ManifestReference, RegistryClient, RegistryTarget,
-    StoreError,
+    BlobSource, Blobs, ByteStream, ManifestReference, RegistryClient, RegistryTarget, StoreError,
 };
 
 use super::chunks::{self, ChunkIndex, ChunkSettings};
@@ -44,7 +43,7 @@ impl BlobSource for FileRange {
 /// verified (a corrupt blob fails the upload before its last byte leaves);
 /// resumed at an offset, the registry's digest check stands in.
 struct StoredBlob {
-    store: Arc<dyn BlobStore>,
+    store: Arc<dyn Blobs>,
     digest: Digest,
     size: u64,
 }
@@ -59,7 +58,7 @@ impl BlobSource for StoredBlob {
 
 /// A push checked and ready to run.
 pub(super) struct PushJob {
-    store: Arc<dyn BlobStore>,
+    store: Arc<dyn Blobs>,
     client: Arc<dyn RegistryClient>,
     known: Arc<KnownBlobs>,
     chunking: Arc<ChunkSettings>,
@@ -94,7 +93,7 @@ pub(super) async fn prepare(
     };
     let client = service.registries.connect(&target)?;
     Ok(PushJob {
-        store: service.images.store().clone(),
+        store: service.images.blobs(),
         client,
         known: service.known.clone(),
         chunking: service.chunking.clone(),

@@ -1,57 +1,64 @@
 //! An in-memory index of the store's manifests (tag → manifest bytes), for a
-//! store this daemon alone writes (`BlobStore::is_exclusive`): listing and
+//! store this daemon alone writes ([`OpendalStore::is_exclusive`]): listing and
 //! resolving tags then costs map lookups instead of a directory walk and a
 //! file read per tag. It wraps the store every use case shares, so each
 //! manifest write (import, tag, rmi, pull, repairs) passes through it and
 //! updates it after the store has accepted the write. Blobs are not indexed:
-//! every blob call goes straight to the store.
+//! joined with the store's own blobs and upkeep (`StoreParts`), every blob
+//! call goes straight to the store.
 
 use std::collections::BTreeMap;
-use std::ops::Range;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
-use vmr_domain::image::{Digest, Repository, Tag};
-use vmr_ports::blobstore::{BlobStore, BlobWriter, ByteStream, StoreError};
+use vmr_domain::image::{Repository, Tag};
+use vmr_ports::blobstore::{Manifests, StoreCache, StoreError};
 
-type Manifests = BTreeMap<(Repository, Tag), Bytes>;
+#[cfg(doc)]
+use super::OpendalStore;
 
-/// A store whose manifests are read once, then served from memory.
-pub struct IndexedStore {
-    inner: Arc<dyn BlobStore>,
+type Index = BTreeMap<(Repository, Tag), Bytes>;
+
+/// A store's manifests, read once, then served from memory.
+pub struct IndexedManifests {
+    inner: Arc<dyn Manifests>,
     /// The current index; `None` until first loaded. Readers clone the
     /// `Arc` and never wait on a writer's store I/O.
-    index: std::sync::RwLock<Option<Arc<Manifests>>>,
+    index: std::sync::RwLock<Option<Arc<Index>>>,
     /// Serialises loading and manifest writes, so a load never installs a
     /// listing older than a write that finished before it.
     writes: Mutex<()>,
 }
 
-impl IndexedStore {
-    /// Wraps an exclusive store; a shared one (S3) is returned as it is.
-    pub fn wrap(inner: Arc<dyn BlobStore>) -> Arc<dyn BlobStore> {
-        if inner.is_exclusive() {
-            Arc::new(Self {
-                inner,
-                index: std::sync::RwLock::new(None),
-                writes: Mutex::new(()),
-            })
-        } else {
-            inner
+impl IndexedManifests {
+    /// Indexes the manifests of `inner`, which this daemon alone must write:
+    /// a change by anyone else is seen only after [`StoreCache::reload`].
+    pub fn new(inner: Arc<dyn Manifests>) -> Self {
+        Self {
+            inner,
+            index: std::sync::RwLock::new(None),
+            writes: Mutex::new(()),
         }
     }
 
-    fn current(&self) -> Option<Arc<Manifests>> {
+    /// Forgets the index: the next read loads it from the store again.
+    fn forget(&self) {
+        *self
+            .index
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    fn current(&self) -> Option<Arc<Index>> {
         self.index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn install(&self, manifests: Arc<Manifests>) {
+    fn install(&self, manifests: Arc<Index>) {
         *self
             .index
             .write()
@@ -59,7 +66,7 @@ impl IndexedStore {
     }
 
     /// The index, read from the store the first time.
-    async fn manifests(&self) -> Result<Arc<Manifests>, StoreError> {
+    async fn manifests(&self) -> Result<Arc<Index>, StoreError> {
         if let Some(index) = self.current() {
             return Ok(index);
         }
@@ -67,7 +74,7 @@ impl IndexedStore {
         if let Some(index) = self.current() {
             return Ok(index);
         }
-        let mut manifests = Manifests::new();
+        let mut manifests = Index::new();
         for (repository, tag) in self.inner.list_manifests().await? {
             match self.inner.get_manifest(&repository, &tag).await {
                 Ok(bytes) => {
@@ -84,9 +91,9 @@ impl IndexedStore {
     }
 
     /// Applies a change to a loaded index (copy on write; writes are rare).
-    fn update(&self, change: impl FnOnce(&mut Manifests)) {
+    fn update(&self, change: impl FnOnce(&mut Index)) {
         if let Some(current) = self.current() {
-            let mut next = Manifests::clone(&current);
+            let mut next = Index::clone(&current);
             change(&mut next);
             self.install(Arc::new(next));
         }
@@ -94,54 +101,7 @@ impl IndexedStore {
 }
 
 #[async_trait]
-impl BlobStore for IndexedStore {
-    async fn begin_blob(&self) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.begin_blob().await
-    }
-
-    async fn resume_blob(&self, expected: &Digest) -> Result<Box<dyn BlobWriter>, StoreError> {
-        self.inner.resume_blob(expected).await
-    }
-    async fn place_blob(
-        &self,
-        expected: &Digest,
-        size: u64,
-    ) -> Result<Box<dyn vmr_ports::PlacedWriter>, StoreError> {
-        self.inner.place_blob(expected, size).await
-    }
-
-    async fn blob_exists(&self, digest: &Digest) -> Result<bool, StoreError> {
-        self.inner.blob_exists(digest).await
-    }
-
-    async fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
-        self.inner.blob_size(digest).await
-    }
-
-    async fn read_blob(&self, digest: &Digest) -> Result<Bytes, StoreError> {
-        self.inner.read_blob(digest).await
-    }
-
-    async fn open_blob(
-        &self,
-        digest: &Digest,
-        range: Option<Range<u64>>,
-    ) -> Result<ByteStream, StoreError> {
-        self.inner.open_blob(digest, range).await
-    }
-
-    async fn verify_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.verify_blob(digest).await
-    }
-
-    async fn delete_blob(&self, digest: &Digest) -> Result<(), StoreError> {
-        self.inner.delete_blob(digest).await
-    }
-
-    async fn list_blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
-        self.inner.list_blobs().await
-    }
-
+impl Manifests for IndexedManifests {
     async fn put_manifest(
         &self,
         repository: &Repository,
@@ -179,12 +139,7 @@ impl BlobStore for IndexedStore {
             Ok(()) => self.update(|m| {
                 m.remove(&(repository.clone(), tag.clone()));
             }),
-            Err(_) => {
-                *self
-                    .index
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-            }
+            Err(_) => self.forget(),
         }
         result
     }
@@ -192,41 +147,20 @@ impl BlobStore for IndexedStore {
     async fn list_manifests(&self) -> Result<Vec<(Repository, Tag)>, StoreError> {
         Ok(self.manifests().await?.keys().cloned().collect())
     }
+}
 
-    async fn local_path(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
-        self.inner.local_path(digest).await
-    }
-
-    async fn clean_temporaries(&self) -> Result<usize, StoreError> {
-        self.inner.clean_temporaries().await
-    }
-
-    async fn list_temporaries(&self) -> Result<Vec<String>, StoreError> {
-        self.inner.list_temporaries().await
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-
-    fn is_exclusive(&self) -> bool {
-        self.inner.is_exclusive()
-    }
-
+#[async_trait]
+impl StoreCache for IndexedManifests {
     async fn reload(&self) {
         let _writes = self.writes.lock().await;
-        *self
-            .index
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        self.inner.reload().await;
+        self.forget();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmr_adapters::blobstore::OpendalStore;
+    use crate::blobstore::OpendalStore;
 
     fn name(s: &str) -> (Repository, Tag) {
         let (r, t) = s.split_once(':').unwrap();
@@ -236,13 +170,13 @@ mod tests {
     #[tokio::test]
     async fn serves_tags_from_memory_and_follows_every_write() {
         let dir = tempfile::tempdir().unwrap();
-        let fs: Arc<dyn BlobStore> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
+        let fs: Arc<dyn Manifests> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
         let (repo, one) = name("demo/a:1");
         let (_, two) = name("demo/a:2");
         fs.put_manifest(&repo, &one, Bytes::from_static(b"{\"v\":1}"))
             .await
             .unwrap();
-        let store = IndexedStore::wrap(Arc::clone(&fs));
+        let store = IndexedManifests::new(Arc::clone(&fs));
 
         assert_eq!(
             store.list_manifests().await.unwrap(),
@@ -287,8 +221,8 @@ mod tests {
     #[tokio::test]
     async fn a_write_before_the_first_read_is_seen() {
         let dir = tempfile::tempdir().unwrap();
-        let fs: Arc<dyn BlobStore> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
-        let store = IndexedStore::wrap(fs);
+        let fs: Arc<dyn Manifests> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
+        let store = IndexedManifests::new(fs);
         let (repo, tag) = name("demo/b:latest");
         store
             .put_manifest(&repo, &tag, Bytes::from_static(b"{}"))
@@ -300,14 +234,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_exclusive_stores_are_indexed() {
+    #[tokio::test]
+    async fn reload_shows_what_changed_behind_the_index() {
         let dir = tempfile::tempdir().unwrap();
-        let fs: Arc<dyn BlobStore> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
-        assert!(fs.is_exclusive());
-        let memory: Arc<dyn BlobStore> = Arc::new(OpendalStore::memory().unwrap());
-        assert!(memory.is_exclusive());
-        let wrapped = IndexedStore::wrap(Arc::clone(&fs));
-        assert!(!Arc::ptr_eq(&wrapped, &fs));
+        let fs: Arc<dyn Manifests> = Arc::new(OpendalStore::filesystem(dir.path()).unwrap());
+        let store = IndexedManifests::new(Arc::clone(&fs));
+        let (repo, tag) = name("demo/c:1");
+        assert_eq!(store.list_manifests().await.unwrap(), vec![]);
+        // Written by hand, past the index.
+        fs.put_manifest(&repo, &tag, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(store.list_manifests().await.unwrap(), vec![]);
+        store.reload().await;
+        assert_eq!(
+            store.list_manifests().await.unwrap(),
+            vec![name("demo/c:1")]
+        );
     }
 }
