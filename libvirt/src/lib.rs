@@ -20,7 +20,6 @@ mod networks;
 mod vms;
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,7 +27,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tokio::time::{Instant, sleep};
-use vmr_domain::image::DiskFormat;
 use vmr_domain::network::NetworkName;
 use vmr_domain::vm::VmName;
 use vmr_ports::{ConsoleStream, ExecRequest, ExecStream, GuestAgent, SerialConsole};
@@ -37,8 +35,8 @@ use vmr_ports::{
     NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
 };
 
+use vmr_adapters::libvirt::check_definition_files;
 pub use vmr_adapters::libvirt::{NETWORK_NS, VM_NS};
-use vmr_adapters::libvirt::{check_definition_files, disk};
 
 use conn::Connection;
 use events::{EventHub, PollerGuard};
@@ -359,20 +357,6 @@ impl Hypervisor for LibvirtHypervisor {
     async fn inspect_network(&self, name: &NetworkName) -> Result<NetworkDetails, HypervisorError> {
         let name = name.to_string();
         self.conn.run(move |c| networks::inspect(c, &name)).await
-    }
-
-    async fn create_overlay(
-        &self,
-        base: &Path,
-        base_format: DiskFormat,
-        overlay: &Path,
-        size: Option<u64>,
-    ) -> Result<(), HypervisorError> {
-        disk::create_overlay(base, base_format, overlay, size).await
-    }
-
-    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError> {
-        disk::create_blank_disk(path, size).await
     }
 
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod blobstore;
+pub mod disks;
 pub mod driving;
 pub mod guest;
 pub mod hypervisor;
@@ -18,6 +19,7 @@ pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
 };
 pub use blobstore::{BlobStore, BlobWriter, ByteStream, PlacedWriter, StoreError};
+pub use disks::OverlayDisks;
 pub use guest::{
     ConsoleStream, ExecOutput, ExecRequest, ExecStream, GuestAgent, MAX_EXEC_STDIN, SerialConsole,
 };

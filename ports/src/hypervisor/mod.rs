@@ -3,8 +3,9 @@
 //! [`VmDefinition`] (the domain's spec plus the files the core prepared for
 //! it), started, stopped, restarted and undefined; the backend is the single
 //! source of truth, so [`Hypervisor::list_vms`] gives every VM back with its
-//! full spec after a daemon restart. Networks, copy-on-write disks and a
-//! stream of lifecycle events complete the port.
+//! full spec after a daemon restart. Networks and a stream of lifecycle
+//! events complete the port; the disks VMs boot from are a port of their
+//! own ([`crate::disks`]).
 //!
 //! Every backend honours one state machine, checked by a shared contract
 //! test suite:
@@ -16,7 +17,7 @@
 //! ```
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -203,7 +204,7 @@ pub struct HypervisorInfo {
     pub virt_type: String,
 }
 
-/// The hypervisor: VMs, networks, disks and lifecycle events.
+/// The hypervisor: VMs, networks and lifecycle events.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Hypervisor: Send + Sync {
@@ -245,20 +246,6 @@ pub trait Hypervisor: Send + Sync {
     async fn list_networks(&self) -> Result<Vec<NetworkRecord>, HypervisorError>;
     /// One network, with the backend's description of it.
     async fn inspect_network(&self, name: &NetworkName) -> Result<NetworkDetails, HypervisorError>;
-
-    /// Creates a qcow2 overlay at `overlay` over `base` (which is only ever
-    /// read), with a virtual size of `size` bytes when that is larger than
-    /// the base's. `AlreadyExists` if `overlay` exists, `NotFound` if `base`
-    /// does not, `Invalid` for an `iso` base.
-    async fn create_overlay(
-        &self,
-        base: &Path,
-        base_format: DiskFormat,
-        overlay: &Path,
-        size: Option<u64>,
-    ) -> Result<(), HypervisorError>;
-    /// Creates an empty qcow2 disk of `size` bytes (for `iso` images).
-    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError>;
 
     /// Lifecycle events from now on. Each call gets its own stream; a
     /// consumer that falls far behind misses events rather than blocking

@@ -23,7 +23,7 @@ use vmr_domain::units::ByteSize;
 use vmr_domain::validation::check_simple_name;
 use vmr_domain::vm::{VmName, VmSpec};
 use vmr_ports::driving::{CreateVm, ErrorKind, UseCaseError};
-use vmr_ports::{Hypervisor, NetworkRecord, VmRecord};
+use vmr_ports::{Hypervisor, NetworkRecord, OverlayDisks, VmRecord};
 
 use crate::service::images::Lease;
 use crate::service::vms::RuntimeDirs;
@@ -99,10 +99,18 @@ fn with_field(mut error: UseCaseError, field: impl Into<String>) -> UseCaseError
     error
 }
 
+/// The driven ports a VM's files are made with, beside the hypervisor.
+#[derive(Clone)]
+pub struct VmMedia {
+    /// Its disk: an overlay over the image's blob, or a blank disk.
+    pub disks: Arc<dyn OverlayDisks>,
+}
+
 /// Turns blueprints into VMs.
 #[derive(Clone)]
 pub struct Provisioner {
     hypervisor: Arc<dyn Hypervisor>,
+    media: VmMedia,
     images: Arc<ImageService>,
     runtime: RuntimeDirs,
     usage: Arc<VmImages>,
@@ -111,12 +119,14 @@ pub struct Provisioner {
 impl Provisioner {
     pub fn new(
         hypervisor: Arc<dyn Hypervisor>,
+        media: VmMedia,
         images: Arc<ImageService>,
         runtime: RuntimeDirs,
         usage: Arc<VmImages>,
     ) -> Self {
         Self {
             hypervisor,
+            media,
             images,
             runtime,
             usage,
@@ -288,7 +298,14 @@ impl Provisioner {
             let _guard = guard;
             let _hold = hold;
             let _lease = lease;
-            make::create(&this.hypervisor, this.images.store(), &this.runtime, vm).await
+            make::create(
+                &this.hypervisor,
+                &this.media,
+                this.images.store(),
+                &this.runtime,
+                vm,
+            )
+            .await
         });
         task.await
             .map_err(|e| UseCaseError::internal(format!("the create task failed: {e}")))?

@@ -21,7 +21,7 @@ use vmr_ports::{Hypervisor, HypervisorError, NetworkDefinition};
 
 use super::*;
 use crate::service::events::{EventBus, LifecycleRelay};
-use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmService};
+use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmMedia, VmService};
 
 const ZITI: &str = include_str!("../../../../../domain/tests/fixtures/compose-full.yaml");
 const ZITI_USER_DATA: &[u8] =
@@ -53,8 +53,12 @@ impl World {
         let usage = Arc::new(VmImages::new(hypervisor.clone()));
         let images = Arc::new(ImageService::new(store, usage.clone()));
         let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
+        let media = VmMedia {
+            disks: fake.clone(),
+        };
         let vms = Arc::new(VmService::new(
             hypervisor.clone(),
+            media,
             images.clone(),
             runtime,
             usage,
