@@ -7,6 +7,7 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{LeaseSettings, OpendalStore, S3Settings};
+use vmr_adapters::cloudinit::CidataIso;
 use vmr_adapters::disks::QemuDisks;
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
@@ -283,6 +284,7 @@ pub async fn assemble(
     // VM files are plain files: the same adapters for every backend.
     let media = VmMedia {
         disks: Arc::new(QemuDisks),
+        seeds: Arc::new(CidataIso),
     };
     let vms = Arc::new(VmService::new(
         hypervisor.clone(),

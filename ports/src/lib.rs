@@ -14,6 +14,7 @@ pub mod hypervisor;
 pub mod leases;
 pub mod metrics;
 pub mod registry;
+pub mod seed;
 
 pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
@@ -34,3 +35,4 @@ pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
     RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,
 };
+pub use seed::{SeedError, SeedMedia};

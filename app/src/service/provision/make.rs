@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
 use vmr_ports::blobstore::BlobStore;
@@ -131,7 +130,9 @@ async fn build(
         }
     };
     phase("disk");
-    write_cidata_iso(&seed, &cidata)
+    media
+        .seeds
+        .write_seed(&seed, &cidata)
         .await
         .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
     phase("seed");

@@ -23,7 +23,7 @@ use vmr_domain::units::ByteSize;
 use vmr_domain::validation::check_simple_name;
 use vmr_domain::vm::{VmName, VmSpec};
 use vmr_ports::driving::{CreateVm, ErrorKind, UseCaseError};
-use vmr_ports::{Hypervisor, NetworkRecord, OverlayDisks, VmRecord};
+use vmr_ports::{Hypervisor, NetworkRecord, OverlayDisks, SeedMedia, VmRecord};
 
 use crate::service::images::Lease;
 use crate::service::vms::RuntimeDirs;
@@ -104,6 +104,8 @@ fn with_field(mut error: UseCaseError, field: impl Into<String>) -> UseCaseError
 pub struct VmMedia {
     /// Its disk: an overlay over the image's blob, or a blank disk.
     pub disks: Arc<dyn OverlayDisks>,
+    /// Its cloud-init seed medium.
+    pub seeds: Arc<dyn SeedMedia>,
 }
 
 /// Turns blueprints into VMs.

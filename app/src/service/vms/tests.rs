@@ -50,6 +50,7 @@ impl World {
         // The fake scripts the disks too (over the real disk adapter).
         let media = VmMedia {
             disks: fake.clone(),
+            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
         };
         let vms = VmService::new(hypervisor, media, images.clone(), runtime, usage);
         let world = Self {

@@ -55,6 +55,7 @@ impl World {
         let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
         let media = VmMedia {
             disks: fake.clone(),
+            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
         };
         let vms = Arc::new(VmService::new(
             hypervisor.clone(),
