@@ -12,7 +12,9 @@ want_debs=(libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils pkg-conf
            # the bootable guest of the compose readiness test (tests/tests/e2e/compose/libvirt.rs)
            linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio
            # the real Debian test guest (scripts/guest-image.sh)
-           mmdebstrap extlinux e2fsprogs fdisk util-linux mount)
+           mmdebstrap extlinux e2fsprogs fdisk util-linux mount
+           # the test bridge's DHCP server (tests/tests/e2e/guest_networks.rs)
+           dnsmasq-base)
 missing=()
 for p in "${want_debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -54,4 +56,5 @@ SRC
     linux-image-cloud-amd64 busybox-static isolinux syslinux-common cpio
   $SUDO apt-get install -y -qq --no-install-recommends \
     mmdebstrap extlinux e2fsprogs fdisk util-linux mount
+  $SUDO apt-get install -y -qq --no-install-recommends dnsmasq-base
 fi

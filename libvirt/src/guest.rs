@@ -27,18 +27,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use virt::connect::Connect;
 use virt::domain::Domain;
-use virt::error::{Error as VirtError, ErrorNumber};
 use virt::stream::Stream;
 use vmr_domain::vm::VmState;
 use vmr_ports::{ConsoleStream, ExecOutput, ExecRequest, ExecStream, HypervisorError};
 
+use super::agent::{AGENT_TIMEOUT_S, agent_call};
 use super::conn::{Connection, map_err, vm};
 use super::events::vm_state;
 use super::vms::{invalid_state, lookup, parsed};
 
-/// How long one agent command may take before the agent counts as not
-/// answering (libvirt's timeout, in seconds).
-pub(crate) const AGENT_TIMEOUT_S: i32 = 10;
 /// The first and the longest wait between two `guest-exec-status` polls.
 const EXEC_POLL_FIRST: Duration = Duration::from_millis(50);
 const EXEC_POLL_MAX: Duration = Duration::from_secs(1);
@@ -66,33 +63,6 @@ fn running_domain(conn: &Connect, name: &str) -> Result<Domain, HypervisorError>
     Ok(dom)
 }
 
-fn agent_error(name: &str, err: &VirtError) -> HypervisorError {
-    match err.code().unwrap_or(ErrorNumber::InternalError) {
-        ErrorNumber::AgentUnresponsive | ErrorNumber::AgentUnsynced => {
-            HypervisorError::unavailable(
-                format!(
-                    "the guest agent of VM {name} is not answering (is qemu-guest-agent installed and running in the guest?): {}",
-                    err.message()
-                ),
-                err.clone(),
-            )
-        }
-        ErrorNumber::AgentCommandTimeout => HypervisorError::Timeout {
-            kind: "VM",
-            name: name.to_owned(),
-            what: "answer through its guest agent",
-            after: Duration::from_secs(AGENT_TIMEOUT_S as u64),
-        },
-        _ => map_err(vm(name), err),
-    }
-}
-
-#[derive(Deserialize)]
-struct Reply<T> {
-    #[serde(rename = "return")]
-    value: T,
-}
-
 #[derive(Deserialize)]
 struct Started {
     pid: i64,
@@ -109,24 +79,6 @@ struct Status {
     out_data: Option<String>,
     #[serde(rename = "err-data", default)]
     err_data: Option<String>,
-}
-
-fn agent_call<T: for<'de> Deserialize<'de>>(
-    dom: &Domain,
-    name: &str,
-    command: &serde_json::Value,
-) -> Result<T, HypervisorError> {
-    let answer = dom
-        .qemu_agent_command(&command.to_string(), AGENT_TIMEOUT_S, 0)
-        .map_err(|e| agent_error(name, &e))?;
-    serde_json::from_str::<Reply<T>>(&answer)
-        .map(|r| r.value)
-        .map_err(|e| {
-            HypervisorError::backend(
-                format!("unreadable answer from the guest agent of VM {name}: {e}"),
-                e,
-            )
-        })
 }
 
 /// What starting a command gave: its pid, or the agent's refusal (a
@@ -150,6 +102,7 @@ fn launch(conn: &Connect, name: &str, request: &ExecRequest) -> Result<Launch, H
         &dom,
         name,
         &json!({"execute": "guest-exec", "arguments": arguments}),
+        AGENT_TIMEOUT_S,
     ) {
         Ok(started) => Ok(Launch::Pid(started.pid)),
         // The agent reports a program it cannot start as a failed command.
@@ -168,6 +121,7 @@ fn status(conn: &Connect, name: &str, pid: i64) -> Result<Vec<ExecOutput>, Hyper
         &dom,
         name,
         &json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}),
+        AGENT_TIMEOUT_S,
     )?;
     let decode = |data: Option<String>| -> Result<Option<Bytes>, HypervisorError> {
         data.filter(|d| !d.is_empty())

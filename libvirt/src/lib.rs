@@ -13,6 +13,7 @@
 //! driver (`test:///default`, or `test:///path/to/host.xml` for a private,
 //! empty host) for tests.
 
+mod agent;
 mod conn;
 mod events;
 mod guest;

@@ -13,6 +13,7 @@ use vmr_domain::network::MacAddr;
 use vmr_domain::vm::VmState;
 use vmr_ports::{HypervisorError, VmDefinition, VmDetails, VmInterface, VmRecord};
 
+use super::agent;
 use super::conn::{is_missing, map_err, network, vm};
 use super::events::vm_state;
 use vmr_adapters::libvirt::domain_xml::{self, ParsedDomain};
@@ -199,14 +200,11 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
     let parsed = parsed(dom, name)?;
     let (state, _) = vm_state(dom);
     let active = state.is_active();
-    let leases = if active {
-        addresses(dom, virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
-    } else {
-        HashMap::new()
-    };
+    let leases = if active { leases(dom) } else { HashMap::new() };
     // The agent only for what neither the spec nor a lease says (bridged and
     // macvtap networks, whose DHCP server libvirt does not run), and only
-    // once per VM: it answers from inside the guest, so it is the slow one.
+    // once per VM: it answers from inside the guest, so it is the slow one,
+    // and a bounded call (a silent agent must not hold up a listing).
     let needs_agent = active
         && parsed
             .spec
@@ -214,7 +212,7 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
             .iter()
             .any(|nic| nic.static_ip.is_none() && !leases.contains_key(&nic.mac));
     let agent = if needs_agent {
-        addresses(dom, virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
+        agent::addresses(dom, name)
     } else {
         HashMap::new()
     };
@@ -241,24 +239,20 @@ fn record(dom: &Domain, name: &str) -> Result<VmRecord, HypervisorError> {
     })
 }
 
-/// IPv4 addresses by MAC from `source`: the DHCP leases of libvirt's own
-/// networks, or the guest agent. Missing answers (no DHCP yet, no agent
-/// running, a driver without leases) are not errors.
-fn addresses(dom: &Domain, source: u32) -> HashMap<MacAddr, Ipv4Addr> {
-    let Ok(interfaces) = dom.interface_addresses(source, 0) else {
+/// IPv4 addresses by MAC from the DHCP leases of libvirt's own networks.
+/// Missing answers (no DHCP yet, a driver without leases) are not errors.
+fn leases(dom: &Domain) -> HashMap<MacAddr, Ipv4Addr> {
+    let Ok(interfaces) =
+        dom.interface_addresses(virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0)
+    else {
         return HashMap::new();
     };
-    interfaces
-        .into_iter()
-        .filter_map(|iface| {
-            let mac = iface.hwaddr?.parse::<MacAddr>().ok()?;
-            let ip = iface
-                .addrs
-                .iter()
-                .find_map(|a| a.addr.parse::<Ipv4Addr>().ok())?;
-            Some((mac, ip))
-        })
-        .collect()
+    agent::first_ipv4_by_mac(interfaces.iter().map(|iface| {
+        (
+            iface.hwaddr.as_deref(),
+            iface.addrs.iter().map(|a| a.addr.as_str()),
+        )
+    }))
 }
 
 pub(crate) fn invalid_state(name: &str, state: VmState, wanted: &str) -> HypervisorError {

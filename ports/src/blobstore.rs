@@ -10,6 +10,10 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use vmr_domain::image::{Digest, Repository, Tag};
 
+/// What a store error keeps as its cause: the backend's own error (opendal,
+/// HTTP, a background task), or a sentence where the backend gave none.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What can go wrong in a blob store, in the user's words.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -23,12 +27,53 @@ pub enum StoreError {
     Corrupt { digest: Digest, actual: Digest },
     #[error("size mismatch: expected {expected} bytes, got {actual}")]
     SizeMismatch { expected: u64, actual: u64 },
-    #[error("store is out of space: {0}")]
-    NoSpace(String),
-    #[error("store backend error: {0}")]
-    Backend(String),
+    /// A read or write reaching outside a blob (the caller's mistake):
+    /// `doing` names the range.
+    #[error("{doing}: outside blob {digest} of {size} bytes")]
+    OutOfBounds {
+        doing: String,
+        digest: Digest,
+        size: u64,
+    },
+    /// A writer used again after one of its writes failed (that failure
+    /// was reported then).
+    #[error("blob writer already failed; start a new one")]
+    WriterFailed,
+    /// A store setting that cannot work (`field` is its name in the config).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("store is out of space: {doing}: {source}")]
+    NoSpace {
+        doing: String,
+        #[source]
+        source: Cause,
+    },
+    /// The storage service or the store's machinery failed while `doing`
+    /// something (S3 unreachable or refusing, a background task gone).
+    #[error("store backend error: {doing}: {source}")]
+    Backend {
+        doing: String,
+        #[source]
+        source: Cause,
+    },
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// A backend failure while `doing` something, keeping its cause.
+    pub fn backend(doing: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Backend {
+            doing: doing.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A blocking task of the store that died (it panicked, or the runtime
+    /// is shutting down) while `doing` something.
+    pub fn task(doing: &str, source: tokio::task::JoinError) -> Self {
+        Self::backend(format!("{doing}: background task failed"), source)
+    }
 }
 
 /// A stream of blob bytes.
@@ -70,7 +115,7 @@ pub trait BlobWriter: Send {
                 Ok(buf)
             })
             .await
-            .map_err(|e| StoreError::Backend(format!("reading a passed file: {e}")))??;
+            .map_err(|e| StoreError::task("reading a passed file", e))??;
             if chunk.is_empty() {
                 return Err(StoreError::SizeMismatch {
                     expected: len,
@@ -84,15 +129,39 @@ pub trait BlobWriter: Send {
     }
     /// Bytes written so far (for a resumed writer, including what was there).
     fn written(&self) -> u64;
-    /// Makes the data durable and visible under its digest. With `expected`,
-    /// a different digest is `DigestMismatch` and nothing becomes visible.
-    /// Committing a blob that already exists is not an error.
+    /// Finishes the data and learns its digest, but makes nothing visible
+    /// yet: a caller that must lease the digest before anyone can list the
+    /// blob (another host's garbage collection) does so between `seal` and
+    /// [`SealedBlob::publish`]. With `expected`, a different digest is
+    /// `DigestMismatch` and the data is discarded.
+    async fn seal(
+        self: Box<Self>,
+        expected: Option<&Digest>,
+    ) -> Result<Box<dyn SealedBlob>, StoreError>;
+    /// Makes the data durable and visible under its digest: [`Self::seal`]
+    /// then [`SealedBlob::publish`]. Committing a blob that already exists is
+    /// not an error.
     async fn commit(
         self: Box<Self>,
         expected: Option<&Digest>,
-    ) -> Result<(Digest, u64), StoreError>;
+    ) -> Result<(Digest, u64), StoreError> {
+        self.seal(expected).await?.publish().await
+    }
     /// Discards the data.
     async fn abort(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// A blob whose bytes are complete and verified but not yet visible.
+/// Dropped without `publish`, nothing becomes visible (the temporary goes
+/// as an uncommitted writer's does).
+#[async_trait]
+pub trait SealedBlob: Send {
+    /// The digest the bytes hash to.
+    fn digest(&self) -> &Digest;
+    /// Their length.
+    fn size(&self) -> u64;
+    /// Makes the blob durable and visible under its digest.
+    async fn publish(self: Box<Self>) -> Result<(Digest, u64), StoreError>;
 }
 
 /// A blob whose size and digest are known in advance, written by position

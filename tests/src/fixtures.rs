@@ -74,3 +74,14 @@ pub fn vmfile(dir: &Path, name: &str, disk: &str, format: &str) -> PathBuf {
     std::fs::write(&path, text).expect("write VMFile");
     path
 }
+
+/// A file of a cloud-init ISO, as genisoimage's isoinfo reads it (Joliet).
+pub fn iso_file(iso: &Path, name: &str) -> String {
+    let out = Command::new("isoinfo")
+        .args(["-J", "-x", &format!("/{name}"), "-i"])
+        .arg(iso)
+        .output()
+        .expect("isoinfo (genisoimage) is installed");
+    assert!(out.status.success(), "isoinfo failed on {}", iso.display());
+    String::from_utf8(out.stdout).expect("the seed's files are UTF-8")
+}

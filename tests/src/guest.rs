@@ -99,6 +99,33 @@ impl Setup {
     }
 }
 
+/// Runs `vmr ARGS` (an exec in `vm`) until it succeeds, within the boot's
+/// deadline; every failure before must say that `vm`'s guest agent is not
+/// answering. Returns those refusals.
+pub fn wait_for_agent(daemon: &Daemon, args: &[&str], vm: &str) -> Vec<String> {
+    let begun = Instant::now();
+    let mut refusals = Vec::new();
+    loop {
+        let out = daemon.vmr(args);
+        if out.success() {
+            return refusals;
+        }
+        let err = out.stderr();
+        assert!(
+            err.contains(vm) && err.contains("guest agent"),
+            "exec before the agent is up: {err}"
+        );
+        refusals.push(err);
+        assert!(
+            begun.elapsed() < BOOT_DEADLINE,
+            "the guest agent of {vm} did not answer within {:?}: {:?}",
+            BOOT_DEADLINE,
+            refusals.last()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// A VM's serial console log in a daemon's store.
 pub fn console_log(daemon: &Daemon, vm: &str) -> PathBuf {
     daemon.store.join("runtime").join(vm).join("console.log")

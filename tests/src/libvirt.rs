@@ -32,6 +32,13 @@ pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..6].to_owned()
 }
 
+/// The first three octets of a /24 picked from `sfx` (a [`unique_suffix`]),
+/// unlikely to clash with other tests' networks on the same host.
+pub fn subnet_prefix(sfx: &str) -> String {
+    let n = u32::from_str_radix(&sfx[..4], 16).expect("a hex suffix");
+    format!("10.{}.{}", 100 + n % 100, (n / 100) % 250)
+}
+
 /// Runs `virsh -c URI ARGS`.
 pub fn virsh(uri: &str, args: &[&str]) -> Output {
     Command::new("virsh")

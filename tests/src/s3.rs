@@ -114,11 +114,14 @@ impl S3Bucket {
 }
 
 impl S3Bucket {
-    /// Every object under `prefix` with its bytes, read behind the store
-    /// (the shared-lease records of docs/shared-bucket.md, say).
-    pub fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    /// Runs `job` on an operator on the bucket, behind the store, in a thread
+    /// and runtime of its own (callers may be inside a test's runtime).
+    fn behind_the_store<T, F>(&self, job: impl FnOnce(opendal::Operator) -> F + Send + 'static) -> T
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T>,
+    {
         let settings = self.settings();
-        let prefix = prefix.to_owned();
         std::thread::spawn(move || {
             let _ = rustls::crypto::ring::default_provider().install_default();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -130,26 +133,64 @@ impl S3Bucket {
                 let store = vmr_adapters::blobstore::OpendalStore::s3(settings, local.path())
                     .await
                     .expect("open the bucket");
-                let op = store.operator();
-                let mut out = Vec::new();
-                for entry in op
-                    .list_with(&prefix)
-                    .recursive(true)
-                    .await
-                    .unwrap_or_default()
-                {
-                    if entry.metadata().is_dir() {
-                        continue;
-                    }
-                    if let Ok(bytes) = op.read(entry.path()).await {
-                        out.push((entry.path().to_owned(), bytes.to_vec()));
-                    }
-                }
-                out
+                job(store.operator().clone()).await
             })
         })
         .join()
-        .expect("reading the bucket")
+        .expect("reaching the bucket")
+    }
+
+    /// Every object under `prefix` with its bytes, read behind the store
+    /// (the shared-lease records of docs/shared-bucket.md, say).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let prefix = prefix.to_owned();
+        self.behind_the_store(|op| async move {
+            let mut out = Vec::new();
+            for entry in op
+                .list_with(&prefix)
+                .recursive(true)
+                .await
+                .unwrap_or_default()
+            {
+                if entry.metadata().is_dir() {
+                    continue;
+                }
+                if let Ok(bytes) = op.read(entry.path()).await {
+                    out.push((entry.path().to_owned(), bytes.to_vec()));
+                }
+            }
+            out
+        })
+    }
+
+    /// Writes `objects` (key, bytes) behind the store, or with `None` as the
+    /// bytes deletes the key (standing in for what other hosts write).
+    pub fn write_objects(&self, objects: Vec<(String, Option<Vec<u8>>)>) {
+        self.behind_the_store(|op| async move {
+            for (key, bytes) in objects {
+                match bytes {
+                    Some(bytes) => op.write(&key, bytes).await.map(drop),
+                    None => op.delete(&key).await,
+                }
+                .unwrap_or_else(|e| panic!("writing {key}: {e}"));
+            }
+        });
+    }
+
+    /// The `Last-Modified` the server gives `key` (`None`: no such object).
+    pub fn last_modified(&self, key: &str) -> Option<std::time::SystemTime> {
+        let key = key.to_owned();
+        self.behind_the_store(|op| async move {
+            let meta = op.stat(&key).await.ok()?;
+            meta.last_modified().map(std::time::SystemTime::from)
+        })
+    }
+
+    /// The server's time now: the `Last-Modified` of a probe object written
+    /// now (`probe/now`, deleted with the bucket).
+    pub fn server_now(&self) -> std::time::SystemTime {
+        self.write_objects(vec![("probe/now".to_owned(), Some(Vec::new()))]);
+        self.last_modified("probe/now").expect("the probe object")
     }
 }
 

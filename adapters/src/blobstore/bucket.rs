@@ -126,7 +126,7 @@ impl BucketLeases {
         format!("{COLLECTIONS_DIR}/{}/", self.host)
     }
 
-    fn error(doing: &str, err: &opendal::Error) -> StoreError {
+    fn error(doing: &str, err: opendal::Error) -> StoreError {
         backend_error(doing, err)
     }
 
@@ -138,7 +138,7 @@ impl BucketLeases {
         let entries = match self.op.list_with(prefix).recursive(true).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Self::error(&format!("listing {prefix}"), &e)),
+            Err(e) => return Err(Self::error(&format!("listing {prefix}"), e)),
         };
         let mut out = BTreeMap::new();
         for entry in entries {
@@ -155,7 +155,7 @@ impl BucketLeases {
                         None => continue,
                     },
                     Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Self::error("reading a lease's time", &e)),
+                    Err(e) => return Err(Self::error("reading a lease's time", e)),
                 },
             };
             out.insert(entry.path().to_owned(), modified);
@@ -172,15 +172,15 @@ impl BucketLeases {
         self.op
             .write(key, body)
             .await
-            .map_err(|e| Self::error(&format!("writing {key}"), &e))?;
+            .map_err(|e| Self::error(&format!("writing {key}"), e))?;
         let meta = self
             .op
             .stat(key)
             .await
-            .map_err(|e| Self::error(&format!("reading back {key}"), &e))?;
+            .map_err(|e| Self::error(&format!("reading back {key}"), e))?;
         meta.last_modified()
             .map(stamp)
-            .ok_or_else(|| StoreError::Backend(format!("{key}: the server gave no Last-Modified")))
+            .ok_or_else(|| StoreError::backend(key, "the server gave no Last-Modified"))
     }
 
     /// The server's time now, by renewing this host's record.
@@ -201,7 +201,7 @@ impl BucketLeases {
             digests: record.digests.iter().cloned().collect(),
             images: record.images.iter().cloned().collect(),
         })
-        .map_err(|e| StoreError::Backend(format!("encoding the lease record: {e}")))
+        .map_err(|e| StoreError::backend("encoding the lease record", e))
     }
 
     fn live(&self, modified: jiff::Timestamp, now: jiff::Timestamp) -> bool {
@@ -220,7 +220,7 @@ impl BucketLeases {
             let bytes = match self.op.read(&key).await {
                 Ok(bytes) => bytes.to_vec(),
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::error(&format!("reading {key}"), &e)),
+                Err(e) => return Err(Self::error(&format!("reading {key}"), e)),
             };
             match serde_json::from_slice::<RecordFile>(&bytes) {
                 Ok(record) => {
@@ -319,7 +319,7 @@ impl SharedLeases for BucketLeases {
             self.op
                 .write(&self.record_key(), body.clone())
                 .await
-                .map_err(|e| Self::error("writing this host's lease record", &e))?;
+                .map_err(|e| Self::error("writing this host's lease record", e))?;
             *last = body;
         }
         self.wait_for_collections().await
@@ -355,7 +355,7 @@ impl SharedLeases for BucketLeases {
             .write(&view.id, self.host.clone().into_bytes())
             .await
             .map(drop)
-            .map_err(|e| Self::error("renewing the collection's announcement", &e))
+            .map_err(|e| Self::error("renewing the collection's announcement", e))
     }
 
     async fn end_collection(&self, view: CollectionView) -> Result<usize, StoreError> {
@@ -363,7 +363,7 @@ impl SharedLeases for BucketLeases {
         self.op
             .delete(&view.id)
             .await
-            .map_err(|e| Self::error("withdrawing the collection's announcement", &e))?;
+            .map_err(|e| Self::error("withdrawing the collection's announcement", e))?;
         let mut removed = 0;
         for expired in self.expired_at(now).await? {
             // Re-read just before: a host that came back renewed it.
@@ -395,6 +395,6 @@ impl SharedLeases for BucketLeases {
         self.op
             .delete(&self.record_key())
             .await
-            .map_err(|e| Self::error("removing this host's lease record", &e))
+            .map_err(|e| Self::error("removing this host's lease record", e))
     }
 }

@@ -34,7 +34,10 @@ struct Doing {
 /// A local I/O error while `doing` something.
 pub(crate) fn io_error(doing: &str, err: io::Error) -> StoreError {
     if is_no_space(&err) {
-        return StoreError::NoSpace(format!("{doing}: {err}"));
+        return StoreError::NoSpace {
+            doing: doing.to_owned(),
+            source: Box::new(err),
+        };
     }
     let kind = err.kind();
     StoreError::Io(io::Error::new(
@@ -47,11 +50,14 @@ pub(crate) fn io_error(doing: &str, err: io::Error) -> StoreError {
 }
 
 /// An opendal error while `doing` something.
-pub(crate) fn backend_error(doing: &str, err: &opendal::Error) -> StoreError {
-    if is_no_space(err) {
-        return StoreError::NoSpace(format!("{doing}: {err}"));
+pub(crate) fn backend_error(doing: &str, err: opendal::Error) -> StoreError {
+    if is_no_space(&err) {
+        return StoreError::NoSpace {
+            doing: doing.to_owned(),
+            source: Box::new(err),
+        };
     }
-    StoreError::Backend(format!("{doing}: {err}"))
+    StoreError::backend(doing, err)
 }
 
 /// An error from an opendal byte stream (opendal wraps its errors in
@@ -62,16 +68,14 @@ pub(crate) fn stream_error(doing: &str, err: io::Error) -> StoreError {
         .is_some_and(|inner| inner.is::<opendal::Error>())
     {
         if is_no_space(&err) {
-            return StoreError::NoSpace(format!("{doing}: {err}"));
+            return StoreError::NoSpace {
+                doing: doing.to_owned(),
+                source: Box::new(err),
+            };
         }
-        return StoreError::Backend(format!("{doing}: {err}"));
+        return StoreError::backend(doing, err);
     }
     io_error(doing, err)
-}
-
-/// A blocking task that died (it panicked or the runtime is shutting down).
-pub(crate) fn task_error(doing: &str, err: &tokio::task::JoinError) -> StoreError {
-    StoreError::Backend(format!("{doing}: background task failed: {err}"))
 }
 
 #[cfg(test)]
@@ -82,11 +86,20 @@ mod tests {
     fn full_disk_is_no_space() {
         let err = io_error("writing blob", io::Error::from(io::ErrorKind::StorageFull));
         assert!(
-            matches!(err, StoreError::NoSpace(ref m) if m.starts_with("writing blob")),
+            matches!(err, StoreError::NoSpace { ref doing, .. } if doing == "writing blob"),
             "{err}"
         );
+        assert!(
+            err.to_string()
+                .starts_with("store is out of space: writing blob: "),
+            "{err}"
+        );
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the cause is kept"
+        );
         let err = io_error("writing blob", io::Error::from_raw_os_error(28));
-        assert!(matches!(err, StoreError::NoSpace(_)), "{err}");
+        assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
         let err = io_error(
             "writing blob",
             io::Error::from(io::ErrorKind::PermissionDenied),
@@ -98,8 +111,19 @@ mod tests {
     fn opendal_errors_keep_a_full_disk_visible() {
         let err = opendal::Error::new(opendal::ErrorKind::Unexpected, "write failed")
             .set_source(io::Error::from_raw_os_error(28));
-        assert!(matches!(backend_error("x", &err), StoreError::NoSpace(_)));
+        assert!(matches!(
+            backend_error("x", err),
+            StoreError::NoSpace { .. }
+        ));
         let err = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "denied");
-        assert!(matches!(backend_error("x", &err), StoreError::Backend(_)));
+        let err = backend_error("x", err);
+        assert!(matches!(err, StoreError::Backend { .. }), "{err}");
+        let cause = std::error::Error::source(&err).expect("the opendal error is kept");
+        assert_eq!(
+            cause
+                .downcast_ref::<opendal::Error>()
+                .map(opendal::Error::kind),
+            Some(opendal::ErrorKind::PermissionDenied)
+        );
     }
 }

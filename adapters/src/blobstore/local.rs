@@ -105,12 +105,27 @@ const PERSIST_ATTEMPTS: usize = 8;
 
 /// Creates `parent` and renames `temp` to `target` in it. Deleting another
 /// tag of the same repository prunes directories that look empty, which
-/// may remove `parent` between its creation and the rename (ENOENT): the
-/// directory is then created again and the rename retried.
+/// may remove `parent` between its creation and the rename (ENOENT), or
+/// inside `create_dir_all` itself, between a mkdir that found the directory
+/// there (EEXIST) and its check that it is one: the directory is then
+/// created again and the rename retried.
 fn persist_into_dir(mut temp: TempFile, parent: &Path, target: &Path) -> io::Result<()> {
     let mut attempt = 1;
     loop {
-        fs::create_dir_all(parent)?;
+        match fs::create_dir_all(parent) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotFound
+                ) && attempt < PERSIST_ATTEMPTS =>
+            {
+                tracing::debug!(dir = %parent.display(), attempt, "directory pruned while being created, retrying");
+                attempt += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         match temp.try_persist(target) {
             Ok(()) => return Ok(()),
             Err((back, e)) if e.kind() == io::ErrorKind::NotFound && attempt < PERSIST_ATTEMPTS => {
@@ -175,7 +190,7 @@ pub(crate) async fn copy_file_to(
         writer
             .write(buffer.freeze())
             .await
-            .map_err(|e| backend_error(doing, &e))?;
+            .map_err(|e| backend_error(doing, e))?;
     }
 }
 

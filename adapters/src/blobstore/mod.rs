@@ -90,11 +90,12 @@ impl OpendalStore {
     /// and `tmp/` for temporaries.
     pub fn filesystem(root: impl AsRef<Path>) -> Result<Self, StoreError> {
         let root = local::prepare_root(root.as_ref())?;
-        let root_str = root.to_str().ok_or_else(|| {
-            StoreError::Backend(format!("fs-path {}: not valid UTF-8", root.display()))
+        let root_str = root.to_str().ok_or_else(|| StoreError::Invalid {
+            field: "fs-path".to_owned(),
+            reason: format!("{} is not valid UTF-8", root.display()),
         })?;
         let op = Operator::new(opendal::services::Fs::default().root(root_str))
-            .map_err(|e| backend_error(&format!("fs-path {}", root.display()), &e))?;
+            .map_err(|e| backend_error(&format!("fs-path {}", root.display()), e))?;
         Ok(Self::assemble(
             op,
             root.join(local::TEMP_DIR),
@@ -134,7 +135,7 @@ impl OpendalStore {
     /// land in a scratch directory removed with the last clone of the store.
     pub fn memory() -> Result<Self, StoreError> {
         let op = Operator::new(opendal::services::Memory::default())
-            .map_err(|e| backend_error("memory store", &e))?;
+            .map_err(|e| backend_error("memory store", e))?;
         let scratch = tempfile::Builder::new()
             .prefix("vmr-memory-store-")
             .tempdir()
@@ -193,7 +194,7 @@ impl OpendalStore {
 }
 
 impl Inner {
-    fn not_found(&self, digest: &Digest, doing: &str, err: &opendal::Error) -> StoreError {
+    fn not_found(&self, digest: &Digest, doing: &str, err: opendal::Error) -> StoreError {
         if err.kind() == ErrorKind::NotFound {
             StoreError::BlobNotFound(digest.clone())
         } else {
@@ -206,7 +207,7 @@ impl Inner {
             .op
             .stat(&blob_key(digest))
             .await
-            .map_err(|e| self.not_found(digest, "reading blob", &e))?;
+            .map_err(|e| self.not_found(digest, "reading blob", e))?;
         Ok(meta.content_length())
     }
 
@@ -233,11 +234,11 @@ impl Inner {
             .chunk(chunk)
             .concurrent(concurrency)
             .await
-            .map_err(|e| self.not_found(digest, "reading blob", &e))?;
+            .map_err(|e| self.not_found(digest, "reading blob", e))?;
         let stream = reader
             .into_bytes_stream(range)
             .await
-            .map_err(|e| self.not_found(digest, "reading blob", &e))?;
+            .map_err(|e| self.not_found(digest, "reading blob", e))?;
         let doing = format!("reading blob {digest}");
         Ok(stream.map_err(move |e| stream_error(&doing, e)).boxed())
     }
@@ -272,7 +273,7 @@ impl Inner {
         repository: &Repository,
         tag: &Tag,
         doing: &str,
-        err: &opendal::Error,
+        err: opendal::Error,
     ) -> StoreError {
         if err.kind() == ErrorKind::NotFound {
             StoreError::ManifestNotFound {
@@ -352,7 +353,7 @@ impl BlobStore for OpendalStore {
             .op
             .read(&blob_key(digest))
             .await
-            .map_err(|e| self.inner.not_found(digest, "reading blob", &e))?;
+            .map_err(|e| self.inner.not_found(digest, "reading blob", e))?;
         verify::check_bytes(digest, buffer.to_bytes()).await
     }
 
@@ -372,10 +373,11 @@ impl BlobStore for OpendalStore {
                     .raw_stream(digest, range.start..range.end.min(size))
                     .await
             }
-            Some(range) => Err(StoreError::Backend(format!(
-                "range {}..{} is outside blob {digest} of {size} bytes",
-                range.start, range.end
-            ))),
+            Some(range) => Err(StoreError::OutOfBounds {
+                doing: format!("reading range {}..{}", range.start, range.end),
+                digest: digest.clone(),
+                size,
+            }),
         }
     }
 
@@ -391,7 +393,7 @@ impl BlobStore for OpendalStore {
             .op
             .delete(&blob_key(digest))
             .await
-            .map_err(|e| backend_error(&format!("deleting blob {digest}"), &e))?;
+            .map_err(|e| backend_error(&format!("deleting blob {digest}"), e))?;
         if let Backend::Remote { cache_dir, .. } = &inner.backend {
             let copy = cache_dir.join(digest.hex());
             spawn_io("removing a cached blob", move || cached::remove(&copy)).await?;
@@ -404,7 +406,7 @@ impl BlobStore for OpendalStore {
         let entries = match op.list(&format!("{BLOBS_DIR}/")).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(backend_error("listing blobs", &e)),
+            Err(e) => return Err(backend_error("listing blobs", e)),
         };
         let mut blobs = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -447,7 +449,7 @@ impl BlobStore for OpendalStore {
                 .write(&key, manifest)
                 .await
                 .map(drop)
-                .map_err(|e| inner.manifest_error(repository, tag, "writing manifest", &e)),
+                .map_err(|e| inner.manifest_error(repository, tag, "writing manifest", e)),
         }
     }
 
@@ -469,7 +471,7 @@ impl BlobStore for OpendalStore {
             .op
             .read(&manifest_key(repository, tag))
             .await
-            .map_err(|e| inner.manifest_error(repository, tag, "reading manifest", &e))?;
+            .map_err(|e| inner.manifest_error(repository, tag, "reading manifest", e))?;
         Ok(buffer.to_bytes())
     }
 
@@ -480,7 +482,7 @@ impl BlobStore for OpendalStore {
             .op
             .delete(&key)
             .await
-            .map_err(|e| inner.manifest_error(repository, tag, "deleting manifest", &e))?;
+            .map_err(|e| inner.manifest_error(repository, tag, "deleting manifest", e))?;
         if let Backend::Filesystem { root } = &inner.backend {
             local::prune_empty_dirs(root, &key).await?;
         }
@@ -492,7 +494,7 @@ impl BlobStore for OpendalStore {
             let root = root.clone();
             return tokio::task::spawn_blocking(move || local::list_manifest_keys(&root))
                 .await
-                .map_err(|e| StoreError::Backend(format!("listing manifests: {e}")))?;
+                .map_err(|e| StoreError::task("listing manifests", e))?;
         }
         let entries = match self
             .inner
@@ -503,7 +505,7 @@ impl BlobStore for OpendalStore {
         {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(backend_error("listing manifests", &e)),
+            Err(e) => return Err(backend_error("listing manifests", e)),
         };
         let mut manifests: Vec<_> = entries
             .iter()

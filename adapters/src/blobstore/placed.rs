@@ -139,12 +139,11 @@ impl PlacedWriter for Placed {
     async fn write_at(&self, offset: u64, bytes: Bytes) -> Result<(), StoreError> {
         let end = offset.checked_add(bytes.len() as u64);
         if end.is_none_or(|end| end > self.size) {
-            return Err(StoreError::Backend(format!(
-                "writing {} bytes at offset {offset} of blob {}: past its size {}",
-                bytes.len(),
-                self.expected,
-                self.size
-            )));
+            return Err(StoreError::OutOfBounds {
+                doing: format!("writing {} bytes at offset {offset}", bytes.len()),
+                digest: self.expected.clone(),
+                size: self.size,
+            });
         }
         if bytes.is_empty() {
             return Ok(());
@@ -161,10 +160,11 @@ impl PlacedWriter for Placed {
             return Ok(());
         }
         if range.end > self.size {
-            return Err(StoreError::Backend(format!(
-                "settling bytes {}..{} of blob {}: past its size {}",
-                range.start, range.end, self.expected, self.size
-            )));
+            return Err(StoreError::OutOfBounds {
+                doing: format!("settling bytes {}..{}", range.start, range.end),
+                digest: self.expected.clone(),
+                size: self.size,
+            });
         }
         let file = Arc::clone(&self.file);
         let hashed = Arc::clone(&self.hashed);

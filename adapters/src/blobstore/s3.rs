@@ -11,7 +11,7 @@ use opendal::services::S3;
 use opendal::{ErrorKind, HttpTransporter, Operator};
 use opendal_http_transport_reqwest::ReqwestTransport;
 use sha2::{Digest as _, Sha256};
-use vmr_ports::blobstore::StoreError;
+use vmr_ports::blobstore::{Cause, StoreError};
 
 use super::layout::BLOBS_DIR;
 
@@ -81,12 +81,12 @@ impl S3Settings {
         Some((self.access_key.as_deref()?, self.secret_key.as_deref()?))
     }
 
-    pub(crate) fn error(&self, reason: impl fmt::Display) -> StoreError {
-        StoreError::Backend(format!(
-            "S3 bucket {} at {}: {reason}",
-            self.bucket,
-            self.endpoint()
-        ))
+    /// A failure of the bucket while `doing` something, keeping its cause.
+    pub(crate) fn error(&self, doing: impl fmt::Display, cause: impl Into<Cause>) -> StoreError {
+        StoreError::backend(
+            format!("S3 bucket {} at {}: {doing}", self.bucket, self.endpoint()),
+            cause,
+        )
     }
 }
 
@@ -97,9 +97,10 @@ pub(crate) async fn connect(
     settings: &S3Settings,
 ) -> Result<(Operator, reqwest::Client), StoreError> {
     if settings.bucket.is_empty() {
-        return Err(StoreError::Backend(
-            "s3-bucket: must not be empty with S3 storage".to_owned(),
-        ));
+        return Err(StoreError::Invalid {
+            field: "s3-bucket".to_owned(),
+            reason: "must not be empty with S3 storage".to_owned(),
+        });
     }
     let client = http_client(settings)?;
     let op = operator(settings, &client)?;
@@ -126,7 +127,7 @@ pub(crate) fn operator(
             .disable_config_load()
             .disable_ec2_metadata();
     }
-    let op = Operator::new(builder).map_err(|e| settings.error(e))?;
+    let op = Operator::new(builder).map_err(|e| settings.error("configuring the client", e))?;
     let transport = HttpTransporter::new(ReqwestTransport::new(client.clone()));
     let context = op.context().with_http_transport(transport);
     Ok(op.with_context(context))
@@ -170,9 +171,10 @@ async fn create_bucket(client: &reqwest::Client, settings: &S3Settings) -> Resul
     } else {
         ""
     };
-    Err(settings.error(format_args!(
-        "creating the bucket failed: {status} {code}: {message}{hint}"
-    )))
+    Err(settings.error(
+        "creating the bucket failed",
+        format!("{status} {code}: {message}{hint}"),
+    ))
 }
 
 /// Sends one request that opendal has no call for (CreateBucket,
@@ -191,7 +193,7 @@ pub(crate) async fn send_signed(
         .uri(url)
         .header("x-amz-content-sha256", hex::encode(Sha256::digest(&body)))
         .body(())
-        .map_err(|e| settings.error(format_args!("bad endpoint URL {url}: {e}")))?
+        .map_err(|e| settings.error(format_args!("bad endpoint URL {url}"), e))?
         .into_parts();
     if let Some((access_key, secret_key)) = settings.keys() {
         let signer = reqsign_core::Signer::new(
@@ -202,7 +204,7 @@ pub(crate) async fn send_signed(
         signer
             .sign(&mut head, None)
             .await
-            .map_err(|e| settings.error(format_args!("signing the {what} request: {e}")))?;
+            .map_err(|e| settings.error(format_args!("signing the {what} request"), e))?;
     }
     client
         .request(method, url)
@@ -210,7 +212,7 @@ pub(crate) async fn send_signed(
         .body(body)
         .send()
         .await
-        .map_err(|e| settings.error(format_args!("{what}: cannot reach the endpoint: {e}")))
+        .map_err(|e| settings.error(format_args!("{what}: cannot reach the endpoint"), e))
 }
 
 /// An HTTP client for the hand-made requests.
@@ -218,7 +220,7 @@ pub(crate) fn http_client(settings: &S3Settings) -> Result<reqwest::Client, Stor
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
-        .map_err(|e| settings.error(format_args!("building the HTTP client: {e}")))
+        .map_err(|e| settings.error("building the HTTP client", e))
 }
 
 /// Lists one key, so bad credentials or a missing bucket fail the start.
@@ -236,16 +238,18 @@ async fn probe(op: &Operator, settings: &S3Settings) -> Result<(), StoreError> {
     tracing::debug!(bucket = %settings.bucket, error = %e, "S3 bucket probe failed");
     let reason = e.message();
     if e.kind() == ErrorKind::PermissionDenied {
-        Err(settings.error(format_args!(
-            "access denied (check s3-access-key and s3-secret-key): {reason}"
-        )))
+        Err(settings.error(
+            "access denied (check s3-access-key and s3-secret-key)",
+            reason.to_owned(),
+        ))
     } else if e.kind() == ErrorKind::NotFound || reason.contains("NoSuchBucket") {
-        Err(settings.error(format_args!(
+        Err(settings.error(
             "the bucket does not exist (create it, or let vmrd create it by dropping \
-             s3-skip-bucket-creation): {reason}"
-        )))
+             s3-skip-bucket-creation)",
+            reason.to_owned(),
+        ))
     } else {
-        Err(settings.error(format_args!("cannot list the bucket: {e}")))
+        Err(settings.error("cannot list the bucket", e))
     }
 }
 

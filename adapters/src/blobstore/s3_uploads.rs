@@ -95,16 +95,18 @@ pub(crate) async fn list_uploads(
         let text = response
             .text()
             .await
-            .map_err(|e| settings.error(format_args!("ListMultipartUploads: {e}")))?;
+            .map_err(|e| settings.error("ListMultipartUploads", e))?;
         if !status.is_success() {
-            return Err(settings.error(format_args!(
-                "listing unfinished uploads failed: {status} {}",
-                xml_element(&text, "Message").unwrap_or(text.trim())
-            )));
+            return Err(settings.error(
+                "listing unfinished uploads failed",
+                format!(
+                    "{status} {}",
+                    xml_element(&text, "Message").unwrap_or(text.trim())
+                ),
+            ));
         }
-        let page: ListResult = quick_xml::de::from_str(&text).map_err(|e| {
-            settings.error(format_args!("ListMultipartUploads: unreadable answer: {e}"))
-        })?;
+        let page: ListResult = quick_xml::de::from_str(&text)
+            .map_err(|e| settings.error("ListMultipartUploads: unreadable answer", e))?;
         for upload in page.upload {
             let age = upload
                 .initiated
@@ -175,10 +177,13 @@ async fn delete_if_present(
         return Ok(());
     }
     let text = response.text().await.unwrap_or_default();
-    Err(settings.error(format_args!(
-        "{what} failed: {status} {}",
-        xml_element(&text, "Message").unwrap_or(text.trim())
-    )))
+    Err(settings.error(
+        format_args!("{what} failed"),
+        format!(
+            "{status} {}",
+            xml_element(&text, "Message").unwrap_or(text.trim())
+        ),
+    ))
 }
 
 /// Aborts every unfinished upload older than `expiry`; returns how many.
@@ -207,19 +212,19 @@ pub async fn delete_bucket(settings: &S3Settings) -> Result<(), StoreError> {
     let mut lister = match op.lister_with("/").recursive(true).await {
         Ok(lister) => lister,
         Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(settings.error(format_args!("listing the bucket: {e}"))),
+        Err(e) => return Err(settings.error("listing the bucket", e)),
     };
     loop {
         let entry = match lister.try_next().await {
             Ok(Some(entry)) => entry,
             Ok(None) => break,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(settings.error(format_args!("listing the bucket: {e}"))),
+            Err(e) => return Err(settings.error("listing the bucket", e)),
         };
         if !entry.metadata().is_dir() {
             op.delete(entry.path())
                 .await
-                .map_err(|e| settings.error(format_args!("emptying the bucket: {e}")))?;
+                .map_err(|e| settings.error("emptying the bucket", e))?;
         }
     }
     if let Ok(uploads) = list_uploads(&client, settings).await {

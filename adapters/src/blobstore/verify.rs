@@ -11,8 +11,6 @@ use tokio::task::JoinHandle;
 use vmr_domain::image::Digest;
 use vmr_ports::blobstore::{ByteStream, StoreError};
 
-use super::error::task_error;
-
 /// Chunks queued for the hashing thread.
 const QUEUE_DEPTH: usize = 4;
 /// Below this, hashing inline costs less than a trip to a blocking thread.
@@ -51,7 +49,10 @@ pub(crate) fn verified(digest: Digest, inner: ByteStream) -> ByteStream {
                     None => false,
                 };
                 if !hashed {
-                    let error = StoreError::Backend(format!("hashing blob {} stopped", state.digest));
+                    let error = StoreError::backend(
+                        format!("hashing blob {}", state.digest),
+                        "the hashing task stopped",
+                    );
                     return Some((Err(error), None));
                 }
                 Some((Ok(chunk), Some(state)))
@@ -61,7 +62,7 @@ pub(crate) fn verified(digest: Digest, inner: ByteStream) -> ByteStream {
                 drop(state.to_hasher.take());
                 let hasher = match state.hasher.take()?.await {
                     Ok(hasher) => hasher,
-                    Err(e) => return Some((Err(task_error("hashing blob", &e)), None)),
+                    Err(e) => return Some((Err(StoreError::task("hashing blob", e)), None)),
                 };
                 let actual = Digest::from_hasher(hasher);
                 if actual == state.digest {
@@ -87,7 +88,7 @@ pub(crate) async fn check_bytes(digest: &Digest, bytes: Bytes) -> Result<Bytes, 
             (bytes, actual)
         })
         .await
-        .map_err(|e| task_error("hashing blob", &e))?
+        .map_err(|e| StoreError::task("hashing blob", e))?
     };
     if actual == *digest {
         Ok(bytes)

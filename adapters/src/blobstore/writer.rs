@@ -1,14 +1,14 @@
 //! Writing blobs: a writer spools and hashes (see `spool`), checks the
-//! digest on commit, and publishes the verified temporary: an atomic rename
-//! on the filesystem, or an upload then a rename into the local cache on S3
-//! and memory.
+//! digest when sealed, and publishes the verified temporary: an atomic
+//! rename on the filesystem, or an upload then a rename into the local cache
+//! on S3 and memory.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use vmr_domain::image::Digest;
-use vmr_ports::blobstore::{BlobWriter, StoreError};
+use vmr_ports::blobstore::{BlobWriter, SealedBlob, StoreError};
 
 use super::error::backend_error;
 use super::layout::{BLOBS_DIR, blob_key};
@@ -37,10 +37,10 @@ impl BlobWriter for StoreWriter {
         self.spool.written()
     }
 
-    async fn commit(
+    async fn seal(
         self: Box<Self>,
         expected: Option<&Digest>,
-    ) -> Result<(Digest, u64), StoreError> {
+    ) -> Result<Box<dyn SealedBlob>, StoreError> {
         let Self {
             store,
             spool,
@@ -63,13 +63,47 @@ impl BlobWriter for StoreWriter {
                 actual: digest,
             });
         }
-        store.publish(temp, &digest, size).await?;
-        tracing::debug!(%digest, size, "blob committed");
-        Ok((digest, size))
+        Ok(Box::new(Sealed {
+            store,
+            temp,
+            digest,
+            size,
+        }))
     }
 
     async fn abort(self: Box<Self>) -> Result<(), StoreError> {
         self.spool.abort().await
+    }
+}
+
+/// A verified temporary, published on request (its drop removes it).
+struct Sealed {
+    store: Arc<Inner>,
+    temp: TempFile,
+    digest: Digest,
+    size: u64,
+}
+
+#[async_trait]
+impl SealedBlob for Sealed {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn publish(self: Box<Self>) -> Result<(Digest, u64), StoreError> {
+        let Self {
+            store,
+            temp,
+            digest,
+            size,
+        } = *self;
+        store.publish(temp, &digest, size).await?;
+        tracing::debug!(%digest, size, "blob committed");
+        Ok((digest, size))
     }
 }
 
@@ -121,17 +155,14 @@ impl Inner {
             Some((chunk, concurrency)) => writer.chunk(chunk).concurrent(concurrency),
             None => writer,
         };
-        let mut writer = writer.await.map_err(|e| backend_error(&doing, &e))?;
+        let mut writer = writer.await.map_err(|e| backend_error(&doing, e))?;
         if let Err(e) = local::copy_file_to(temp.path(), &mut writer, &doing).await {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(%digest, error = %abort, "aborting the blob upload failed");
             }
             return Err(e);
         }
-        writer
-            .close()
-            .await
-            .map_err(|e| backend_error(&doing, &e))?;
+        writer.close().await.map_err(|e| backend_error(&doing, e))?;
         Ok(temp)
     }
 }

@@ -215,7 +215,8 @@ async fn a_wrong_secret_key_is_a_clear_error() {
             ..wrong.clone()
         };
         match open(&wrong, local.path()).await {
-            Err(StoreError::Backend(message)) => {
+            Err(e @ StoreError::Backend { .. }) => {
+                let message = e.to_string();
                 assert!(message.contains(&settings.bucket), "{message}");
                 assert!(
                     message.contains("check s3-access-key and s3-secret-key"),
@@ -237,7 +238,8 @@ async fn a_missing_bucket_is_a_clear_error_when_creation_is_skipped() {
         ..settings
     };
     match open(&settings, local.path()).await {
-        Err(StoreError::Backend(message)) => {
+        Err(e @ StoreError::Backend { .. }) => {
+            let message = e.to_string();
             assert!(message.contains(&settings.bucket), "{message}");
             assert!(message.contains("the bucket does not exist"), "{message}");
         }
@@ -306,10 +308,36 @@ async fn a_dropped_guard_deletes_its_bucket_and_everything_in_it() {
         ..settings
     };
     match open(&gone, local.path()).await {
-        Err(StoreError::Backend(message)) => {
+        Err(e @ StoreError::Backend { .. }) => {
+            let message = e.to_string();
             assert!(message.contains("the bucket does not exist"), "{message}");
         }
         Err(other) => panic!("expected a backend error, got {other:?}"),
         Ok(store) => panic!("the bucket is still there: {}", store.describe()),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_backend_error_keeping_the_http_cause() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Port 1 on loopback: nothing listens there, the connection is refused.
+    let settings = S3Settings {
+        bucket: fresh_bucket(),
+        endpoint: Some("http://127.0.0.1:1".to_owned()),
+        access_key: Some("key".to_owned()),
+        secret_key: Some("secret".to_owned()),
+        ..S3Settings::default()
+    };
+    let local = tempfile::tempdir().unwrap();
+    match open(&settings, local.path()).await {
+        Err(e @ StoreError::Backend { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains(&settings.bucket), "{message}");
+            assert!(message.contains("cannot reach the endpoint"), "{message}");
+            let cause = std::error::Error::source(&e).expect("the cause is kept");
+            assert!(cause.is::<reqwest::Error>(), "{cause:?}");
+        }
+        Err(other) => panic!("expected a backend error, got {other:?}"),
+        Ok(store) => panic!("an unreachable endpoint was accepted: {}", store.describe()),
     }
 }

@@ -40,6 +40,7 @@ macro_rules! suite {
             manifests_with_nested_repositories,
             wrong_expected_digest_leaves_nothing,
             dropped_and_aborted_writers_leave_nothing,
+            a_sealed_blob_is_invisible_until_published,
             same_content_twice_is_one_blob,
             corruption_is_reported,
             resume_continues_a_partial_blob,
@@ -308,6 +309,41 @@ pub async fn wrong_expected_digest_leaves_nothing(h: &impl Harness) {
     // The right expectation commits.
     let digest = Digest::of(&bytes);
     assert_eq!(put(store, &bytes, Some(&digest)).await.unwrap().0, digest);
+}
+
+pub async fn a_sealed_blob_is_invisible_until_published(h: &impl Harness) {
+    let store = h.store();
+    let bytes = data(3 * 1024 * 1024 + 5, 14);
+    let digest = Digest::of(&bytes);
+
+    let mut writer = store.begin_blob().await.unwrap();
+    writer.write(Bytes::copy_from_slice(&bytes)).await.unwrap();
+    let sealed = writer.seal(None).await.unwrap();
+    assert_eq!(sealed.digest(), &digest);
+    assert_eq!(sealed.size(), bytes.len() as u64);
+    assert!(!store.blob_exists(&digest).await.unwrap());
+    assert!(store.list_blobs().await.unwrap().is_empty());
+    // Dropped unpublished: nothing visible, no temporary left.
+    drop(sealed);
+    assert!(!store.blob_exists(&digest).await.unwrap());
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
+
+    let mut writer = store.begin_blob().await.unwrap();
+    writer.write(Bytes::copy_from_slice(&bytes)).await.unwrap();
+    let sealed = writer.seal(Some(&digest)).await.unwrap();
+    assert_eq!(
+        sealed.publish().await.unwrap(),
+        (digest.clone(), bytes.len() as u64)
+    );
+    assert_eq!(store.read_blob(&digest).await.unwrap(), bytes);
+
+    let mut writer = store.begin_blob().await.unwrap();
+    writer.write(Bytes::from_static(b"other")).await.unwrap();
+    assert!(matches!(
+        writer.seal(Some(&digest)).await,
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(temporaries(store).is_empty(), "{:?}", temporaries(store));
 }
 
 pub async fn dropped_and_aborted_writers_leave_nothing(h: &impl Harness) {

@@ -11,7 +11,7 @@ use super::raw::{RawAttachment, RawCloudInit, RawDependsOn, RawService};
 use super::validate::namespaced;
 use super::{Dependency, PlannedNetwork, PlannedService};
 use crate::cloudinit::{DEFAULT_USER_DATA, check_user_data};
-use crate::network::{MacAddr, NetworkMode, PROJECT_DEFAULT_NETWORK};
+use crate::network::{MacAddr, PROJECT_DEFAULT_NETWORK};
 use crate::validation::{MAX_YAML_BYTES, ValidationError, check_simple_name, parse_yaml};
 use crate::vm::{NetworkAttachment, VmName};
 use crate::vmfile::{check_cpu, check_memory};
@@ -207,13 +207,7 @@ impl ServiceContext<'_> {
                 }
                 // A static NIC on a network that forwards gets the network's
                 // gateway as its route, as DHCP would have given it.
-                (None, Some(_)) => match (v4, mode) {
-                    (
-                        Some(v4),
-                        Some(NetworkMode::Nat | NetworkMode::Routed | NetworkMode::Open),
-                    ) => Some(v4.gateway),
-                    _ => None,
-                },
+                (None, Some(_)) => mode.and_then(|m| m.static_route(v4.as_ref())),
                 (None, None) => None,
             };
             out.push(NetworkAttachment {

@@ -114,6 +114,17 @@ impl NetworkMode {
     pub fn has_subnet(self) -> bool {
         matches!(self, Self::Nat | Self::Isolated | Self::Routed | Self::Open)
     }
+
+    /// The route a NIC with a static address gets when it names none: on a
+    /// network that forwards through the host (nat, routed, open), the
+    /// network's gateway, as DHCP would have told the guest; elsewhere none.
+    /// `vmr create` and compose both take it from here.
+    pub fn static_route(self, ipv4: Option<&Ipv4Config>) -> Option<std::net::Ipv4Addr> {
+        match (self, ipv4) {
+            (Self::Nat | Self::Routed | Self::Open, Some(cfg)) => Some(cfg.gateway),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for NetworkMode {
@@ -204,6 +215,25 @@ mod tests {
         );
         for bad in ["", "a/b", "..", "-x", "a b", "a<b"] {
             assert!(bad.parse::<NetworkName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_static_card_is_routed_through_the_gateway_of_a_forwarding_network_only() {
+        let cfg = Ipv4Config {
+            subnet: "10.9.8.0/24".parse().unwrap(),
+            gateway: "10.9.8.1".parse().unwrap(),
+            dhcp: None,
+        };
+        for mode in NetworkMode::ALL {
+            let route = mode.static_route(Some(&cfg));
+            match mode {
+                NetworkMode::Nat | NetworkMode::Routed | NetworkMode::Open => {
+                    assert_eq!(route, Some(cfg.gateway), "{mode:?}")
+                }
+                _ => assert_eq!(route, None, "{mode:?}"),
+            }
+            assert_eq!(mode.static_route(None), None, "{mode:?} without a subnet");
         }
     }
 

@@ -92,20 +92,26 @@ impl From<ValidationError> for UseCaseError {
 
 impl From<StoreError> for UseCaseError {
     fn from(e: StoreError) -> Self {
-        let kind = match &e {
+        let (kind, field) = match &e {
             StoreError::BlobNotFound(_) | StoreError::ManifestNotFound { .. } => {
-                ErrorKind::NotFound
+                (ErrorKind::NotFound, None)
             }
-            StoreError::DigestMismatch { .. } | StoreError::Corrupt { .. } => ErrorKind::DataLoss,
-            StoreError::SizeMismatch { .. } => ErrorKind::InvalidArgument,
-            StoreError::NoSpace(_) => ErrorKind::ResourceExhausted,
-            StoreError::Backend(_) => ErrorKind::Unavailable,
-            StoreError::Io(_) => ErrorKind::Internal,
+            StoreError::DigestMismatch { .. } | StoreError::Corrupt { .. } => {
+                (ErrorKind::DataLoss, None)
+            }
+            StoreError::SizeMismatch { .. } | StoreError::OutOfBounds { .. } => {
+                (ErrorKind::InvalidArgument, None)
+            }
+            StoreError::Invalid { field, .. } => (ErrorKind::InvalidArgument, Some(field.clone())),
+            StoreError::WriterFailed => (ErrorKind::FailedPrecondition, None),
+            StoreError::NoSpace { .. } => (ErrorKind::ResourceExhausted, None),
+            StoreError::Backend { .. } => (ErrorKind::Unavailable, None),
+            StoreError::Io(_) => (ErrorKind::Internal, None),
         };
         Self {
             kind,
             message: e.to_string(),
-            field: None,
+            field,
             source: Some(Box::new(e)),
         }
     }
@@ -156,7 +162,7 @@ impl From<RegistryError> for UseCaseError {
                     ErrorKind::DataLoss
                 }
                 StoreError::BlobNotFound(_) => ErrorKind::NotFound,
-                StoreError::Backend(_) => ErrorKind::Unavailable,
+                StoreError::Backend { .. } => ErrorKind::Unavailable,
                 _ => ErrorKind::Internal,
             },
         };

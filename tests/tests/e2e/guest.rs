@@ -16,8 +16,7 @@ fn real_guest_applies_the_seed_and_shuts_down_on_acpi() {
     let net = t.network("giso");
     let (uri, sfx, daemon, image) = (&t.uri, &t.sfx, &t.daemon, &t.image);
 
-    let n = u32::from_str_radix(&sfx[..4], 16).unwrap();
-    let prefix = format!("10.{}.{}", 100 + n % 100, (n / 100) % 250);
+    let prefix = vmr_tests::libvirt::subnet_prefix(sfx);
     daemon
         .vmr(&[
             "network",

@@ -4,40 +4,12 @@
 //! the only ways in. One TCG boot shared by every assertion.
 
 use std::process::Stdio;
-use std::time::Instant;
 
 use vmr_tests::Daemon;
 use vmr_tests::guest;
 use vmr_tests::libvirt::{Cleanup, unique_suffix};
 
 use super::ways_in::{Console, read_until, reader, vmr, vmr_with_stdin, wait_exit};
-
-/// Runs `vmr ARGS` (an exec in `vm`) until it succeeds, within the boot's
-/// deadline; every failure before must say that `vm`'s guest agent is not
-/// answering. Returns those refusals.
-fn wait_for_agent(daemon: &Daemon, args: &[&str], vm: &str) -> Vec<String> {
-    let begun = Instant::now();
-    let mut refusals = Vec::new();
-    loop {
-        let out = daemon.vmr(args);
-        if out.success() {
-            return refusals;
-        }
-        let err = out.stderr();
-        assert!(
-            err.contains(vm) && err.contains("guest agent"),
-            "exec before the agent is up: {err}"
-        );
-        refusals.push(err);
-        assert!(
-            begun.elapsed() < guest::BOOT_DEADLINE,
-            "the guest agent of {vm} did not answer within {:?}: {:?}",
-            guest::BOOT_DEADLINE,
-            refusals.last()
-        );
-        std::thread::sleep(std::time::Duration::from_secs(1));
-    }
-}
 
 #[test]
 fn real_guest_exec_logs_and_console_without_a_network() {
@@ -55,7 +27,7 @@ fn real_guest_exec_logs_and_console_without_a_network() {
 
     // Until the guest's agent is up, exec says so, naming the VM; then it
     // answers.
-    let refusals = wait_for_agent(&daemon, &["exec", &vm, "--", "true"], &vm);
+    let refusals = guest::wait_for_agent(&daemon, &["exec", &vm, "--", "true"], &vm);
     assert!(!refusals.is_empty(), "the agent cannot answer before boot");
 
     // Output apart, and the exit code as vmr's.
@@ -167,7 +139,7 @@ fn real_guest_compose_exec_and_logs() {
 
     let exec = compose(&["exec", "box", "--", "cat", "/etc/hostname"]);
     let exec: Vec<&str> = exec.iter().map(String::as_str).collect();
-    wait_for_agent(&daemon, &exec, &vm);
+    guest::wait_for_agent(&daemon, &exec, &vm);
     assert_eq!(daemon.vmr(&exec).ok(), format!("{vm}\n"));
     let out = run(&["exec", "box", "--", "sh", "-c", "exit 5"]);
     assert_eq!(out.0.status.code(), Some(5), "{}", out.stderr());

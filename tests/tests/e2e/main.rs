@@ -17,6 +17,7 @@ mod daemon;
 mod doors;
 mod guest;
 mod guest_exec;
+mod guest_networks;
 mod guest_reach;
 mod hostile;
 mod hostile_registry;

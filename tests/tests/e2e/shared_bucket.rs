@@ -23,6 +23,10 @@ use vmr_tests::s3::{S3Bucket, S3Server};
 /// a live daemon's record.
 const SHORT_TTL: &str = "8";
 
+/// The re-imports `prune_loop_with_no_grace_during_imports` races with
+/// collections.
+const ROUNDS: u64 = 4;
+
 fn bucket(server: S3Server, prefix: &str) -> S3Bucket {
     S3Bucket::fresh_on(server, prefix).expect("an S3 test server")
 }
@@ -78,11 +82,16 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 /// Whether some host's lease record names `digest` as an image a VM uses.
 fn recorded_image(bucket: &S3Bucket, digest: &str) -> bool {
+    recorded(bucket, "images", digest)
+}
+
+/// Whether some host's lease record names `digest` in its list `field`.
+fn recorded(bucket: &S3Bucket, field: &str, digest: &str) -> bool {
     bucket.objects("leases/").iter().any(|(_, bytes)| {
         serde_json::from_slice::<serde_json::Value>(bytes)
             .ok()
-            .and_then(|r| r["images"].as_array().cloned())
-            .is_some_and(|images| images.iter().any(|i| i == digest))
+            .and_then(|r| r[field].as_array().cloned())
+            .is_some_and(|listed| listed.iter().any(|i| i == digest))
     })
 }
 
@@ -150,6 +159,131 @@ fn a_prune_loop_on_one_host_spares_a_512_mib_import_on_another_on_seaweedfs() {
 #[test]
 fn a_prune_loop_on_one_host_spares_a_512_mib_import_on_another_on_moto() {
     prune_loop_during_a_large_import(S3Server::Moto);
+}
+
+/// Keeps two `vmr image prune` in flight on `daemon` (the GC mutex runs them
+/// one after the other: always a collection in progress), reaping finished
+/// ones; every prune must succeed. Returns how many finished.
+fn keep_pruning(daemon: &Daemon, prunes: &mut Vec<Child>) -> usize {
+    let mut finished = 0;
+    let mut running = Vec::new();
+    for mut prune in prunes.drain(..) {
+        if prune.try_wait().unwrap().is_none() {
+            running.push(prune);
+            continue;
+        }
+        let out = prune.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "prune failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        finished += 1;
+    }
+    while running.len() < 2 {
+        running.push(vmr_child(daemon, &["image".into(), "prune".into()]));
+    }
+    *prunes = running;
+    finished
+}
+
+/// With no grace window on host B, only leases protect a blob: host A leases
+/// a disk before its upload becomes visible, so none of B's collections finds
+/// it unleased. The hard case: the disk is already in the bucket,
+/// unreferenced and old (A removed its image, A's grace window spared the
+/// blob, A's record no longer names it), and A imports it again while B's
+/// collection that listed it as old is still reading the tags (many, so that
+/// takes a while). A lease published only after the upload came too late for
+/// that collection, which deleted the disk A had just uploaded.
+fn prune_loop_with_no_grace_during_imports(server: S3Server, many_tags: usize) {
+    let bucket = bucket(server, "vmr-shared-nograce");
+    // A TTL of 20 s renews A's record every 5 s: a released digest leaves
+    // it soon, and a slow server does not expire it.
+    let a = host(&bucket, &["--s3-lease-ttl", "20"]);
+    let b = host(&bucket, &["--s3-gc-grace", "0"]);
+    let work = tempfile::tempdir().unwrap();
+    // Many tags (of one small image, written as tags are) for B to read.
+    import(&a, work.path(), "shared/many", 64 << 10, 99);
+    let manifest = bucket
+        .objects("manifests/shared/many/t/")
+        .pop()
+        .expect("the tag's manifest")
+        .1;
+    bucket.write_objects(
+        (0..many_tags)
+            .map(|n| {
+                let key = format!("manifests/shared/many/t{n:03}/manifest.json");
+                (key, Some(manifest.clone()))
+            })
+            .collect(),
+    );
+    let mut pruned = 0;
+    let mut imported = Vec::new();
+    for i in 0..ROUNDS {
+        let name = format!("shared/nograce-{i}");
+        let disk = format!("nograce-{i}.raw");
+        // Small: its import ends well within one of B's collections.
+        let path = raw(work.path(), &disk, (256 << 10) + (i as usize) * 4096, i);
+        let file = vmfile(work.path(), &name, &disk, "raw");
+        let file = file.to_str().unwrap();
+        let expected = sha256_file(&path);
+        a.vmr(&["import", "-f", file, "-t", "first"]).ok();
+        a.vmr(&["rmi", &format!("{name}:first")]).ok();
+        let uploaded = bucket
+            .last_modified(&format!("blobs/sha256/{}", &expected["sha256:".len()..]))
+            .expect("the disk, spared by A's grace window");
+        // Old by the server's clock (ages are whole seconds there) and named
+        // by no record: the next collection on B may delete it.
+        wait_for(
+            "the disk is old and unleased",
+            Duration::from_secs(30),
+            || {
+                bucket.server_now() > uploaded + Duration::from_secs(1)
+                    && !recorded(&bucket, "digests", &expected)
+            },
+        );
+        let mut importing = vmr_child(&a, &["import", "-f", file, "-t", "t"].map(String::from));
+        let mut prunes = Vec::new();
+        while importing.try_wait().unwrap().is_none() {
+            pruned += keep_pruning(&b, &mut prunes);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = importing.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "import {i} on A failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for prune in prunes {
+            assert!(prune.wait_with_output().unwrap().status.success());
+            pruned += 1;
+        }
+        std::fs::remove_file(path).unwrap();
+        imported.push((format!("{name}:t"), expected));
+    }
+    assert!(pruned > 0);
+    for (name, daemon) in [("A", &a), ("B", &b)] {
+        for (reference, disk) in &imported {
+            let inspected = daemon.vmr(&["inspect", "-o", "json", reference]).json();
+            assert!(
+                inspected.to_string().contains(disk.as_str()),
+                "{name}: {inspected}"
+            );
+        }
+        assert_clean(daemon, name);
+    }
+    b.vmr(&["run", &imported[0].0, "--name", "fresh"]).ok();
+}
+
+#[test]
+fn a_prune_loop_with_no_grace_window_spares_imports_on_another_host_on_seaweedfs() {
+    prune_loop_with_no_grace_during_imports(S3Server::Seaweed, 300);
+}
+
+#[test]
+fn a_prune_loop_with_no_grace_window_spares_imports_on_another_host_on_moto() {
+    // Fewer tags: moto reads each more slowly.
+    prune_loop_with_no_grace_during_imports(S3Server::Moto, 100);
 }
 
 // ---------------------------------------------------------------- VMs and dead hosts

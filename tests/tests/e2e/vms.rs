@@ -15,7 +15,7 @@ use serde_json::Value;
 use tonic::Code;
 use vmr_proto::v1 as pb;
 use vmr_tests::Daemon;
-use vmr_tests::fixtures::{qcow2, sha256_file, vmfile};
+use vmr_tests::fixtures::{iso_file, qcow2, sha256_file, vmfile};
 use vmr_tests::libvirt::{
     Cleanup, domain_exists, domstate, qemu_pid, unique_suffix, uri, wait_for,
 };
@@ -55,17 +55,6 @@ fn runtime_entries(daemon: &Daemon) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// A file of the cloud-init ISO, as genisoimage's isoinfo reads it (Joliet).
-fn iso_file(iso: &Path, name: &str) -> String {
-    let out = Command::new("isoinfo")
-        .args(["-J", "-x", &format!("/{name}"), "-i"])
-        .arg(iso)
-        .output()
-        .expect("isoinfo (genisoimage) is installed");
-    assert!(out.status.success(), "isoinfo failed on {}", iso.display());
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn ps(daemon: &Daemon, all: bool) -> Value {
@@ -433,8 +422,7 @@ async fn fake_image_used_by_a_vm_is_kept_unless_forced() {
 
 /// A /24 unlikely to clash with other tests' networks on the same host.
 fn random_subnet() -> (String, String) {
-    let n = u32::from_str_radix(&unique_suffix()[..4], 16).unwrap();
-    let prefix = format!("10.{}.{}", 100 + n % 100, (n / 100) % 250);
+    let prefix = vmr_tests::libvirt::subnet_prefix(&unique_suffix());
     (format!("{prefix}.0/24"), prefix)
 }
 

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use vmr_domain::image::Digest;
 use vmr_ports::blobstore::StoreError;
 
-use super::error::{io_error, task_error};
+use super::error::io_error;
 use super::layout::{TEMP_PREFIX, partial_name};
 
 mod temps;
@@ -55,7 +55,7 @@ where
 {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| task_error(doing, &e))?
+        .map_err(|e| StoreError::task(doing, e))?
         .map_err(|e| io_error(doing, e))
 }
 
@@ -336,9 +336,7 @@ impl Spool {
 
     pub(crate) async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
         if self.failed {
-            return Err(StoreError::Backend(
-                "blob writer already failed; start a new one".to_owned(),
-            ));
+            return Err(StoreError::WriterFailed);
         }
         if chunk.is_empty() {
             return Ok(());
@@ -363,9 +361,7 @@ impl Spool {
     /// that ends first is `SizeMismatch` and fails the writer.
     pub(crate) async fn write_file(&mut self, source: File, len: u64) -> Result<(), StoreError> {
         if self.failed {
-            return Err(StoreError::Backend(
-                "blob writer already failed; start a new one".to_owned(),
-            ));
+            return Err(StoreError::WriterFailed);
         }
         if len == 0 {
             return Ok(());
@@ -397,27 +393,27 @@ impl Spool {
 
     async fn file_failure(&mut self) -> StoreError {
         let Some(task) = self.file_task.take() else {
-            return StoreError::Backend("blob writer already failed".to_owned());
+            return StoreError::WriterFailed;
         };
         match task.await {
             Ok(Err(e)) => io_error("writing blob temporary", e),
-            Ok(Ok(_)) => StoreError::Backend("blob temporary writer stopped early".to_owned()),
-            Err(e) => task_error("writing blob temporary", &e),
+            Ok(Ok(_)) => {
+                StoreError::backend("writing blob temporary", "the writer thread stopped early")
+            }
+            Err(e) => StoreError::task("writing blob temporary", e),
         }
     }
 
     /// Flushes and fsyncs the temporary and returns it with its digest.
     pub(crate) async fn finish(mut self) -> Result<Spooled, StoreError> {
         if self.failed {
-            return Err(StoreError::Backend(
-                "blob writer already failed; start a new one".to_owned(),
-            ));
+            return Err(StoreError::WriterFailed);
         }
         if self.to_file.send(FileMessage::Finish).await.is_err() {
             return Err(self.file_failure().await);
         }
         let Some(file_task) = self.file_task.take() else {
-            return Err(StoreError::Backend("blob writer already failed".to_owned()));
+            return Err(StoreError::WriterFailed);
         };
         let Self {
             to_hasher,
@@ -428,13 +424,18 @@ impl Spool {
         drop(to_hasher);
         let temp = match file_task.await {
             Ok(Ok(Some(temp))) => temp,
-            Ok(Ok(None)) => return Err(StoreError::Backend("blob temporary vanished".to_owned())),
+            Ok(Ok(None)) => {
+                return Err(StoreError::backend(
+                    "writing blob temporary",
+                    "the temporary vanished",
+                ));
+            }
             Ok(Err(e)) => return Err(io_error("writing blob temporary", e)),
-            Err(e) => return Err(task_error("writing blob temporary", &e)),
+            Err(e) => return Err(StoreError::task("writing blob temporary", e)),
         };
         let hasher = hasher_task
             .await
-            .map_err(|e| task_error("hashing blob", &e))?
+            .map_err(|e| StoreError::task("hashing blob", e))?
             .map_err(|e| io_error("hashing blob", e))?;
         Ok(Spooled {
             temp,
@@ -453,7 +454,7 @@ impl Spool {
             Some(task) => match task.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(io_error("removing blob temporary", e)),
-                Err(e) => Err(task_error("removing blob temporary", &e)),
+                Err(e) => Err(StoreError::task("removing blob temporary", e)),
             },
             None => Ok(()),
         }
@@ -493,7 +494,10 @@ mod tests {
                 break;
             }
         }
-        assert!(matches!(result, Err(StoreError::NoSpace(_))), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::NoSpace { .. })),
+            "{result:?}"
+        );
         assert!(
             spool.write(chunk).await.is_err(),
             "a failed writer stays failed"

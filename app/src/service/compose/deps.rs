@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vmr_domain::compose::PlannedService;
-use vmr_domain::network::{Ipv4Config, NetworkName};
+use vmr_domain::network::{NetworkName, NetworkSpec};
 use vmr_domain::provision::Nic;
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::driving::{
@@ -31,14 +31,24 @@ pub struct Deps {
 pub fn blueprint(
     project: &str,
     service: &PlannedService,
-    ipv4: &BTreeMap<NetworkName, Option<Ipv4Config>>,
+    networks: &BTreeMap<NetworkName, Option<NetworkSpec>>,
 ) -> VmBlueprint {
     let nics = service
         .networks
         .iter()
-        .map(|attachment| Nic {
-            attachment: attachment.clone(),
-            ipv4: ipv4.get(&attachment.network).copied().flatten(),
+        .map(|attachment| {
+            let spec = networks.get(&attachment.network).and_then(Option::as_ref);
+            let ipv4 = spec.and_then(|s| s.ipv4);
+            let mut attachment = attachment.clone();
+            // The file cannot know an external network's gateway: the host's
+            // network gives a static card its route, as `vmr create` does.
+            if attachment.static_ip.is_some()
+                && attachment.gateway.is_none()
+                && let Some(spec) = spec
+            {
+                attachment.gateway = spec.mode.static_route(ipv4.as_ref());
+            }
+            Nic { attachment, ipv4 }
         })
         .collect();
     VmBlueprint {
@@ -91,9 +101,9 @@ impl Deps {
         &self,
         project: &str,
         service: &PlannedService,
-        ipv4: &BTreeMap<NetworkName, Option<Ipv4Config>>,
+        networks: &BTreeMap<NetworkName, Option<NetworkSpec>>,
     ) -> Result<Provision, UseCaseError> {
-        let blueprint = blueprint(project, service, ipv4);
+        let blueprint = blueprint(project, service, networks);
         self.vms
             .provisioner()
             .prepare(&blueprint)

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span};
 use vmr_domain::compose::{ComposePlan, DependencyCondition};
-use vmr_domain::network::{Ipv4Config, NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap};
+use vmr_domain::network::{NetworkName, NetworkSpec, SubnetOverlap, check_no_overlap};
 use vmr_ports::driving::{ComposeEvent, ComposeEventKind, ErrorKind, UseCaseError, VmUseCases};
 use vmr_ports::{NetworkRecord, VmRecord};
 
@@ -131,20 +131,20 @@ impl UpSteps {
             networks.push(step);
         }
 
-        // Each network's IPv4 settings as they will be once `up` ran: the
-        // file's for the networks it creates, the host's for the others
-        // (none yet for a default network to make: its cards use DHCP).
-        let ipv4: BTreeMap<NetworkName, Option<Ipv4Config>> = plan
+        // Each network as it will be once `up` ran: the file's for the
+        // networks it creates, the host's for the others (none yet for a
+        // default network to make: its cards use DHCP).
+        let specs: BTreeMap<NetworkName, Option<NetworkSpec>> = plan
             .networks
             .iter()
             .map(|planned| {
-                let ipv4 = match &planned.spec {
-                    Some(spec) => spec.ipv4,
+                let spec = match &planned.spec {
+                    Some(spec) => Some(spec.clone()),
                     None => existing_networks
                         .get(planned.name.as_str())
-                        .and_then(|n| n.spec.ipv4),
+                        .map(|n| n.spec.clone()),
                 };
-                (planned.name.clone(), ipv4)
+                (planned.name.clone(), spec)
             })
             .collect();
         let existing_vms: BTreeMap<String, VmRecord> = deps
@@ -165,7 +165,7 @@ impl UpSteps {
             for service in level {
                 let field = format!("services.{}", service.service);
                 let vm = deps
-                    .prepare(project, service, &ipv4)
+                    .prepare(project, service, &specs)
                     .await
                     .map_err(|e| within_service(e, &service.service, "image"))?;
                 let action = match existing_vms.get(service.vm_name.as_str()) {

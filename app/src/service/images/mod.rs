@@ -64,9 +64,9 @@ pub struct ImageService {
     leases: Arc<Leases>,
     /// One garbage collection (with the untagging before it) at a time.
     gc: Mutex<()>,
-    /// Held shared while a lease is taken or grows (and from committing a
-    /// blob whose digest was not known in advance until it is leased, and
-    /// from reading a tag until its blobs are leased); exclusively by garbage
+    /// Held shared while a lease is taken or grows (and from reading a tag
+    /// until its blobs are leased; a blob whose digest was not known in
+    /// advance is leased before it is published); exclusively by garbage
     /// collection from its snapshot of the leases to its last delete. So no
     /// lease appears during a collection, and every blob leased by then is
     /// in its snapshot, even if the lease is dropped before the delete.
@@ -211,22 +211,18 @@ impl ImageService {
         self.share_best_effort().await;
     }
 
-    /// Commits a blob whose digest was not known in advance and adds it to
-    /// `lease`, with no garbage collection in between.
+    /// Commits a blob whose digest was not known in advance, leased (and the
+    /// lease published) before the blob becomes visible: a collection on
+    /// this host or another that lists the blob also reads the lease.
     pub async fn commit_leased(
         &self,
         writer: Box<dyn BlobWriter>,
         expected: Option<&Digest>,
         lease: &mut Lease,
     ) -> Result<(Digest, u64), StoreError> {
-        let (digest, size) = {
-            let _commits = self.commits.read().await;
-            let (digest, size) = writer.commit(expected).await?;
-            lease.add(digest.clone());
-            (digest, size)
-        };
-        self.share_best_effort().await;
-        Ok((digest, size))
+        let sealed = writer.seal(expected).await?;
+        self.extend_lease(lease, sealed.digest().clone()).await;
+        sealed.publish().await
     }
 
     /// Resolves a reference like [`Self::resolve`] and leases the manifest

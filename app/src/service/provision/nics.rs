@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vmr_domain::network::{MacAddr, NetworkMode, NetworkName};
+use vmr_domain::network::{MacAddr, NetworkName};
 use vmr_domain::provision::Nic;
 use vmr_domain::vm::NetworkAttachment;
 use vmr_ports::driving::{NicRequest, UseCaseError};
@@ -128,15 +128,7 @@ pub(super) fn attach(
         (Some(gateway), _) => Some(gateway),
         // A static address on a network that forwards routes through the
         // host, as DHCP would have told the guest.
-        (None, Some(cfg))
-            if static_ip.is_some()
-                && matches!(
-                    network.spec.mode,
-                    NetworkMode::Nat | NetworkMode::Routed | NetworkMode::Open
-                ) =>
-        {
-            Some(cfg.gateway)
-        }
+        (None, cfg) if static_ip.is_some() => network.spec.mode.static_route(cfg.as_ref()),
         (None, _) => None,
     };
     let mac = match nic.mac {

@@ -12,4 +12,5 @@ mod default_network;
 mod fake;
 mod libvirt;
 mod s3;
+mod same_as_run;
 mod support;

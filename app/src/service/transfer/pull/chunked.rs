@@ -3,6 +3,10 @@
 //! verified), with a journal of the chunks already written so that a pull
 //! cut short resumes where it stopped.
 
+use bytes::Bytes;
+use futures::TryStreamExt as _;
+use futures::stream::BoxStream;
+
 use super::*;
 
 impl PullJob {
@@ -145,7 +149,9 @@ impl PullJob {
             let data = self
                 .store
                 .open_blob(&local, Some(offset..offset + chunk.size))
-                .await?;
+                .await?
+                .map_err(UseCaseError::from)
+                .boxed();
             // Plain bytes: their stored digest is the chunk digest.
             match self
                 .place_stream(&chunk.digest, chunk, writer, data, false)
@@ -181,9 +187,13 @@ impl PullJob {
                         ),
                     ));
                 }
+                // However the registry's stream broke, fetching the chunk
+                // again may help: it is unavailable, not wrong.
                 let data = download
                     .stream
-                    .map(|piece| piece.map_err(|e| StoreError::Backend(e.to_string())))
+                    .map_err(|e| {
+                        UseCaseError::new(ErrorKind::Unavailable, e.to_string()).with_source(e)
+                    })
                     .boxed();
                 self.place_stream(&layer.digest, chunk, writer, data, chunk.zstd)
                     .await
@@ -225,15 +235,12 @@ impl PullJob {
         stored: &Digest,
         chunk: &Chunk,
         writer: &dyn PlacedWriter,
-        mut data: vmr_ports::ByteStream,
+        mut data: BoxStream<'static, Result<Bytes, UseCaseError>>,
         zstd: bool,
     ) -> Result<Result<(), String>, UseCaseError> {
         let mut place = Place::new(chunk.offset, chunk.size, zstd).map_err(StoreError::from)?;
         while let Some(piece) = data.next().await {
-            let piece = piece.map_err(|e| match e {
-                StoreError::Backend(message) => UseCaseError::new(ErrorKind::Unavailable, message),
-                other => other.into(),
-            })?;
+            let piece = piece?;
             match place.push(&piece) {
                 Ok(pieces) => {
                     for (offset, bytes) in pieces {
