@@ -32,8 +32,9 @@ use vmr_domain::network::NetworkName;
 use vmr_domain::vm::VmName;
 use vmr_ports::{ConsoleStream, ExecRequest, ExecStream, GuestAgent, SerialConsole};
 use vmr_ports::{
-    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition, NetworkDetails,
-    NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
+    HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents, NetworkDefinition,
+    NetworkDetails, NetworkDriver, NetworkRecord, StopMode, VmDefinition, VmDetails, VmDriver,
+    VmRecord,
 };
 
 use vmr_adapters::libvirt::check_definition_files;
@@ -229,7 +230,7 @@ async fn detect_virt_type(conn: &Arc<Connection>) -> Result<VirtType, Hypervisor
 }
 
 #[async_trait]
-impl Hypervisor for LibvirtHypervisor {
+impl VmDriver for LibvirtHypervisor {
     async fn ping(&self) -> Result<HypervisorInfo, HypervisorError> {
         let virt_type = self.virt_type().to_string();
         self.conn
@@ -324,7 +325,10 @@ impl Hypervisor for LibvirtHypervisor {
         let name = name.to_string();
         self.conn.run(move |c| vms::inspect(c, &name)).await
     }
+}
 
+#[async_trait]
+impl NetworkDriver for LibvirtHypervisor {
     async fn define_network(
         &self,
         definition: &NetworkDefinition,
@@ -359,7 +363,9 @@ impl Hypervisor for LibvirtHypervisor {
         let name = name.to_string();
         self.conn.run(move |c| networks::inspect(c, &name)).await
     }
+}
 
+impl LifecycleEvents for LibvirtHypervisor {
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         self.hub.subscribe()
     }

@@ -25,9 +25,9 @@ pub use guest::{
     ConsoleStream, ExecOutput, ExecRequest, ExecStream, GuestAgent, MAX_EXEC_STDIN, SerialConsole,
 };
 pub use hypervisor::{
-    DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind,
-    NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
-    VmDetails, VmInterface, VmRecord,
+    DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents,
+    LifecycleKind, NetworkDefinition, NetworkDetails, NetworkDriver, NetworkRecord, StopMode,
+    StopReason, VmDefinition, VmDetails, VmDriver, VmInterface, VmRecord,
 };
 pub use leases::{CollectionView, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases};
 pub use metrics::{ByteFlow, MetricsRecorder, NoMetrics};

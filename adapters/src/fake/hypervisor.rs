@@ -31,8 +31,9 @@ use tokio_stream::wrappers::BroadcastStream;
 use vmr_domain::network::NetworkName;
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{
-    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind, NetworkDefinition,
-    NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition, VmDetails, VmRecord,
+    HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents, LifecycleKind,
+    NetworkDefinition, NetworkDetails, NetworkDriver, NetworkRecord, StopMode, StopReason,
+    VmDefinition, VmDetails, VmDriver, VmRecord,
 };
 
 pub use script::{CallRecord, FakeCall};
@@ -156,7 +157,7 @@ impl FakeHypervisor {
 }
 
 #[async_trait]
-impl Hypervisor for FakeHypervisor {
+impl VmDriver for FakeHypervisor {
     async fn ping(&self) -> Result<HypervisorInfo, HypervisorError> {
         self.script
             .run(FakeCall::Ping, "", || {
@@ -284,7 +285,10 @@ impl Hypervisor for FakeHypervisor {
             })
             .await
     }
+}
 
+#[async_trait]
+impl NetworkDriver for FakeHypervisor {
     async fn define_network(
         &self,
         definition: &NetworkDefinition,
@@ -346,7 +350,9 @@ impl Hypervisor for FakeHypervisor {
             })
             .await
     }
+}
 
+impl LifecycleEvents for FakeHypervisor {
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         BroadcastStream::new(self.events.subscribe())
             .filter_map(|event| async move { event.ok() })

@@ -15,7 +15,7 @@ use vmr_adapters::cloudinit::build_cidata_iso;
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::vm::VmState;
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
-use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason};
+use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason, VmDriver};
 use vmr_tests::hypervisor_contract::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 
 async fn connect(uri: String) -> Arc<dyn Hypervisor> {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VM_NS};
-use vmr_ports::Hypervisor;
+use vmr_ports::{Hypervisor, NetworkDriver, VmDriver};
 use vmr_tests::hypervisor_contract::Fixture;
 
 async fn test_driver(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)> {

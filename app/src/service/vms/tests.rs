@@ -3,6 +3,7 @@
 //! the lifecycle rules and image usage.
 
 use std::net::Ipv4Addr;
+use vmr_ports::NetworkDriver;
 
 use bytes::Bytes;
 use futures::StreamExt;

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vmr_ports::{NetworkDriver, VmDriver};
 
 use bytes::Bytes;
 use futures::StreamExt;
