@@ -7,6 +7,8 @@ use anyhow::Context;
 use futures::future::BoxFuture;
 use vmr_adapters::auth::HttpAuthConnector;
 use vmr_adapters::blobstore::{IndexedManifests, LeaseSettings, OpendalStore, S3Settings};
+use vmr_adapters::cloudinit::CidataIso;
+use vmr_adapters::disks::QemuDisks;
 use vmr_adapters::fake::hypervisor::FakeHypervisor;
 use vmr_adapters::grpc::Core;
 use vmr_adapters::metrics::PrometheusMetrics;
@@ -28,7 +30,7 @@ use crate::service::{AuthService, ContextService, HealthService, ImageService};
 use crate::service::{ComposeService, ComposeSettings};
 use crate::service::{GuestService, MetricsSnapshotService};
 use crate::service::{
-    NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmService,
+    NetworkService, RestartSupervisor, RestartTask, RuntimeDirs, VmImages, VmMedia, VmService,
 };
 
 /// The assembled daemon core.
@@ -298,8 +300,14 @@ pub async fn assemble(
             .with_metrics(metrics.clone()),
     );
     let heartbeat = images.spawn_heartbeat(lease_settings.renew_every());
+    // VM files are plain files: the same adapters for every backend.
+    let media = VmMedia {
+        disks: Arc::new(QemuDisks),
+        seeds: Arc::new(CidataIso),
+    };
     let vms = Arc::new(VmService::new(
         hypervisor.clone(),
+        media,
         images.clone(),
         runtime.clone(),
         usage,

@@ -21,7 +21,6 @@ mod networks;
 mod vms;
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -29,17 +28,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use tokio::time::{Instant, sleep};
-use vmr_domain::image::DiskFormat;
 use vmr_domain::network::NetworkName;
 use vmr_domain::vm::VmName;
 use vmr_ports::{ConsoleStream, ExecRequest, ExecStream, GuestAgent, SerialConsole};
 use vmr_ports::{
-    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, NetworkDefinition, NetworkDetails,
-    NetworkRecord, StopMode, VmDefinition, VmDetails, VmRecord,
+    HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents, NetworkDefinition,
+    NetworkDetails, NetworkDriver, NetworkRecord, StopMode, VmDefinition, VmDetails, VmDriver,
+    VmRecord,
 };
 
+use vmr_adapters::libvirt::check_definition_files;
 pub use vmr_adapters::libvirt::{NETWORK_NS, VM_NS};
-use vmr_adapters::libvirt::{check_definition_files, disk};
 
 use conn::Connection;
 use events::{EventHub, PollerGuard};
@@ -231,7 +230,7 @@ async fn detect_virt_type(conn: &Arc<Connection>) -> Result<VirtType, Hypervisor
 }
 
 #[async_trait]
-impl Hypervisor for LibvirtHypervisor {
+impl VmDriver for LibvirtHypervisor {
     async fn ping(&self) -> Result<HypervisorInfo, HypervisorError> {
         let virt_type = self.virt_type().to_string();
         self.conn
@@ -326,7 +325,10 @@ impl Hypervisor for LibvirtHypervisor {
         let name = name.to_string();
         self.conn.run(move |c| vms::inspect(c, &name)).await
     }
+}
 
+#[async_trait]
+impl NetworkDriver for LibvirtHypervisor {
     async fn define_network(
         &self,
         definition: &NetworkDefinition,
@@ -361,21 +363,9 @@ impl Hypervisor for LibvirtHypervisor {
         let name = name.to_string();
         self.conn.run(move |c| networks::inspect(c, &name)).await
     }
+}
 
-    async fn create_overlay(
-        &self,
-        base: &Path,
-        base_format: DiskFormat,
-        overlay: &Path,
-        size: Option<u64>,
-    ) -> Result<(), HypervisorError> {
-        disk::create_overlay(base, base_format, overlay, size).await
-    }
-
-    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError> {
-        disk::create_blank_disk(path, size).await
-    }
-
+impl LifecycleEvents for LibvirtHypervisor {
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         self.hub.subscribe()
     }

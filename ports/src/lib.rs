@@ -7,12 +7,14 @@
 
 pub mod auth;
 pub mod blobstore;
+pub mod disks;
 pub mod driving;
 pub mod guest;
 pub mod hypervisor;
 pub mod leases;
 pub mod metrics;
 pub mod registry;
+pub mod seed;
 
 pub use auth::{
     AuthClient, AuthConnector, AuthError, AuthTarget, Credential, LoginToken, RegistryToken,
@@ -21,13 +23,14 @@ pub use blobstore::{
     BlobStore, BlobWriter, Blobs, ByteStream, Manifests, PlacedWriter, StoreCache, StoreError,
     StoreParts, StoreUpkeep,
 };
+pub use disks::OverlayDisks;
 pub use guest::{
     ConsoleStream, ExecOutput, ExecRequest, ExecStream, GuestAgent, MAX_EXEC_STDIN, SerialConsole,
 };
 pub use hypervisor::{
-    DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind,
-    NetworkDefinition, NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition,
-    VmDetails, VmInterface, VmRecord,
+    DiskAttachment, Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents,
+    LifecycleKind, NetworkDefinition, NetworkDetails, NetworkDriver, NetworkRecord, StopMode,
+    StopReason, VmDefinition, VmDetails, VmDriver, VmInterface, VmRecord,
 };
 pub use leases::{
     CollectionView, ExpiredKind, ExpiredLease, HostRecord, NoSharedLeases, SharedLeases,
@@ -37,3 +40,4 @@ pub use registry::{
     BlobDownload, BlobSource, ManifestReference, RegistryByteStream, RegistryClient,
     RegistryConnector, RegistryError, RegistryTarget, RemoteManifest, UploadProgress,
 };
+pub use seed::{SeedError, SeedMedia};

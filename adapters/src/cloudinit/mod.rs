@@ -2,16 +2,19 @@
 //! `user-data`, `meta-data` and, when there is one, `network-config`, the
 //! layout cloud-init's NoCloud datasource looks for on a CD-ROM. The image is
 //! built in memory with hadris-iso (Joliet and Rock Ridge, so the lowercase,
-//! dashed names survive) and written to the VM's runtime directory.
+//! dashed names survive) and written to the VM's runtime directory: the
+//! seed media port ([`SeedMedia`]) for every hypervisor backend.
 
 use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use hadris_iso::read::PathSeparator;
 use hadris_iso::write::options::{CreationFeatures, IsoFormatOptions};
 use hadris_iso::write::{File as IsoFile, InputFiles, IsoImageWriter};
 use vmr_domain::cloudinit::CloudInitSeed;
+use vmr_ports::{SeedError, SeedMedia};
 
 /// The volume label cloud-init's NoCloud datasource searches for.
 pub const CIDATA_VOLUME_ID: &str = "cidata";
@@ -20,28 +23,20 @@ pub const CIDATA_VOLUME_ID: &str = "cidata";
 /// user-data is well below this).
 pub const MAX_SEED_FILE_BYTES: usize = 16 * 1024 * 1024;
 
-/// What can go wrong while building or writing the seed ISO.
-#[derive(Debug, thiserror::Error)]
-pub enum CidataError {
-    #[error("cloud-init {file}: {size} bytes is more than the {max} bytes allowed")]
-    TooLarge {
-        file: &'static str,
-        size: usize,
-        max: usize,
-    },
-    #[error("cannot build the cidata ISO: {0}")]
-    Iso(String),
-    #[error("cannot write the cidata ISO to {path}: {source}")]
-    Write {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+/// The seed media port as NoCloud `cidata` ISOs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CidataIso;
+
+#[async_trait]
+impl SeedMedia for CidataIso {
+    async fn write_seed(&self, seed: &CloudInitSeed, path: &Path) -> Result<(), SeedError> {
+        write_cidata_iso(seed, path).await
+    }
 }
 
 /// Builds the `cidata` ISO image for a seed. An empty network-config is
 /// left out, so the image's own default (DHCP) applies.
-pub fn build_cidata_iso(seed: &CloudInitSeed) -> Result<Vec<u8>, CidataError> {
+pub fn build_cidata_iso(seed: &CloudInitSeed) -> Result<Vec<u8>, SeedError> {
     let mut files = vec![
         seed_file("user-data", &seed.user_data)?,
         seed_file("meta-data", seed.meta_data.as_bytes())?,
@@ -70,16 +65,17 @@ pub fn build_cidata_iso(seed: &CloudInitSeed) -> Result<Vec<u8>, CidataError> {
         strict_charset: false,
     };
     let mut out = Cursor::new(Vec::new());
-    IsoImageWriter::create(&mut out, input, options)
-        .map_err(|e| CidataError::Iso(e.to_string()))?;
+    IsoImageWriter::create(&mut out, input, options).map_err(|e| SeedError::Build {
+        source: Box::new(e),
+    })?;
     Ok(out.into_inner())
 }
 
 /// Builds the ISO and writes it to `path` (replacing an older seed), off the
 /// async runtime's worker threads.
-pub async fn write_cidata_iso(seed: &CloudInitSeed, path: &Path) -> Result<(), CidataError> {
+pub async fn write_cidata_iso(seed: &CloudInitSeed, path: &Path) -> Result<(), SeedError> {
     let bytes = build_cidata_iso(seed)?;
-    let write_err = |source| CidataError::Write {
+    let write_err = |source| SeedError::Write {
         path: path.display().to_string(),
         source,
     };
@@ -89,9 +85,9 @@ pub async fn write_cidata_iso(seed: &CloudInitSeed, path: &Path) -> Result<(), C
     tokio::fs::rename(&tmp, path).await.map_err(write_err)
 }
 
-fn seed_file(name: &'static str, contents: &[u8]) -> Result<IsoFile, CidataError> {
+fn seed_file(name: &'static str, contents: &[u8]) -> Result<IsoFile, SeedError> {
     if contents.len() > MAX_SEED_FILE_BYTES {
-        return Err(CidataError::TooLarge {
+        return Err(SeedError::TooLarge {
             file: name,
             size: contents.len(),
             max: MAX_SEED_FILE_BYTES,

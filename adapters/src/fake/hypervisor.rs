@@ -10,14 +10,16 @@
 //! services of one level concurrently.
 //!
 //! It also answers the guest ports ([`vmr_ports::GuestAgent`],
-//! [`vmr_ports::SerialConsole`]) with a scripted guest (`guest.rs`).
+//! [`vmr_ports::SerialConsole`]) with a scripted guest (`guest.rs`), and
+//! the disks port over the real disk adapter (`disks.rs`), so that tests
+//! can make a disk step fail as any other call.
 
+mod disks;
 mod guest;
 mod script;
 mod world;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -26,12 +28,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
-use vmr_domain::image::DiskFormat;
 use vmr_domain::network::NetworkName;
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::{
-    Hypervisor, HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleKind, NetworkDefinition,
-    NetworkDetails, NetworkRecord, StopMode, StopReason, VmDefinition, VmDetails, VmRecord,
+    HypervisorError, HypervisorInfo, LifecycleEvent, LifecycleEvents, LifecycleKind,
+    NetworkDefinition, NetworkDetails, NetworkDriver, NetworkRecord, StopMode, StopReason,
+    VmDefinition, VmDetails, VmDriver, VmRecord,
 };
 
 pub use script::{CallRecord, FakeCall};
@@ -155,7 +157,7 @@ impl FakeHypervisor {
 }
 
 #[async_trait]
-impl Hypervisor for FakeHypervisor {
+impl VmDriver for FakeHypervisor {
     async fn ping(&self) -> Result<HypervisorInfo, HypervisorError> {
         self.script
             .run(FakeCall::Ping, "", || {
@@ -283,7 +285,10 @@ impl Hypervisor for FakeHypervisor {
             })
             .await
     }
+}
 
+#[async_trait]
+impl NetworkDriver for FakeHypervisor {
     async fn define_network(
         &self,
         definition: &NetworkDefinition,
@@ -345,70 +350,9 @@ impl Hypervisor for FakeHypervisor {
             })
             .await
     }
+}
 
-    async fn create_overlay(
-        &self,
-        base: &Path,
-        base_format: DiskFormat,
-        overlay: &Path,
-        size: Option<u64>,
-    ) -> Result<(), HypervisorError> {
-        let base_exists = tokio::fs::try_exists(base).await.unwrap_or(false);
-        let overlay_exists = tokio::fs::try_exists(overlay).await.unwrap_or(false);
-        let target = overlay.display().to_string();
-        self.script
-            .run(FakeCall::CreateOverlay, &target, || {
-                if base_format == DiskFormat::Iso {
-                    return Err(HypervisorError::invalid(
-                        "diskFormat",
-                        "an iso image boots as a CD-ROM and cannot back an overlay disk",
-                    ));
-                }
-                if !base_exists {
-                    return Err(HypervisorError::NotFound {
-                        kind: "disk",
-                        name: base.display().to_string(),
-                    });
-                }
-                if overlay_exists {
-                    return Err(HypervisorError::AlreadyExists {
-                        kind: "disk",
-                        name: target.clone(),
-                    });
-                }
-                Ok(())
-            })
-            .await?;
-        let note = format!(
-            "vmr fake overlay over {} ({base_format}), size {size:?}\n",
-            base.display()
-        );
-        write_placeholder(overlay, &note).await
-    }
-
-    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError> {
-        let exists = tokio::fs::try_exists(path).await.unwrap_or(false);
-        let target = path.display().to_string();
-        self.script
-            .run(FakeCall::CreateBlankDisk, &target, || {
-                if size == 0 {
-                    return Err(HypervisorError::invalid(
-                        "diskSize",
-                        "must be larger than 0 bytes",
-                    ));
-                }
-                if exists {
-                    return Err(HypervisorError::AlreadyExists {
-                        kind: "disk",
-                        name: target.clone(),
-                    });
-                }
-                Ok(())
-            })
-            .await?;
-        write_placeholder(path, &format!("vmr fake blank disk of {size} bytes\n")).await
-    }
-
+impl LifecycleEvents for FakeHypervisor {
     fn events(&self) -> BoxStream<'static, LifecycleEvent> {
         BroadcastStream::new(self.events.subscribe())
             .filter_map(|event| async move { event.ok() })
@@ -420,12 +364,4 @@ impl Hypervisor for FakeHypervisor {
             .filter_map(|event| async move { event.ok() })
             .boxed()
     }
-}
-
-/// The fake's disks are small text files, so the runtime directory looks as
-/// it would with a real hypervisor.
-async fn write_placeholder(path: &Path, note: &str) -> Result<(), HypervisorError> {
-    tokio::fs::write(path, note)
-        .await
-        .map_err(|e| HypervisorError::backend(format!("cannot write {}: {e}", path.display()), e))
 }

@@ -1,14 +1,11 @@
 //! What vmr knows of libvirt that needs no libvirt: the domain and network
 //! XML it writes and reads back (vmr's own facts ride in each object's
-//! `<metadata>`), and the overlay and blank disks VMs boot from. The
-//! adapter that talks to libvirt is the `vmr-libvirt` crate, kept apart so
-//! that only the binary running VMs on libvirt links it; the fake
-//! hypervisor renders the same XML from here.
+//! `<metadata>`). The adapter that talks to libvirt is the `vmr-libvirt`
+//! crate, kept apart so that only the binary running VMs on libvirt links
+//! it; the fake hypervisor renders the same XML from here.
 
-pub mod disk;
 pub mod domain_xml;
 pub mod network_xml;
-mod qcow2;
 mod xml;
 
 use std::path::Path;

@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use vmr_adapters::cloudinit::{
-    CidataError, MAX_SEED_FILE_BYTES, build_cidata_iso, write_cidata_iso,
-};
+use vmr_adapters::cloudinit::{MAX_SEED_FILE_BYTES, build_cidata_iso, write_cidata_iso};
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
+use vmr_ports::SeedError;
 
 fn isoinfo(args: &[&str], iso: &Path) -> String {
     let out = Command::new("isoinfo")
@@ -94,7 +93,7 @@ fn oversized_documents_are_refused() {
     let mut seed = seed();
     seed.user_data = vec![b'#'; MAX_SEED_FILE_BYTES + 1];
     match build_cidata_iso(&seed) {
-        Err(CidataError::TooLarge { file, .. }) => assert_eq!(file, "user-data"),
+        Err(SeedError::TooLarge { file, .. }) => assert_eq!(file, "user-data"),
         other => panic!("expected TooLarge, got {:?}", other.map(|b| b.len())),
     }
 }

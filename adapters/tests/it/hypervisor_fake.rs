@@ -23,11 +23,17 @@ async fn fake(prefix: &str, octet: u8) -> Option<(Arc<dyn Hypervisor>, Fixture)>
 vmr_tests::hypervisor_contract_tests!(fake);
 
 #[tokio::test]
+async fn the_fakes_scripted_disks_keep_the_overlay_rules() {
+    let fx = Fixture::new("ct-disk", 207, "br0", "eth0");
+    vmr_tests::hypervisor_contract::overlay_rules(Arc::new(FakeHypervisor::new()), &fx).await;
+}
+
+#[tokio::test]
 async fn scripted_failure_hits_once() {
     let fake = Arc::new(FakeHypervisor::new());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("fk", 210, "br0", "eth0");
-    let def = fx.definition(&hv, "web", Vec::new()).await;
+    let def = fx.definition("web", Vec::new()).await;
     hv.define_vm(&def).await.unwrap();
     fake.fail_next(
         FakeCall::StartVm,
@@ -56,8 +62,8 @@ async fn failure_for_another_target_waits() {
     let fake = Arc::new(FakeHypervisor::new());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("fk", 211, "br0", "eth0");
-    let a = fx.definition(&hv, "a", Vec::new()).await;
-    let b = fx.definition(&hv, "b", Vec::new()).await;
+    let a = fx.definition("a", Vec::new()).await;
+    let b = fx.definition("b", Vec::new()).await;
     hv.define_vm(&a).await.unwrap();
     hv.define_vm(&b).await.unwrap();
     fake.fail_next(
@@ -77,8 +83,8 @@ async fn delayed_calls_overlap_when_run_concurrently() {
     let fake = Arc::new(FakeHypervisor::new());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("fk", 212, "br0", "eth0");
-    let a = fx.definition(&hv, "a", Vec::new()).await;
-    let b = fx.definition(&hv, "b", Vec::new()).await;
+    let a = fx.definition("a", Vec::new()).await;
+    let b = fx.definition("b", Vec::new()).await;
     hv.define_vm(&a).await.unwrap();
     hv.define_vm(&b).await.unwrap();
     fake.set_delay(FakeCall::StartVm, Duration::from_secs(5));
@@ -101,7 +107,7 @@ async fn guest_side_stops_are_reported_with_their_reason() {
     let fake = Arc::new(FakeHypervisor::new());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("fk", 213, "br0", "eth0");
-    let def = fx.definition(&hv, "g", Vec::new()).await;
+    let def = fx.definition("g", Vec::new()).await;
     let name = def.spec.name.clone();
     let mut events = hv.events();
     hv.define_vm(&def).await.unwrap();
@@ -153,7 +159,7 @@ async fn guest_ignoring_acpi_times_out_or_is_forced() {
     let fake = Arc::new(FakeHypervisor::new());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("fk", 214, "br0", "eth0");
-    let def = fx.definition(&hv, "deaf", Vec::new()).await;
+    let def = fx.definition("deaf", Vec::new()).await;
     let name = def.spec.name.clone();
     hv.define_vm(&def).await.unwrap();
     hv.start_vm(&name).await.unwrap();
@@ -194,10 +200,10 @@ async fn running_vms_get_dhcp_leases_from_the_range() {
     .unwrap();
     hv.start_network(&spec.name).await.unwrap();
     let a = fx
-        .definition(&hv, "a", vec![nic(&spec.name, "52:54:00:00:00:0a")])
+        .definition("a", vec![nic(&spec.name, "52:54:00:00:00:0a")])
         .await;
     let b = fx
-        .definition(&hv, "b", vec![nic(&spec.name, "52:54:00:00:00:0b")])
+        .definition("b", vec![nic(&spec.name, "52:54:00:00:00:0b")])
         .await;
     for def in [&a, &b] {
         hv.define_vm(def).await.unwrap();
@@ -262,7 +268,7 @@ async fn without_call_log_still_scripts_failures_but_logs_nothing() {
     let fake = Arc::new(FakeHypervisor::new().without_call_log());
     let hv: Arc<dyn Hypervisor> = fake.clone();
     let fx = Fixture::new("nl", 211, "br0", "eth0");
-    let def = fx.definition(&hv, "web", Vec::new()).await;
+    let def = fx.definition("web", Vec::new()).await;
     hv.define_vm(&def).await.unwrap();
     fake.fail_next(
         FakeCall::StartVm,

@@ -15,6 +15,7 @@ mod registry_support;
 mod blobstore_fs;
 mod blobstore_memory;
 mod blobstore_s3;
+mod disks;
 mod hypervisor_cloudinit;
 mod hypervisor_fake;
 mod registry_anonymous;

@@ -114,6 +114,7 @@ mod tests {
     use vmr_ports::NetworkDefinition;
 
     use super::*;
+    use vmr_ports::NetworkDriver;
 
     fn nat(name: &str, subnet: &str) -> NetworkSpec {
         default_network_spec(name, subnet.parse().unwrap()).unwrap()

@@ -26,7 +26,7 @@ pub use health::HealthService;
 pub use images::{ImageService, ImagesInUse, NoVms};
 pub use metrics::MetricsSnapshotService;
 pub use networks::NetworkService;
-pub use provision::{Provisioner, VmBlueprint};
+pub use provision::{Provisioner, VmBlueprint, VmMedia};
 pub use restart::{RestartSupervisor, RestartTask};
 pub use transfer::TransferService;
 pub use vms::{RuntimeDirs, VmImages, VmService};

@@ -153,6 +153,7 @@ mod tests {
     use vmr_adapters::fake::hypervisor::FakeHypervisor;
 
     use super::*;
+    use vmr_ports::VmDriver;
 
     fn spec(name: &str, mode: &str, subnet: Option<&str>) -> NetworkSpec {
         NetworkSpec::from_parts(name, mode, subnet, None, None, None, false, None, None).unwrap()

@@ -2,6 +2,7 @@
 //! back-off delays are exact and the tests take no real time.
 
 use std::path::PathBuf;
+use vmr_ports::VmDriver;
 
 use vmr_adapters::fake::hypervisor::{FakeCall, FakeHypervisor};
 use vmr_domain::units::ByteSize;

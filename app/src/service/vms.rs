@@ -26,7 +26,7 @@ pub use runtime::RuntimeDirs;
 
 use super::DefaultNetworks;
 use super::images::{ImageService, ImagesInUse};
-use super::provision::{Phases, PreparedVm, Provision, Provisioner, VmBlueprint};
+use super::provision::{Phases, PreparedVm, Provision, Provisioner, VmBlueprint, VmMedia};
 
 /// Digests of the images a set of VMs runs from.
 pub fn image_digests(vms: &[VmRecord]) -> BTreeSet<Digest> {
@@ -126,6 +126,7 @@ pub struct VmService {
 impl VmService {
     pub fn new(
         hypervisor: Arc<dyn Hypervisor>,
+        media: VmMedia,
         images: Arc<ImageService>,
         runtime: RuntimeDirs,
         usage: Arc<VmImages>,
@@ -137,7 +138,13 @@ impl VmService {
                     DefaultNetworks::new(Arc::clone(&hypervisor))
                         .with_events(images.events().clone()),
                 ),
-                provisioner: Provisioner::new(hypervisor.clone(), images, runtime.clone(), usage),
+                provisioner: Provisioner::new(
+                    hypervisor.clone(),
+                    media,
+                    images,
+                    runtime.clone(),
+                    usage,
+                ),
                 hypervisor,
                 runtime,
                 busy: Mutex::new(BTreeSet::new()),

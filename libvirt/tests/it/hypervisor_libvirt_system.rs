@@ -15,7 +15,7 @@ use vmr_adapters::cloudinit::build_cidata_iso;
 use vmr_domain::cloudinit::{CloudInitSeed, MetaData, NetworkConfigV2};
 use vmr_domain::vm::VmState;
 use vmr_libvirt::{LibvirtConfig, LibvirtHypervisor, VirtType};
-use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason};
+use vmr_ports::{Hypervisor, LifecycleKind, NetworkDefinition, StopMode, StopReason, VmDriver};
 use vmr_tests::hypervisor_contract::{Fixture, HostDevices, clean, expect_event, nic, sha256_file};
 
 async fn connect(uri: String) -> Arc<dyn Hypervisor> {
@@ -96,7 +96,7 @@ async fn vm_boots_firmware_on_an_overlay_and_never_writes_the_base() {
     hv.start_network(&net.name).await.unwrap();
 
     let mut def = fx
-        .definition(&hv, "boot", vec![nic(&net.name, "52:54:00:23:00:01")])
+        .definition("boot", vec![nic(&net.name, "52:54:00:23:00:01")])
         .await;
     let base = fx.path("boot-base.qcow2");
     let base_sha = sha256_file(&base);
@@ -158,7 +158,7 @@ async fn stops_outside_vmr_are_reported_with_their_reason() {
     let Some((hv, fx)) = system("outside", 231).await else {
         return;
     };
-    let def = fx.definition(&hv, "outside", Vec::new()).await;
+    let def = fx.definition("outside", Vec::new()).await;
     let name = def.spec.name.clone();
     let mut events = hv.events();
     hv.define_vm(&def).await.unwrap();
@@ -270,7 +270,7 @@ async fn uefi_vm_starts_with_ovmf() {
     let Some((hv, fx)) = system("uefi", 233).await else {
         return;
     };
-    let mut def = fx.definition(&hv, "uefi", Vec::new()).await;
+    let mut def = fx.definition("uefi", Vec::new()).await;
     def.spec.bootloader = vmr_domain::vm::Bootloader::Uefi;
     hv.define_vm(&def).await.unwrap();
     let details = hv.inspect_vm(&def.spec.name).await.unwrap();

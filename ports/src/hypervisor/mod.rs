@@ -1,10 +1,14 @@
-//! The hypervisor port: what the core needs from whatever runs VMs and
-//! virtual networks (libvirt, or the in-memory fake). A VM is defined from a
-//! [`VmDefinition`] (the domain's spec plus the files the core prepared for
-//! it), started, stopped, restarted and undefined; the backend is the single
-//! source of truth, so [`Hypervisor::list_vms`] gives every VM back with its
-//! full spec after a daemon restart. Networks, copy-on-write disks and a
-//! stream of lifecycle events complete the port.
+//! The hypervisor ports: what the core needs from whatever runs VMs and
+//! virtual networks (libvirt, or the in-memory fake), as three small traits
+//! a backend offers together: [`VmDriver`] (a VM is defined from a
+//! [`VmDefinition`], the domain's spec plus the files the core prepared for
+//! it, then started, stopped, restarted and undefined), [`NetworkDriver`]
+//! and [`LifecycleEvents`]. [`Hypervisor`] is their join, for the places
+//! that need all three (wiring, the contract suite). The backend is the
+//! single source of truth, so [`VmDriver::list_vms`] gives every VM back
+//! with its full spec after a daemon restart. The disks VMs boot from, the
+//! seed media, the guest agent and the console are ports of their own
+//! ([`crate::disks`], [`crate::seed`], [`crate::guest`]).
 //!
 //! Every backend honours one state machine, checked by a shared contract
 //! test suite:
@@ -16,17 +20,17 @@
 //! ```
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
-use futures::stream::BoxStream;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::network::{AddressSource, MacAddr, NetworkName, NetworkSpec};
 use vmr_domain::vm::{NetworkAttachment, VmName, VmSpec, VmState};
 
+mod drivers;
 mod error;
 
+pub use drivers::{Hypervisor, LifecycleEvents, NetworkDriver, VmDriver};
 pub use error::{Cause, HypervisorError};
 
 /// A disk file attached to a VM.
@@ -201,76 +205,6 @@ pub struct HypervisorInfo {
     pub version: String,
     /// The domain type VMs are defined with: `kvm`, `qemu` (TCG) or `test`.
     pub virt_type: String,
-}
-
-/// The hypervisor: VMs, networks, disks and lifecycle events.
-#[cfg_attr(feature = "mock", mockall::automock)]
-#[async_trait]
-pub trait Hypervisor: Send + Sync {
-    /// Checks that the backend answers.
-    async fn ping(&self) -> Result<HypervisorInfo, HypervisorError>;
-
-    /// Defines a VM (state `Created`). `AlreadyExists` if the name is taken,
-    /// `NotFound` if a network it attaches to does not exist.
-    async fn define_vm(&self, definition: &VmDefinition) -> Result<VmRecord, HypervisorError>;
-    /// Starts a `Created`, `Stopped` or `Crashed` VM. Its networks must be
-    /// active (`InvalidState` otherwise).
-    async fn start_vm(&self, name: &VmName) -> Result<(), HypervisorError>;
-    /// Stops a running or paused VM; `InvalidState` if it is not active.
-    async fn stop_vm(&self, name: &VmName, mode: StopMode) -> Result<(), HypervisorError>;
-    /// Stops the VM with `mode` if it is active, then starts it.
-    async fn restart_vm(&self, name: &VmName, mode: StopMode) -> Result<(), HypervisorError>;
-    /// Removes a VM that is not active (its files are the caller's).
-    async fn undefine_vm(&self, name: &VmName) -> Result<(), HypervisorError>;
-    /// Every VM vmr defined.
-    async fn list_vms(&self) -> Result<Vec<VmRecord>, HypervisorError>;
-    /// One VM, with the backend's description of it.
-    async fn inspect_vm(&self, name: &VmName) -> Result<VmDetails, HypervisorError>;
-
-    /// Defines a network (inactive). `AlreadyExists` if the name is taken;
-    /// `Invalid` if its subnet overlaps another network's; `NotFound` if a
-    /// bridged network's bridge or a macvtap network's interface is missing.
-    async fn define_network(
-        &self,
-        definition: &NetworkDefinition,
-    ) -> Result<NetworkRecord, HypervisorError>;
-    /// Starts an inactive network; `InvalidState` if it is active.
-    async fn start_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
-    /// Stops an active network; `InvalidState` if it is not active.
-    async fn stop_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
-    /// Removes an inactive network; `InvalidState` if it is active or a
-    /// defined VM still attaches to it.
-    async fn remove_network(&self, name: &NetworkName) -> Result<(), HypervisorError>;
-    /// Every network, vmr's and those found in the backend.
-    async fn list_networks(&self) -> Result<Vec<NetworkRecord>, HypervisorError>;
-    /// One network, with the backend's description of it.
-    async fn inspect_network(&self, name: &NetworkName) -> Result<NetworkDetails, HypervisorError>;
-
-    /// Creates a qcow2 overlay at `overlay` over `base` (which is only ever
-    /// read), with a virtual size of `size` bytes when that is larger than
-    /// the base's. `AlreadyExists` if `overlay` exists, `NotFound` if `base`
-    /// does not, `Invalid` for an `iso` base.
-    async fn create_overlay(
-        &self,
-        base: &Path,
-        base_format: DiskFormat,
-        overlay: &Path,
-        size: Option<u64>,
-    ) -> Result<(), HypervisorError>;
-    /// Creates an empty qcow2 disk of `size` bytes (for `iso` images).
-    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError>;
-
-    /// Lifecycle events from now on. Each call gets its own stream; a
-    /// consumer that falls far behind misses events rather than blocking
-    /// the backend.
-    fn events(&self) -> BoxStream<'static, LifecycleEvent>;
-
-    /// One item each time the backend's connection is re-established after
-    /// an outage (libvirtd restarted): whatever happened meanwhile may need
-    /// reconciling. Backends without a connection never yield.
-    fn reconnects(&self) -> BoxStream<'static, ()> {
-        Box::pin(futures::stream::pending())
-    }
 }
 
 #[cfg(test)]

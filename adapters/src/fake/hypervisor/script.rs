@@ -96,6 +96,17 @@ impl Script {
         target: &str,
         body: impl FnOnce() -> Result<T, HypervisorError>,
     ) -> Result<T, HypervisorError> {
+        self.run_async(call, target, async { body() }).await
+    }
+
+    /// As [`Script::run`], for a body that waits (it starts only after the
+    /// delay, and not at all when a failure is scripted).
+    pub(super) async fn run_async<T>(
+        &self,
+        call: FakeCall,
+        target: &str,
+        body: impl Future<Output = Result<T, HypervisorError>>,
+    ) -> Result<T, HypervisorError> {
         let started = Instant::now();
         let delay = lock(&self.delays).get(&call).copied();
         let logged = !self.unlogged.load(Ordering::Relaxed);
@@ -111,7 +122,7 @@ impl Script {
         };
         let result = match scripted {
             Some(error) => Err(error),
-            None => body(),
+            None => body.await,
         };
         if logged {
             lock(&self.calls).push(CallRecord {

@@ -1,6 +1,7 @@
 //! The guest use cases over the fake's scripted guest.
 
 use std::time::Duration;
+use vmr_ports::VmDriver;
 
 use futures::StreamExt;
 use vmr_adapters::fake::hypervisor::{FakeCall, FakeHypervisor};

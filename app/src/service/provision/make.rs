@@ -6,14 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vmr_adapters::cloudinit::write_cidata_iso;
 use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
 use vmr_ports::blobstore::Blobs;
 use vmr_ports::driving::UseCaseError;
 use vmr_ports::{DiskAttachment, Hypervisor, HypervisorError, StopMode, VmDefinition, VmRecord};
 
-use super::{Phases, PreparedVm};
+use super::{Phases, PreparedVm, VmMedia};
 use crate::service::vms::RuntimeDirs;
 
 /// What has been made so far, to undo on failure.
@@ -27,13 +26,14 @@ struct Made {
 /// asked. On failure, undoes what it made and returns the first error.
 pub(super) async fn create(
     hypervisor: &Arc<dyn Hypervisor>,
+    media: &VmMedia,
     store: &dyn Blobs,
     runtime: &RuntimeDirs,
     prepared: PreparedVm,
 ) -> Result<VmRecord, UseCaseError> {
     let name = prepared.spec.name.clone();
     let mut made = Made::default();
-    let result = build(hypervisor, store, runtime, prepared, &mut made).await;
+    let result = build(hypervisor, media, store, runtime, prepared, &mut made).await;
     if let Err(error) = &result {
         tracing::warn!(vm = %name, %error, "creating the VM failed; undoing");
         if made.defined {
@@ -61,6 +61,7 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> UseCaseError {
 
 async fn build(
     hypervisor: &Arc<dyn Hypervisor>,
+    media: &VmMedia,
     store: &dyn Blobs,
     runtime: &RuntimeDirs,
     prepared: PreparedVm,
@@ -105,7 +106,8 @@ async fn build(
         DiskFormat::Iso => {
             let disk = match spec.disk_size {
                 Some(size) => {
-                    hypervisor
+                    media
+                        .disks
                         .create_blank_disk(&disk_path, size.bytes())
                         .await?;
                     Some(qcow2(disk_path))
@@ -115,7 +117,8 @@ async fn build(
             (disk, vec![base, cidata.clone()], true)
         }
         DiskFormat::Qcow2 | DiskFormat::Raw => {
-            hypervisor
+            media
+                .disks
                 .create_overlay(
                     &base,
                     disk_format,
@@ -127,7 +130,9 @@ async fn build(
         }
     };
     phase("disk");
-    write_cidata_iso(&seed, &cidata)
+    media
+        .seeds
+        .write_seed(&seed, &cidata)
         .await
         .map_err(|e| UseCaseError::internal(e.to_string()).with_source(e))?;
     phase("seed");

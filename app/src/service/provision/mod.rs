@@ -23,7 +23,7 @@ use vmr_domain::units::ByteSize;
 use vmr_domain::validation::check_simple_name;
 use vmr_domain::vm::{VmName, VmSpec};
 use vmr_ports::driving::{CreateVm, ErrorKind, UseCaseError};
-use vmr_ports::{Hypervisor, NetworkRecord, VmRecord};
+use vmr_ports::{Hypervisor, NetworkRecord, OverlayDisks, SeedMedia, VmRecord};
 
 use crate::service::images::Lease;
 use crate::service::vms::RuntimeDirs;
@@ -99,10 +99,20 @@ fn with_field(mut error: UseCaseError, field: impl Into<String>) -> UseCaseError
     error
 }
 
+/// The driven ports a VM's files are made with, beside the hypervisor.
+#[derive(Clone)]
+pub struct VmMedia {
+    /// Its disk: an overlay over the image's blob, or a blank disk.
+    pub disks: Arc<dyn OverlayDisks>,
+    /// Its cloud-init seed medium.
+    pub seeds: Arc<dyn SeedMedia>,
+}
+
 /// Turns blueprints into VMs.
 #[derive(Clone)]
 pub struct Provisioner {
     hypervisor: Arc<dyn Hypervisor>,
+    media: VmMedia,
     images: Arc<ImageService>,
     runtime: RuntimeDirs,
     usage: Arc<VmImages>,
@@ -111,12 +121,14 @@ pub struct Provisioner {
 impl Provisioner {
     pub fn new(
         hypervisor: Arc<dyn Hypervisor>,
+        media: VmMedia,
         images: Arc<ImageService>,
         runtime: RuntimeDirs,
         usage: Arc<VmImages>,
     ) -> Self {
         Self {
             hypervisor,
+            media,
             images,
             runtime,
             usage,
@@ -290,6 +302,7 @@ impl Provisioner {
             let _lease = lease;
             make::create(
                 &this.hypervisor,
+                &this.media,
                 this.images.store().as_ref(),
                 &this.runtime,
                 vm,

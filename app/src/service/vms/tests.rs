@@ -3,6 +3,7 @@
 //! the lifecycle rules and image usage.
 
 use std::net::Ipv4Addr;
+use vmr_ports::NetworkDriver;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -47,7 +48,12 @@ impl World {
         let usage = Arc::new(VmImages::new(hypervisor.clone()));
         let images = Arc::new(ImageService::new(store, usage.clone()));
         let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
-        let vms = VmService::new(hypervisor, images.clone(), runtime, usage);
+        // The fake scripts the disks too (over the real disk adapter).
+        let media = VmMedia {
+            disks: fake.clone(),
+            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
+        };
+        let vms = VmService::new(hypervisor, media, images.clone(), runtime, usage);
         let world = Self {
             fake,
             images,
@@ -425,11 +431,16 @@ async fn an_iso_image_boots_from_cdrom_with_an_optional_blank_disk() {
     let cd2 = world.vms.create(with_disk).await.unwrap();
     let disk = cd2.disk.unwrap();
     assert!(disk.path.ends_with("cd2/disk.qcow2"));
-    assert!(
-        std::fs::read_to_string(&disk.path)
-            .unwrap()
-            .contains("blank disk of 1073741824 bytes")
-    );
+    // A real qcow2 disk of that size, backed by nothing.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(&disk.path)
+        .output()
+        .expect("qemu-img runs");
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 1u64 << 30);
+    assert!(info.get("backing-filename").is_none(), "{info}");
 }
 
 #[tokio::test]

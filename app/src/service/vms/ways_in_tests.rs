@@ -1,6 +1,7 @@
 //! The default network, `no_network` and ssh keys of a create request.
 
 use vmr_domain::network::DEFAULT_NETWORK;
+use vmr_ports::NetworkDriver;
 
 use super::*;
 

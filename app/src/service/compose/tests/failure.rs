@@ -1,6 +1,7 @@
 //! Invalid projects, failures half-way, cleanup, and the project lock.
 
 use super::*;
+use vmr_ports::NetworkDriver;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_stops_later_levels_and_down_cleans_up() {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use vmr_ports::{NetworkDriver, VmDriver};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -21,7 +22,7 @@ use vmr_ports::{Hypervisor, HypervisorError, NetworkDefinition};
 
 use super::*;
 use crate::service::events::{EventBus, LifecycleRelay};
-use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmService};
+use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmMedia, VmService};
 
 const ZITI: &str = include_str!("../../../../../domain/tests/fixtures/compose-full.yaml");
 const ZITI_USER_DATA: &[u8] =
@@ -53,8 +54,13 @@ impl World {
         let usage = Arc::new(VmImages::new(hypervisor.clone()));
         let images = Arc::new(ImageService::new(store, usage.clone()));
         let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
+        let media = VmMedia {
+            disks: fake.clone(),
+            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
+        };
         let vms = Arc::new(VmService::new(
             hypervisor.clone(),
+            media,
             images.clone(),
             runtime,
             usage,

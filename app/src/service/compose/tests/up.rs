@@ -1,6 +1,7 @@
 //! `up` and what it leaves: the steps, idempotency, concurrency, `ps`.
 
 use super::*;
+use vmr_ports::{NetworkDriver, VmDriver};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ziti_goes_up_idempotently_and_down_completely() {

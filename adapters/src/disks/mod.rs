@@ -1,23 +1,46 @@
-//! VM disks: copy-on-write qcow2 overlays over an image's disk blob, written
-//! natively (see `qcow2`), and blank qcow2 disks for `iso` images, made with
-//! `qemu-img`. The base is only ever read (its length, or its qcow2 header
-//! for the virtual size), even when other VMs run from it.
+//! The disks port ([`OverlayDisks`]) on the host's filesystem, for every
+//! hypervisor backend: copy-on-write qcow2 overlays over an image's disk
+//! blob, written natively (see `qcow2`), and blank qcow2 disks for `iso`
+//! images, made with `qemu-img`. The base is only ever read (its length, or
+//! its qcow2 header for the virtual size), even when other VMs run from it.
+
+mod qcow2;
 
 use std::path::Path;
 use std::process::Stdio;
 
+use async_trait::async_trait;
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use vmr_domain::image::DiskFormat;
-use vmr_ports::HypervisorError;
-
-use super::qcow2;
+use vmr_ports::{HypervisorError, OverlayDisks};
 
 const QEMU_IMG: &str = "qemu-img";
 
+/// VM disks as qcow2 files next to the VM's other runtime files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QemuDisks;
+
+#[async_trait]
+impl OverlayDisks for QemuDisks {
+    async fn create_overlay(
+        &self,
+        base: &Path,
+        base_format: DiskFormat,
+        overlay: &Path,
+        size: Option<u64>,
+    ) -> Result<(), HypervisorError> {
+        create_overlay(base, base_format, overlay, size).await
+    }
+
+    async fn create_blank_disk(&self, path: &Path, size: u64) -> Result<(), HypervisorError> {
+        create_blank_disk(path, size).await
+    }
+}
+
 /// Creates a qcow2 overlay over `base` with a virtual size of
 /// `max(size, base's virtual size)`.
-pub async fn create_overlay(
+async fn create_overlay(
     base: &Path,
     base_format: DiskFormat,
     overlay: &Path,
@@ -66,7 +89,7 @@ fn write_new(path: &Path, bytes: &[u8], len: u64) -> std::io::Result<()> {
 }
 
 /// Creates an empty qcow2 disk of `size` bytes.
-pub async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorError> {
+async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorError> {
     if size == 0 {
         return Err(HypervisorError::invalid(
             "diskSize",
@@ -83,7 +106,7 @@ pub async fn create_blank_disk(path: &Path, size: u64) -> Result<(), HypervisorE
 
 /// The virtual size of a disk image, read from its length (raw) or its
 /// header (qcow2) without opening it for writing.
-pub async fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64, HypervisorError> {
+async fn virtual_size(path: &Path, format: DiskFormat) -> Result<u64, HypervisorError> {
     let unreadable = |e: String| {
         HypervisorError::invalid(
             "disk",
