@@ -161,7 +161,7 @@ impl S3Bucket {
             ..self.settings()
         };
         Self::on_a_store(settings, |store| async move {
-            use vmr_ports::blobstore::BlobStore as _;
+            use vmr_ports::blobstore::StoreUpkeep as _;
             let names = store.list_temporaries().await.expect("listing the uploads");
             names
                 .into_iter()
