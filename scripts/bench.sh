@@ -3,13 +3,13 @@
 # docs/benchmarks.md. Each section is its own script in scripts/bench/ and
 # replaces only its own part of the document, so one can be rerun alone:
 #   scripts/bench.sh                 every section, in order
-#   scripts/bench.sh --only NAME     one section: import, compose, vm, transfer, transfer-system, rpc
+#   scripts/bench.sh --only NAME     one section: import, compose, vm, transfer, transfer-system, rpc, shared-bucket
 # Figures are wall-clock medians (REPS runs, default 3); these machines are
 # shared and noisy, so compare ratios, not absolute numbers.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
-SECTIONS=(import compose vm transfer transfer-system rpc)
+SECTIONS=(import compose vm transfer transfer-system rpc shared-bucket)
 only=
 if [ "${1:-}" = "--only" ]; then
   only=${2:-}
@@ -19,12 +19,12 @@ else
 fi
 
 # What the sections need from the machine: the apt packages (docker-registry and skopeo for
-# the transfer sections, libvirt and QEMU for the vm section; a no-op when installed) and a
-# running libvirtd for the vm section. The test services (libvirtd among them, all on
+# the transfer sections, libvirt and QEMU for the vm section; a no-op when installed), a
+# running libvirtd for the vm section and the SeaweedFS S3 server for the shared-bucket one. The test services (libvirtd among them, all on
 # loopback) are started unless they already answer; those started here are stopped at the end.
 bash scripts/install-deps.sh
 services_started=0
-if [ -z "$only" ] || [ "$only" = vm ]; then
+if [ -z "$only" ] || [ "$only" = vm ] || [ "$only" = shared-bucket ]; then
   if ! bash scripts/test-services.sh check; then
     bash scripts/test-services.sh start
     services_started=1
