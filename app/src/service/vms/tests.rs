@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use vmr_adapters::blobstore::OpendalStore;
 use vmr_adapters::fake::hypervisor::{FakeCall, FakeHypervisor};
 use vmr_domain::network::{MacAddr, NetworkSpec};
 use vmr_domain::units::ByteSize;

@@ -11,7 +11,6 @@ use vmr_ports::{NetworkDriver, VmDriver};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use vmr_adapters::blobstore::OpendalStore;
 use vmr_adapters::fake::hypervisor::{CallRecord, FakeCall, FakeHypervisor};
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::driving::{
@@ -22,7 +21,8 @@ use vmr_ports::{HypervisorError, NetworkDefinition};
 
 use super::*;
 use crate::service::events::{EventBus, LifecycleRelay};
-use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmMedia, VmService};
+use crate::service::vms::over_fake::{FakeVms, over_fake};
+use crate::service::{ImageService, NetworkService};
 
 const ZITI: &str = include_str!("../../../../../domain/tests/fixtures/compose-full.yaml");
 const ZITI_USER_DATA: &[u8] =
