@@ -17,7 +17,7 @@ use vmr_ports::blobstore::{BlobStore, Manifests, StoreCache, StoreParts, StoreUp
 use vmr_ports::driving::MetricsSnapshotUseCases;
 use vmr_ports::leases::{NoSharedLeases, SharedLeases};
 use vmr_ports::{AuthConnector, AuthTarget, RegistryConnector, RegistryError, RegistryTarget};
-use vmr_ports::{GuestAgent, Hypervisor, SerialConsole};
+use vmr_ports::{GuestAgent, Hypervisor, SerialConsole, VmDriver};
 use vmr_ports::{MetricsRecorder, NoMetrics};
 
 use crate::config::{DaemonConfig, HypervisorKind, StorageKind};
@@ -56,9 +56,12 @@ pub struct MetricsEndpoint {
     pub snapshot: Arc<dyn MetricsSnapshotUseCases>,
 }
 
-/// What a hypervisor backend gives the core: the VM port, the ways into a
-/// guest (its agent, its serial console), and a description for the logs and
-/// the health check. One backend usually implements all three.
+/// What a hypervisor backend gives the core: its VMs, networks and
+/// lifecycle events (the three [`Hypervisor`] ports, which each use case
+/// takes apart: `Arc<dyn Hypervisor>` upcasts to `Arc<dyn VmDriver>` and
+/// the others), the ways into a guest (its agent, its serial console), and
+/// a description for the logs and the health check. One backend usually
+/// implements them all.
 pub struct OpenedHypervisor {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub agent: Arc<dyn GuestAgent>,
@@ -179,7 +182,7 @@ pub async fn open_store(config: &DaemonConfig) -> anyhow::Result<OpenedStore> {
     })
 }
 
-fn hypervisor_probe(hypervisor: Arc<dyn Hypervisor>) -> Probe {
+fn hypervisor_probe(hypervisor: Arc<dyn VmDriver>) -> Probe {
     Arc::new(move || {
         let hypervisor = hypervisor.clone();
         Box::pin(async move {
@@ -307,12 +310,15 @@ pub async fn assemble(
     };
     let vms = Arc::new(VmService::new(
         hypervisor.clone(),
+        hypervisor.clone(),
         media,
         images.clone(),
         runtime.clone(),
         usage,
     ));
-    let networks = Arc::new(NetworkService::new(hypervisor.clone()).with_events(events.clone()));
+    let networks = Arc::new(
+        NetworkService::new(hypervisor.clone(), hypervisor.clone()).with_events(events.clone()),
+    );
     let compose = Arc::new(
         ComposeService::new(
             vms.clone(),
@@ -327,7 +333,7 @@ pub async fn assemble(
         console,
         runtime.clone(),
     ));
-    let restart_policies = RestartSupervisor::new(hypervisor.clone(), runtime)
+    let restart_policies = RestartSupervisor::new(hypervisor.clone(), hypervisor.clone(), runtime)
         .with_events(events.clone())
         .spawn();
     let roots = match &config.registry_ca_file {

@@ -5,12 +5,9 @@
 //! it exists but is down; callers are serialised, so two VMs created at once
 //! on a fresh host end on one network.
 
-use std::sync::Arc;
-
 use tokio::sync::Mutex;
 use tracing::info;
 use vmr_domain::network::{NetworkName, default_network_spec, free_default_subnet};
-use vmr_ports::Hypervisor;
 use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError};
 
 use super::NetworkService;
@@ -18,16 +15,14 @@ use super::events::Publisher;
 
 /// Creates and starts default networks, one caller at a time.
 pub struct DefaultNetworks {
-    hypervisor: Arc<dyn Hypervisor>,
     networks: NetworkService,
     lock: Mutex<()>,
 }
 
 impl DefaultNetworks {
-    pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Self {
+    pub fn new(networks: NetworkService) -> Self {
         Self {
-            networks: NetworkService::new(Arc::clone(&hypervisor)),
-            hypervisor,
+            networks,
             lock: Mutex::new(()),
         }
     }
@@ -59,7 +54,7 @@ impl DefaultNetworks {
         project: Option<&str>,
     ) -> Result<(NetworkName, bool), UseCaseError> {
         let _one_at_a_time = self.lock.lock().await;
-        let existing = self.hypervisor.list_networks().await?;
+        let existing = self.networks.list().await?;
         if let Some(record) = existing.iter().find(|n| n.spec.name.as_str() == name) {
             if record.project.as_deref() != project {
                 let owner = record.project.as_ref().map_or_else(
@@ -93,8 +88,8 @@ impl DefaultNetworks {
             }
             // Another daemon on the same libvirt made it meanwhile.
             Err(e) if e.kind == ErrorKind::AlreadyExists => self
-                .hypervisor
-                .list_networks()
+                .networks
+                .list()
                 .await?
                 .into_iter()
                 .find(|n| n.spec.name.as_str() == name && n.project.as_deref() == project)
@@ -123,7 +118,10 @@ mod tests {
     #[tokio::test]
     async fn concurrent_first_uses_end_on_one_network() {
         let fake = Arc::new(FakeHypervisor::new());
-        let defaults = Arc::new(DefaultNetworks::new(fake.clone()));
+        let defaults = Arc::new(DefaultNetworks::new(NetworkService::new(
+            fake.clone(),
+            fake.clone(),
+        )));
         let (a, b) = tokio::join!(
             defaults.ensure(DEFAULT_NETWORK, None),
             defaults.ensure(DEFAULT_NETWORK, None)
@@ -143,7 +141,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let defaults = DefaultNetworks::new(fake.clone());
+        let defaults = DefaultNetworks::new(NetworkService::new(fake.clone(), fake.clone()));
         let name = defaults.ensure(DEFAULT_NETWORK, None).await.unwrap();
         let record = fake.inspect_network(&name).await.unwrap().record;
         assert_eq!(record.spec.ipv4.unwrap().subnet.to_string(), "10.89.1.0/24");
@@ -155,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn a_network_of_another_owner_is_not_joined() {
         let fake = Arc::new(FakeHypervisor::new());
-        let defaults = DefaultNetworks::new(fake.clone());
+        let defaults = DefaultNetworks::new(NetworkService::new(fake.clone(), fake.clone()));
         defaults.ensure("p-default", Some("p")).await.unwrap();
         let e = defaults.ensure("p-default", None).await.unwrap_err();
         assert!(e.message.contains("part of project p"), "{e:?}");

@@ -24,7 +24,7 @@ use vmr_ports::driving::events::EventType;
 use vmr_ports::driving::events::{
     Event, EventFilter, EventPublisher, EventStream, EventUseCases, NewEvent, Since, Watched,
 };
-use vmr_ports::{Hypervisor, LifecycleEvent, LifecycleKind, StopReason};
+use vmr_ports::{LifecycleEvent, LifecycleEvents, LifecycleKind, StopReason};
 
 /// Events kept for resuming.
 pub const REMEMBERED: usize = 1024;
@@ -202,8 +202,8 @@ impl Drop for LifecycleRelay {
 
 impl LifecycleRelay {
     /// Subscribes now, so nothing that happens from here on is missed.
-    pub fn spawn(hypervisor: &dyn Hypervisor, events: Publisher) -> Self {
-        let mut lifecycle = hypervisor.events();
+    pub fn spawn(source: &dyn LifecycleEvents, events: Publisher) -> Self {
+        let mut lifecycle = source.events();
         Self(tokio::spawn(async move {
             while let Some(event) = lifecycle.next().await {
                 events.publish(vm_event(&event));

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use vmr_domain::vm::VmState;
-use vmr_ports::Hypervisor;
+use vmr_ports::VmDriver;
 use vmr_ports::blobstore::Blobs;
 use vmr_ports::driving::{
     HealthUseCases, ImageUseCases, MetricsSnapshot, MetricsSnapshotUseCases, ServingStatus,
@@ -27,7 +27,7 @@ const STATES: [VmState; 6] = [
 
 /// Samples the core for the metrics endpoint.
 pub struct MetricsSnapshotService {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     images: Arc<dyn ImageUseCases>,
     store: Arc<dyn Blobs>,
     health: Arc<dyn HealthUseCases>,
@@ -35,7 +35,7 @@ pub struct MetricsSnapshotService {
 
 impl MetricsSnapshotService {
     pub fn new(
-        hypervisor: Arc<dyn Hypervisor>,
+        hypervisor: Arc<dyn VmDriver>,
         images: Arc<dyn ImageUseCases>,
         store: Arc<dyn Blobs>,
         health: Arc<dyn HealthUseCases>,

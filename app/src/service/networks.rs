@@ -13,18 +13,23 @@ use tracing::{info, instrument};
 use vmr_domain::network::{NetworkName, NetworkSpec, check_no_overlap};
 use vmr_domain::validation::ValidationError;
 use vmr_ports::driving::{ErrorKind, NetworkUseCases, UseCaseError};
-use vmr_ports::{Hypervisor, NetworkDefinition, NetworkDetails, NetworkRecord, VmRecord};
+use vmr_ports::{
+    NetworkDefinition, NetworkDetails, NetworkDriver, NetworkRecord, VmDriver, VmRecord,
+};
 
 /// The network use cases.
 pub struct NetworkService {
-    hypervisor: Arc<dyn Hypervisor>,
+    networks: Arc<dyn NetworkDriver>,
+    /// Only read, to tell which VMs a network is taken away from.
+    vms: Arc<dyn VmDriver>,
     events: Publisher,
 }
 
 impl NetworkService {
-    pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Self {
+    pub fn new(networks: Arc<dyn NetworkDriver>, vms: Arc<dyn VmDriver>) -> Self {
         Self {
-            hypervisor,
+            networks,
+            vms,
             events: no_events(),
         }
     }
@@ -45,12 +50,12 @@ impl NetworkService {
     }
 
     async fn record(&self, name: &NetworkName) -> Result<NetworkRecord, UseCaseError> {
-        Ok(self.hypervisor.inspect_network(name).await?.record)
+        Ok(self.networks.inspect_network(name).await?.record)
     }
 
     /// The VMs attached to `name` (only the running ones with `running`).
     async fn users(&self, name: &NetworkName, running: bool) -> Result<Vec<String>, UseCaseError> {
-        let vms: Vec<VmRecord> = self.hypervisor.list_vms().await?;
+        let vms: Vec<VmRecord> = self.vms.list_vms().await?;
         Ok(vms
             .iter()
             .filter(|vm| !running || vm.state.is_active())
@@ -68,7 +73,7 @@ impl NetworkUseCases for NetworkService {
         spec: NetworkSpec,
         project: Option<String>,
     ) -> Result<NetworkRecord, UseCaseError> {
-        let existing = self.hypervisor.list_networks().await?;
+        let existing = self.networks.list_networks().await?;
         if existing.iter().any(|n| n.spec.name == spec.name) {
             return Err(UseCaseError::new(
                 ErrorKind::AlreadyExists,
@@ -78,13 +83,13 @@ impl NetworkUseCases for NetworkService {
         check_no_overlap(&spec, existing.iter().map(|n| &n.spec)).map_err(ValidationError::from)?;
         let name = spec.name.clone();
         let owner = project.clone();
-        self.hypervisor
+        self.networks
             .define_network(&NetworkDefinition { spec, project })
             .await?;
-        if let Err(error) = self.hypervisor.start_network(&name).await {
+        if let Err(error) = self.networks.start_network(&name).await {
             // A network that cannot start (a bridge name clash, a missing
             // host interface) is not left behind half made.
-            if let Err(e) = self.hypervisor.remove_network(&name).await {
+            if let Err(e) = self.networks.remove_network(&name).await {
                 tracing::warn!(network = %name, error = %e, "rollback: cannot remove the network");
             }
             return Err(error.into());
@@ -96,14 +101,14 @@ impl NetworkUseCases for NetworkService {
 
     #[instrument(skip(self))]
     async fn start(&self, name: &NetworkName) -> Result<NetworkRecord, UseCaseError> {
-        self.hypervisor.start_network(name).await?;
+        self.networks.start_network(name).await?;
         self.publish("start", name, None);
         self.record(name).await
     }
 
     #[instrument(skip(self))]
     async fn stop(&self, name: &NetworkName) -> Result<NetworkRecord, UseCaseError> {
-        self.hypervisor.inspect_network(name).await?;
+        self.networks.inspect_network(name).await?;
         let users = self.users(name, true).await?;
         if !users.is_empty() {
             return Err(UseCaseError::precondition(format!(
@@ -111,7 +116,7 @@ impl NetworkUseCases for NetworkService {
                 users.join(", ")
             )));
         }
-        self.hypervisor.stop_network(name).await?;
+        self.networks.stop_network(name).await?;
         self.publish("stop", name, None);
         self.record(name).await
     }
@@ -129,22 +134,22 @@ impl NetworkUseCases for NetworkService {
             )));
         }
         if record.active {
-            self.hypervisor.stop_network(name).await?;
+            self.networks.stop_network(name).await?;
         }
-        self.hypervisor.remove_network(name).await?;
+        self.networks.remove_network(name).await?;
         info!(network = %name, "network removed");
         self.publish("remove", name, record.project.as_deref());
         Ok(())
     }
 
     async fn list(&self) -> Result<Vec<NetworkRecord>, UseCaseError> {
-        let mut networks = self.hypervisor.list_networks().await?;
+        let mut networks = self.networks.list_networks().await?;
         networks.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
         Ok(networks)
     }
 
     async fn inspect(&self, name: &NetworkName) -> Result<NetworkDetails, UseCaseError> {
-        Ok(self.hypervisor.inspect_network(name).await?)
+        Ok(self.networks.inspect_network(name).await?)
     }
 }
 
@@ -161,7 +166,7 @@ mod tests {
 
     fn service() -> (Arc<FakeHypervisor>, NetworkService) {
         let fake = Arc::new(FakeHypervisor::new());
-        (fake.clone(), NetworkService::new(fake))
+        (fake.clone(), NetworkService::new(fake.clone(), fake))
     }
 
     #[tokio::test]

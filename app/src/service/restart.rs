@@ -33,7 +33,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use vmr_domain::vm::{RestartPolicy, VmName, VmState};
-use vmr_ports::{Hypervisor, HypervisorError, LifecycleEvent, LifecycleKind, StopReason};
+use vmr_ports::{
+    HypervisorError, LifecycleEvent, LifecycleEvents, LifecycleKind, StopReason, VmDriver,
+};
 
 use super::events::{Publisher, no_events};
 use super::vms::RuntimeDirs;
@@ -146,7 +148,8 @@ impl Due {
 
 /// Enforces restart policies.
 pub struct RestartSupervisor {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
+    lifecycle: Arc<dyn LifecycleEvents>,
     runtime: RuntimeDirs,
     backoff: Backoff,
     events: Publisher,
@@ -163,9 +166,15 @@ impl Drop for RestartTask {
 }
 
 impl RestartSupervisor {
-    pub fn new(hypervisor: Arc<dyn Hypervisor>, runtime: RuntimeDirs) -> Self {
+    /// Follows `lifecycle`'s events and restarts `hypervisor`'s VMs.
+    pub fn new(
+        hypervisor: Arc<dyn VmDriver>,
+        lifecycle: Arc<dyn LifecycleEvents>,
+        runtime: RuntimeDirs,
+    ) -> Self {
         Self {
             hypervisor,
+            lifecycle,
             runtime,
             backoff: Backoff::default(),
             events: no_events(),
@@ -188,8 +197,8 @@ impl RestartSupervisor {
     /// Subscribes to lifecycle events (so nothing from now on is missed),
     /// reconciles the VMs as they are, then follows the events.
     pub fn spawn(self) -> RestartTask {
-        let events = self.hypervisor.events();
-        let reconnects = self.hypervisor.reconnects();
+        let events = self.lifecycle.events();
+        let reconnects = self.lifecycle.reconnects();
         RestartTask(tokio::spawn(self.run(events, reconnects)))
     }
 

@@ -58,7 +58,7 @@ impl World {
     }
 
     fn supervise(&self) -> RestartTask {
-        RestartSupervisor::new(self.fake.clone(), self.runtime.clone()).spawn()
+        RestartSupervisor::new(self.fake.clone(), self.fake.clone(), self.runtime.clone()).spawn()
     }
 
     async fn state(&self, name: &VmName) -> VmState {

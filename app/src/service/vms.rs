@@ -20,13 +20,13 @@ use vmr_domain::vm::VmName;
 use vmr_ports::driving::{
     CreateVm, ErrorKind, NicRequest, StopVm, UseCaseError, VmFilter, VmUseCases,
 };
-use vmr_ports::{Hypervisor, HypervisorError, StopMode, VmDetails, VmRecord};
+use vmr_ports::{HypervisorError, NetworkDriver, StopMode, VmDetails, VmDriver, VmRecord};
 
 pub use runtime::RuntimeDirs;
 
-use super::DefaultNetworks;
 use super::images::{ImageService, ImagesInUse};
 use super::provision::{Phases, PreparedVm, Provision, Provisioner, VmBlueprint, VmMedia};
+use super::{DefaultNetworks, NetworkService};
 
 /// Digests of the images a set of VMs runs from.
 pub fn image_digests(vms: &[VmRecord]) -> BTreeSet<Digest> {
@@ -47,12 +47,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// records) and those of VMs being created right now, so that garbage
 /// collection never takes a disk from under a VM.
 pub struct VmImages {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     in_flight: Mutex<BTreeMap<Digest, usize>>,
 }
 
 impl VmImages {
-    pub fn new(hypervisor: Arc<dyn Hypervisor>) -> Self {
+    pub fn new(hypervisor: Arc<dyn VmDriver>) -> Self {
         Self {
             hypervisor,
             in_flight: Mutex::new(BTreeMap::new()),
@@ -97,7 +97,7 @@ impl ImagesInUse for VmImages {
 }
 
 struct Inner {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     runtime: RuntimeDirs,
     provisioner: Provisioner,
     /// VMs being created or removed: one such change per name at a time.
@@ -124,8 +124,11 @@ pub struct VmService {
 }
 
 impl VmService {
+    /// The VM use cases over `hypervisor`'s VMs; `networks` is read (for
+    /// the NICs' checks) and holds the default networks it makes.
     pub fn new(
-        hypervisor: Arc<dyn Hypervisor>,
+        hypervisor: Arc<dyn VmDriver>,
+        networks: Arc<dyn NetworkDriver>,
         media: VmMedia,
         images: Arc<ImageService>,
         runtime: RuntimeDirs,
@@ -135,11 +138,15 @@ impl VmService {
             inner: Arc::new(Inner {
                 // Default networks are published like the ones users create.
                 defaults: Arc::new(
-                    DefaultNetworks::new(Arc::clone(&hypervisor))
-                        .with_events(images.events().clone()),
+                    DefaultNetworks::new(NetworkService::new(
+                        Arc::clone(&networks),
+                        Arc::clone(&hypervisor),
+                    ))
+                    .with_events(images.events().clone()),
                 ),
                 provisioner: Provisioner::new(
                     hypervisor.clone(),
+                    networks,
                     media,
                     images,
                     runtime.clone(),
@@ -370,5 +377,7 @@ impl VmUseCases for VmService {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod over_fake;
 #[cfg(test)]
 mod tests;

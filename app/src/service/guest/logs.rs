@@ -16,7 +16,7 @@ use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vmr_domain::vm::VmName;
 use vmr_ports::driving::{LogStream, LogsRequest, UseCaseError};
-use vmr_ports::{Hypervisor, HypervisorError};
+use vmr_ports::{HypervisorError, VmDriver};
 
 /// How often a followed log is checked for new output.
 pub(super) const FOLLOW_POLL: Duration = Duration::from_millis(250);
@@ -71,7 +71,7 @@ struct Reader {
     offset: u64,
     follow: bool,
     idle_polls: u32,
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     name: VmName,
     failed: bool,
 }
@@ -160,7 +160,7 @@ impl Reader {
 pub(super) async fn stream(
     path: PathBuf,
     request: LogsRequest,
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     name: VmName,
 ) -> Result<LogStream, UseCaseError> {
     let mut reader = Reader {

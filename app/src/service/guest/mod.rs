@@ -14,15 +14,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 use vmr_domain::vm::VmName;
 use vmr_ports::driving::{ExecOutputStream, GuestUseCases, LogStream, LogsRequest, UseCaseError};
-use vmr_ports::{
-    ConsoleStream, ExecRequest, GuestAgent, Hypervisor, MAX_EXEC_STDIN, SerialConsole,
-};
+use vmr_ports::{ConsoleStream, ExecRequest, GuestAgent, MAX_EXEC_STDIN, SerialConsole, VmDriver};
 
 use super::vms::RuntimeDirs;
 
 /// The guest use cases.
 pub struct GuestService {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
     agent: Arc<dyn GuestAgent>,
     console: Arc<dyn SerialConsole>,
     runtime: RuntimeDirs,
@@ -30,7 +28,7 @@ pub struct GuestService {
 
 impl GuestService {
     pub fn new(
-        hypervisor: Arc<dyn Hypervisor>,
+        hypervisor: Arc<dyn VmDriver>,
         agent: Arc<dyn GuestAgent>,
         console: Arc<dyn SerialConsole>,
         runtime: RuntimeDirs,

@@ -10,7 +10,7 @@ use vmr_domain::image::DiskFormat;
 use vmr_domain::units::ByteSize;
 use vmr_ports::blobstore::Blobs;
 use vmr_ports::driving::UseCaseError;
-use vmr_ports::{DiskAttachment, Hypervisor, HypervisorError, StopMode, VmDefinition, VmRecord};
+use vmr_ports::{DiskAttachment, HypervisorError, StopMode, VmDefinition, VmDriver, VmRecord};
 
 use super::{Phases, PreparedVm, VmMedia};
 use crate::service::vms::RuntimeDirs;
@@ -25,7 +25,7 @@ struct Made {
 /// Creates the runtime files and the definition, and starts the VM when
 /// asked. On failure, undoes what it made and returns the first error.
 pub(super) async fn create(
-    hypervisor: &Arc<dyn Hypervisor>,
+    hypervisor: &Arc<dyn VmDriver>,
     media: &VmMedia,
     store: &dyn Blobs,
     runtime: &RuntimeDirs,
@@ -60,7 +60,7 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> UseCaseError {
 }
 
 async fn build(
-    hypervisor: &Arc<dyn Hypervisor>,
+    hypervisor: &Arc<dyn VmDriver>,
     media: &VmMedia,
     store: &dyn Blobs,
     runtime: &RuntimeDirs,

@@ -23,7 +23,7 @@ use vmr_domain::units::ByteSize;
 use vmr_domain::validation::check_simple_name;
 use vmr_domain::vm::{VmName, VmSpec};
 use vmr_ports::driving::{CreateVm, ErrorKind, UseCaseError};
-use vmr_ports::{Hypervisor, NetworkRecord, OverlayDisks, SeedMedia, VmRecord};
+use vmr_ports::{NetworkDriver, NetworkRecord, OverlayDisks, SeedMedia, VmDriver, VmRecord};
 
 use crate::service::images::Lease;
 use crate::service::vms::RuntimeDirs;
@@ -111,7 +111,9 @@ pub struct VmMedia {
 /// Turns blueprints into VMs.
 #[derive(Clone)]
 pub struct Provisioner {
-    hypervisor: Arc<dyn Hypervisor>,
+    hypervisor: Arc<dyn VmDriver>,
+    /// Only read: the networks a VM's NICs attach to.
+    networks: Arc<dyn NetworkDriver>,
     media: VmMedia,
     images: Arc<ImageService>,
     runtime: RuntimeDirs,
@@ -120,7 +122,8 @@ pub struct Provisioner {
 
 impl Provisioner {
     pub fn new(
-        hypervisor: Arc<dyn Hypervisor>,
+        hypervisor: Arc<dyn VmDriver>,
+        networks: Arc<dyn NetworkDriver>,
         media: VmMedia,
         images: Arc<ImageService>,
         runtime: RuntimeDirs,
@@ -128,6 +131,7 @@ impl Provisioner {
     ) -> Self {
         Self {
             hypervisor,
+            networks,
             media,
             images,
             runtime,
@@ -242,7 +246,7 @@ impl Provisioner {
         vms: &[VmRecord],
     ) -> Result<Vec<Nic>, UseCaseError> {
         let networks: BTreeMap<NetworkName, NetworkRecord> = self
-            .hypervisor
+            .networks
             .list_networks()
             .await?
             .into_iter()

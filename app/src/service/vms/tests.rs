@@ -3,17 +3,15 @@
 //! the lifecycle rules and image usage.
 
 use std::net::Ipv4Addr;
-use vmr_ports::NetworkDriver;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use vmr_adapters::blobstore::OpendalStore;
 use vmr_adapters::fake::hypervisor::{FakeCall, FakeHypervisor};
 use vmr_domain::network::{MacAddr, NetworkSpec};
 use vmr_domain::units::ByteSize;
 use vmr_domain::vm::{Bootloader, RestartPolicy, VmState};
 use vmr_ports::driving::{ImageUseCases, ImportRequest, NicRequest, StaticAddress};
-use vmr_ports::{NetworkDefinition, VmRecord};
+use vmr_ports::{NetworkDefinition, NetworkDriver, VmRecord};
 
 use super::*;
 
@@ -41,19 +39,7 @@ fn iso_bytes() -> Vec<u8> {
 impl World {
     async fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let store: Arc<dyn vmr_ports::BlobStore> =
-            Arc::new(OpendalStore::filesystem(tmp.path().join("store")).unwrap());
-        let fake = Arc::new(FakeHypervisor::new());
-        let hypervisor: Arc<dyn Hypervisor> = fake.clone();
-        let usage = Arc::new(VmImages::new(hypervisor.clone()));
-        let images = Arc::new(ImageService::new(store, usage.clone()));
-        let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
-        // The fake scripts the disks too (over the real disk adapter).
-        let media = VmMedia {
-            disks: fake.clone(),
-            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
-        };
-        let vms = VmService::new(hypervisor, media, images.clone(), runtime, usage);
+        let over_fake::FakeVms { fake, images, vms } = over_fake::over_fake(tmp.path());
         let world = Self {
             fake,
             images,

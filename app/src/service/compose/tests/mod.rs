@@ -11,18 +11,18 @@ use vmr_ports::{NetworkDriver, VmDriver};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use vmr_adapters::blobstore::OpendalStore;
 use vmr_adapters::fake::hypervisor::{CallRecord, FakeCall, FakeHypervisor};
 use vmr_domain::vm::{VmName, VmState};
 use vmr_ports::driving::{
     ComposeEvent, ComposeEventKind, ComposeSource, ComposeUseCases, ErrorKind, ImageUseCases,
     ImportRequest, UseCaseError,
 };
-use vmr_ports::{Hypervisor, HypervisorError, NetworkDefinition};
+use vmr_ports::{HypervisorError, NetworkDefinition};
 
 use super::*;
 use crate::service::events::{EventBus, LifecycleRelay};
-use crate::service::{ImageService, NetworkService, RuntimeDirs, VmImages, VmMedia, VmService};
+use crate::service::vms::over_fake::{FakeVms, over_fake};
+use crate::service::{ImageService, NetworkService};
 
 const ZITI: &str = include_str!("../../../../../domain/tests/fixtures/compose-full.yaml");
 const ZITI_USER_DATA: &[u8] =
@@ -47,27 +47,12 @@ impl World {
 
     async fn with_ready(timeout: Duration) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let store: Arc<dyn vmr_ports::BlobStore> =
-            Arc::new(OpendalStore::filesystem(tmp.path().join("store")).unwrap());
-        let fake = Arc::new(FakeHypervisor::new());
-        let hypervisor: Arc<dyn Hypervisor> = fake.clone();
-        let usage = Arc::new(VmImages::new(hypervisor.clone()));
-        let images = Arc::new(ImageService::new(store, usage.clone()));
-        let runtime = RuntimeDirs::new(tmp.path().join("runtime"));
-        let media = VmMedia {
-            disks: fake.clone(),
-            seeds: Arc::new(vmr_adapters::cloudinit::CidataIso),
-        };
-        let vms = Arc::new(VmService::new(
-            hypervisor.clone(),
-            media,
-            images.clone(),
-            runtime,
-            usage,
-        ));
+        let FakeVms { fake, images, vms } = over_fake(tmp.path());
+        let vms = Arc::new(vms);
         let bus = EventBus::new();
-        let relay = LifecycleRelay::spawn(hypervisor.as_ref(), bus.clone());
-        let networks = Arc::new(NetworkService::new(hypervisor).with_events(bus.clone()));
+        let relay = LifecycleRelay::spawn(fake.as_ref(), bus.clone());
+        let networks =
+            Arc::new(NetworkService::new(fake.clone(), fake.clone()).with_events(bus.clone()));
         let settings = ComposeSettings {
             ready: ReadySettings {
                 timeout,
